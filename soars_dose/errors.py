@@ -1,0 +1,55 @@
+"""One exception family for everything soars-dose refuses to do.
+
+Every message says *which file* was wrong, *what* was wrong with it and
+*what to do*; callers in a cohort run catch :class:`SoarsDoseError` per
+patient so that one bad case never stops the run.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+
+class SoarsDoseError(Exception):
+    """Base class of every error raised on purpose by soars-dose."""
+
+
+class DicomReadError(SoarsDoseError):
+    """A DICOM file is unreadable, of the wrong modality or misses required attributes."""
+
+
+class GeometryError(SoarsDoseError):
+    """Geometry we cannot handle correctly (oblique planes, irregular grids, ...)."""
+
+
+class FrameOfReferenceError(GeometryError):
+    """Dose, structures or CT do not share one FrameOfReferenceUID."""
+
+
+class DoseUnitsError(SoarsDoseError):
+    """Dose is not in absolute Gy and no prescription was given to scale it."""
+
+
+class StructureError(SoarsDoseError):
+    """A structure is empty, degenerate or lies outside the dose grid."""
+
+
+class NameClashError(SoarsDoseError):
+    """ROI names that clash or cannot be matched unambiguously."""
+
+
+class OutputExistsError(SoarsDoseError):
+    """An output already exists and ``overwrite`` was not requested."""
+
+
+class InputError(SoarsDoseError):
+    """A user-supplied argument or file (alias table, manifest...) is invalid."""
+
+
+class SoarsDoseWarning(UserWarning):
+    """Something was skipped or approximated; the result is still usable."""
+
+
+def warn(message: str) -> None:
+    """Emit a :class:`SoarsDoseWarning` attributed to the caller's caller."""
+    warnings.warn(message, SoarsDoseWarning, stacklevel=3)
