@@ -1,0 +1,1 @@
+"""Reading and writing DICOM CT series, RTSTRUCT and RTDOSE (pydicom 3)."""
