@@ -31,7 +31,7 @@ interpolation has a kink). The area of each sub-pixel covered by the
 polygons is computed exactly along the columns and by ``ROW_SUBSAMPLES``
 midpoint sub-rows along the rows, so the in-plane area is accurate to far
 below a sub-pixel. Along the normal each slab is cut at voxel centres and
-voxel faces of the grid and into pieces no longer than one sub-pixel, so
+voxel faces of the grid and into pieces no longer than two sub-pixels, so
 every sample lies in one voxel and one trilinear cell. Work is done only
 inside each plane's bounding box.
 """
@@ -59,23 +59,46 @@ MAX_AUTO_SAMPLES = 4_000_000
 
 
 @dataclass
+class SampleBlock:
+    """Samples of one contour plane: covered sub-pixels x pieces of its slab.
+
+    Attributes
+    ----------
+    axis_pos, axis_len : ndarray (nz,)
+        Centre and length (index units along the normal axis) of each piece.
+    rows, cols : ndarray (n,)
+        Continuous indices of the sub-pixel centres along the two in-plane
+        axes (in increasing axis order).
+    area_mm2 : ndarray (n,)
+        Covered area (mm^2) of each sub-pixel.
+    """
+
+    axis_pos: np.ndarray
+    axis_len: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    area_mm2: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return self.axis_pos.size * self.rows.size
+
+
+@dataclass
 class StructureSamples:
     """Weighted sub-voxel samples of one structure on one grid.
+
+    The samples are stored per contour plane (:class:`SampleBlock`) so that
+    callers can stream them; :attr:`index`, :attr:`weight_mm3`,
+    :attr:`box` and :attr:`inside` give them all at once.
 
     Attributes
     ----------
     grid : Grid
         The grid the indices refer to.
-    index : ndarray (n, 3)
-        Continuous ``(k, j, i)`` indices of the sample centres.
-    weight_mm3 : ndarray (n,)
-        Volume (mm^3) of the structure each sample stands for.
-    box : ndarray (n, 3)
-        Extent of each sample's box in index units along each grid axis.
-    inside : ndarray of bool (n,)
-        Sample centre inside the grid's voxels.
+    blocks : list of SampleBlock
     volume_mm3 : float
-        Volume of the object the contours define (all samples).
+        Volume of the object the contours define.
     factor : int
         In-plane supersampling factor used.
     normal_axis : int
@@ -86,15 +109,57 @@ class StructureSamples:
     """
 
     grid: Grid
-    index: np.ndarray
-    weight_mm3: np.ndarray
-    box: np.ndarray
-    inside: np.ndarray
+    blocks: list[SampleBlock]
     volume_mm3: float
     factor: int
     normal_axis: int
     n_planes: int
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def in_plane_axes(self) -> list[int]:
+        return [a for a in range(3) if a != self.normal_axis]
+
+    def block_arrays(self, block: SampleBlock):
+        """``(index (n,3), weight_mm3 (n,), box (n,3), inside (n,))`` of one block."""
+        a = self.normal_axis
+        b, c = self.in_plane_axes
+        n2, nz = block.rows.size, block.axis_pos.size
+        idx = np.empty((n2 * nz, 3))
+        idx[:, a] = np.repeat(block.axis_pos, n2)
+        idx[:, b] = np.tile(block.rows, nz)
+        idx[:, c] = np.tile(block.cols, nz)
+        w = np.outer(block.axis_len * self.grid.spacing[a], block.area_mm2).ravel()
+        box = np.empty((n2 * nz, 3))
+        box[:, a] = np.repeat(block.axis_len, n2)
+        box[:, b] = 1.0 / self.factor
+        box[:, c] = 1.0 / self.factor
+        hi = np.asarray(self.grid.shape) - 0.5
+        inside = np.all((idx >= -0.5) & (idx <= hi), axis=1)
+        return idx, w, box, inside
+
+    def _all(self, k: int) -> np.ndarray:
+        return np.concatenate([self.block_arrays(b)[k] for b in self.blocks])
+
+    @property
+    def index(self) -> np.ndarray:
+        """Continuous ``(k, j, i)`` indices of all sample centres, (n, 3)."""
+        return self._all(0)
+
+    @property
+    def weight_mm3(self) -> np.ndarray:
+        """Volume (mm^3) each sample stands for, (n,)."""
+        return self._all(1)
+
+    @property
+    def box(self) -> np.ndarray:
+        """Sample box extent in index units along each axis, (n, 3)."""
+        return self._all(2)
+
+    @property
+    def inside(self) -> np.ndarray:
+        """Sample centre inside the grid's voxels, (n,)."""
+        return self._all(3)
 
     @property
     def volume_cc(self) -> float:
@@ -106,7 +171,8 @@ class StructureSamples:
         """Fraction (0-1) of the structure's volume inside the grid."""
         if self.volume_mm3 <= 0:
             return 0.0
-        return float(self.weight_mm3[self.inside].sum() / self.volume_mm3)
+        w_in = sum(float(w[ins].sum()) for _, w, _, ins in map(self.block_arrays, self.blocks))
+        return w_in / self.volume_mm3
 
 
 # --------------------------------------------------------------------- planes
@@ -378,48 +444,29 @@ def sample_structure(
         if f < 1:
             raise ValueError(f"supersampling factor must be >= 1, got {factor}")
         f += f % 2
-    max_len = 1.0 / f * inplane / sp[axis]  # a piece about one sub-pixel long
+    # pieces at most two sub-pixels long keep sample boxes near cubic for small
+    # structures; for large ones the cuts at voxel centres and faces already bind
+    max_len = 2.0 / f * inplane / sp[axis]
 
-    idx_parts, w_parts, box_parts = [], [], []
+    blocks: list[SampleBlock] = []
     sub_area = px_area / (f * f)
+    volume = 0.0
     for (p, polys), a, b in zip(planes, lo, hi):
         fine = [(q + 0.5) * f - 0.5 for q in polys]
         r0, c0, cov = polygon_coverage(fine)
         rr, cc = np.nonzero(cov > 1e-12)
         if rr.size == 0:
             continue
-        w2 = cov[rr, cc] * sub_area
-        u = (rr + r0 + 0.5) / f - 0.5
-        v = (cc + c0 + 0.5) / f - 0.5
         zc, zl = _split_slab(a, b, max_len)
-        n2, nz = rr.size, zc.size
-        idx = np.empty((n2 * nz, 3))
-        idx[:, axis] = np.repeat(zc, n2)
-        idx[:, others[0]] = np.tile(u, nz)
-        idx[:, others[1]] = np.tile(v, nz)
-        idx_parts.append(idx)
-        w_parts.append(np.outer(zl * sp[axis], w2).ravel())
-        bx = np.empty((n2 * nz, 3))
-        bx[:, axis] = np.repeat(zl, n2)
-        bx[:, others[0]] = 1.0 / f
-        bx[:, others[1]] = 1.0 / f
-        box_parts.append(bx)
-    if not idx_parts:
+        blk = SampleBlock(axis_pos=zc, axis_len=zl, rows=(rr + r0 + 0.5) / f - 0.5,
+                          cols=(cc + c0 + 0.5) / f - 0.5, area_mm2=cov[rr, cc] * sub_area)
+        volume += float(blk.area_mm2.sum() * zl.sum() * sp[axis])
+        blocks.append(blk)
+    if not blocks or volume <= 0:
         raise StructureError(f"{source}: ROI {structure.name!r} encloses no area (degenerate)")
-    index = np.concatenate(idx_parts)
-    weight = np.concatenate(w_parts)
-    box = np.concatenate(box_parts)
-    hi_idx = np.asarray(grid.shape) - 0.5
-    inside = np.all((index >= -0.5) & (index <= hi_idx), axis=1)
-    volume = float(weight.sum())
-    if volume <= 0:
-        raise StructureError(f"{source}: ROI {structure.name!r} has zero volume (degenerate)")
     return StructureSamples(
         grid=grid,
-        index=index,
-        weight_mm3=weight,
-        box=box,
-        inside=inside,
+        blocks=blocks,
         volume_mm3=volume,
         factor=f,
         normal_axis=axis,
@@ -440,9 +487,10 @@ def occupancy(samples: StructureSamples) -> np.ndarray:
     """
     g = samples.grid
     out = np.zeros(int(np.prod(g.shape)), dtype=np.float64)
-    keep = samples.inside
-    vox = np.clip(np.floor(samples.index[keep] + 0.5).astype(np.int64), 0,
-                  np.asarray(g.shape) - 1)
-    flat = np.ravel_multi_index(vox.T, g.shape)
-    out += np.bincount(flat, weights=samples.weight_mm3[keep], minlength=out.size)
+    top = np.asarray(g.shape) - 1
+    for blk in samples.blocks:
+        idx, w, _, inside = samples.block_arrays(blk)
+        vox = np.clip(np.floor(idx[inside] + 0.5).astype(np.int64), 0, top)
+        flat = np.ravel_multi_index(vox.T, g.shape)
+        out += np.bincount(flat, weights=w[inside], minlength=out.size)
     return (out / g.voxel_volume_mm3).reshape(g.shape).astype(np.float32)

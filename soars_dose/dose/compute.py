@@ -8,7 +8,7 @@ from ..errors import StructureError, warn
 from ..rasterize import StructureSamples, sample_structure
 from ..structures import Structure
 from .dosegrid import DoseGrid
-from .dvh import BIN_WIDTH_GY, DVH, dvh_from_samples
+from .dvh import BIN_WIDTH_GY, DVH, DVHBuilder
 
 #: Below this fraction of its volume inside the dose grid a structure is warned about.
 FULL_COVERAGE = 0.9999
@@ -16,16 +16,25 @@ FULL_COVERAGE = 0.9999
 
 def dvh_of_samples(samples: StructureSamples, dose: DoseGrid, name: str,
                    bin_width: float = BIN_WIDTH_GY) -> DVH:
-    """DVH of already computed samples (reuse the geometry for many doses)."""
-    keep = samples.inside
-    if not np.any(keep):
+    """DVH of already computed samples (reuse the geometry for many doses).
+
+    Streams the samples plane by plane so that memory stays proportional
+    to one plane's samples plus three numbers per sample.
+    """
+    builder = DVHBuilder(name, bin_width)
+    for blk in samples.blocks:
+        idx, w, box, inside = samples.block_arrays(blk)
+        if not np.any(inside):
+            continue
+        d, g = dose.interpolate(idx[inside], gradient=True)
+        gb = g * box[inside]
+        builder.add(d, np.sqrt(np.einsum("ij,ij->i", gb, gb)), w[inside])
+    if builder.volume <= 0:
         raise StructureError(
             f"ROI {name!r} lies entirely outside the dose grid {dose.grid}; check that the "
             "dose and the structures belong to the same patient and plan"
         )
-    d, g = dose.interpolate(samples.index[keep], gradient=True)
-    dvh = dvh_from_samples(name, d, g, samples.box[keep], samples.weight_mm3[keep],
-                           samples.volume_mm3, bin_width)
+    dvh = builder.build(samples.volume_mm3)
     dvh.notes.extend(samples.notes)
     return dvh
 

@@ -9,6 +9,9 @@ import numpy as np
 
 from ..grid import Grid
 
+#: Points interpolated per block.
+CHUNK = 1 << 15
+
 
 @dataclass
 class DoseGrid:
@@ -77,26 +80,45 @@ class DoseGrid:
         grad : ndarray (n, 3), Gy per index step (only when ``gradient``)
         """
         idx = np.asarray(index, dtype=np.float64)
+        n = idx.shape[0]
+        if n > CHUNK:
+            # chunks keep the temporaries in cache: several times faster on 10^7 points
+            dose = np.empty(n)
+            g = np.empty((n, 3)) if gradient else None
+            for a in range(0, n, CHUNK):
+                r = self._interpolate(idx[a:a + CHUNK], gradient)
+                if gradient:
+                    dose[a:a + CHUNK], g[a:a + CHUNK] = r
+                else:
+                    dose[a:a + CHUNK] = r
+            return (dose, g) if gradient else dose
+        return self._interpolate(idx, gradient)
+
+    def _interpolate(self, idx: np.ndarray, gradient: bool):
         shape = np.asarray(self.grid.shape)
-        c = np.clip(idx, 0.0, shape - 1.0)
-        i0 = np.minimum(np.floor(c).astype(np.intp), np.maximum(shape - 2, 0))
-        f = c - i0
-        # A single-plane axis has no neighbour: interpolation degenerates to it.
         single = shape == 1
-        f[:, single] = 0.0
-        i1 = np.where(single, i0, i0 + 1)
-        v = self.values
-        k0, j0, x0 = i0[:, 0], i0[:, 1], i0[:, 2]
-        k1, j1, x1 = i1[:, 0], i1[:, 1], i1[:, 2]
-        c000 = v[k0, j0, x0]; c001 = v[k0, j0, x1]
-        c010 = v[k0, j1, x0]; c011 = v[k0, j1, x1]
-        c100 = v[k1, j0, x0]; c101 = v[k1, j0, x1]
-        c110 = v[k1, j1, x0]; c111 = v[k1, j1, x1]
-        fk, fj, fi = f[:, 0], f[:, 1], f[:, 2]
-        c00 = c000 + (c001 - c000) * fi
-        c01 = c010 + (c011 - c010) * fi
-        c10 = c100 + (c101 - c100) * fi
-        c11 = c110 + (c111 - c110) * fi
+        top = np.maximum(shape - 2, 0)
+        flat = self.values.ravel()
+        strides = np.array([shape[1] * shape[2], shape[2], 1])
+        base = np.zeros(idx.shape[0], dtype=np.int64)
+        f = np.empty((3, idx.shape[0]))
+        for a in range(3):
+            # clamp to the centre-to-centre hull: constant dose out to the faces
+            c = np.minimum(np.maximum(idx[:, a], 0.0), shape[a] - 1.0)
+            i0 = np.minimum(c.astype(np.int64), top[a])
+            f[a] = 0.0 if single[a] else c - i0
+            base += i0 * strides[a]
+        sk, sj, si = (0 if single[a] else strides[a] for a in range(3))
+        c000 = flat.take(base); c001 = flat.take(base + si)
+        c010 = flat.take(base + sj); c011 = flat.take(base + sj + si)
+        c100 = flat.take(base + sk); c101 = flat.take(base + sk + si)
+        c110 = flat.take(base + sk + sj); c111 = flat.take(base + sk + sj + si)
+        fk, fj, fi = f
+        d00 = c001 - c000; d01 = c011 - c010; d10 = c101 - c100; d11 = c111 - c110
+        c00 = c000 + d00 * fi
+        c01 = c010 + d01 * fi
+        c10 = c100 + d10 * fi
+        c11 = c110 + d11 * fi
         c0 = c00 + (c01 - c00) * fj
         c1 = c10 + (c11 - c10) * fj
         dose = c0 + (c1 - c0) * fk
@@ -105,10 +127,11 @@ class DoseGrid:
         g = np.empty((idx.shape[0], 3))
         g[:, 0] = c1 - c0
         g[:, 1] = (1 - fk) * (c01 - c00) + fk * (c11 - c10)
-        d0 = (1 - fj) * (c001 - c000) + fj * (c011 - c010)
-        d1 = (1 - fj) * (c101 - c100) + fj * (c111 - c110)
-        g[:, 2] = (1 - fk) * d0 + fk * d1
+        g[:, 2] = (1 - fk) * ((1 - fj) * d00 + fj * d01) + fk * ((1 - fj) * d10 + fj * d11)
         # Outside the centre-to-centre hull the dose is held constant.
-        outside = (idx < 0.0) | (idx > shape - 1.0) | single
-        g[outside] = 0.0
+        for a in range(3):
+            if single[a]:
+                g[:, a] = 0.0
+            else:
+                g[(idx[:, a] < 0.0) | (idx[:, a] > shape[a] - 1.0), a] = 0.0
         return dose, g

@@ -24,18 +24,66 @@ from ..errors import StructureError
 BIN_WIDTH_GY = 0.01
 
 
-def _ramp_sum_at_edges(a: np.ndarray, c: np.ndarray, width: float, n_edges: int) -> np.ndarray:
-    """Evaluate ``sum_j c_j * max(a_j - e_k, 0)`` at ``e_k = k * width``, k < n_edges."""
-    m = np.floor(a / width).astype(np.int64)
-    keep = m >= 0  # kinks below 0 Gy never exceed an edge e_k >= 0
-    m = np.minimum(m[keep], n_edges - 1)
-    c0 = np.bincount(m, weights=c[keep], minlength=n_edges)
-    c1 = np.bincount(m, weights=c[keep] * a[keep], minlength=n_edges)
-    # a_j > e_k  <=>  m_j >= k (a_j == e_k contributes 0 anyway)
-    s0 = np.cumsum(c0[::-1])[::-1]
-    s1 = np.cumsum(c1[::-1])[::-1]
-    e = np.arange(n_edges) * width
-    return s1 - e * s0
+class CumulativeAccumulator:
+    """Streams samples into an exact cumulative DVH on edges ``k * bin_width``.
+
+    Each sample is a volume spread uniformly over ``[lo, hi]`` Gy. Its
+    share of ``V(>= e)`` is the ramp ``w * ((hi - e)_+ - (lo - e)_+) / (hi - lo)``,
+    so ``V`` is a sum of kinks ``c_j (a_j - e)_+``. Binning the kink
+    positions ``a_j`` by edge index and keeping the sums of ``c_j`` and
+    ``c_j a_j`` per bin gives ``V(e_k) = S1(k) - e_k S0(k)`` exactly, with
+    ``S0, S1`` the sums over kinks at or above edge ``k``. Samples of zero
+    spread (no gradient) are steps, counted at every edge ``<= d``.
+    """
+
+    def __init__(self, bin_width: float = BIN_WIDTH_GY):
+        self.bin_width = float(bin_width)
+        self.c0 = np.zeros(2)
+        self.c1 = np.zeros(2)
+        self.steps = np.zeros(2)
+
+    def _grow(self, n: int) -> None:
+        if n > self.c0.size:
+            pad = n - self.c0.size
+            self.c0 = np.pad(self.c0, (0, pad))
+            self.c1 = np.pad(self.c1, (0, pad))
+            self.steps = np.pad(self.steps, (0, pad))
+
+    def _kinks(self, a: np.ndarray, c: np.ndarray) -> None:
+        m = np.floor(a / self.bin_width).astype(np.int64)
+        keep = m >= 0  # kinks below 0 Gy never exceed an edge e_k >= 0
+        m, a, c = m[keep], a[keep], c[keep]
+        if m.size == 0:
+            return
+        n = int(m.max()) + 2
+        self._grow(n)
+        self.c0[:n] += np.bincount(m, weights=c, minlength=n)
+        self.c1[:n] += np.bincount(m, weights=c * a, minlength=n)
+
+    def add(self, dose: np.ndarray, spread: np.ndarray, weight: np.ndarray) -> None:
+        """Add samples: centre dose (Gy), spread width (Gy), volume (any unit)."""
+        lo = np.maximum(dose - spread / 2.0, 0.0)
+        hi = np.maximum(dose + spread / 2.0, 0.0)
+        ramp = (hi - lo) > 1e-9 * self.bin_width
+        if np.any(ramp):
+            w = weight[ramp] / (hi[ramp] - lo[ramp])
+            self._kinks(hi[ramp], w)
+            self._kinks(lo[ramp], -w)
+        step = ~ramp
+        if np.any(step):
+            k = np.floor(hi[step] / self.bin_width + 1e-9).astype(np.int64)
+            n = int(k.max()) + 2
+            self._grow(n)
+            self.steps[:n] += np.bincount(k, weights=weight[step], minlength=n)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(edges_gy, volume)``: volume receiving at least each edge dose."""
+        # a_j > e_k  <=>  bin(a_j) >= k (a_j == e_k contributes 0 anyway)
+        s0 = np.cumsum(self.c0[::-1])[::-1]
+        s1 = np.cumsum(self.c1[::-1])[::-1]
+        e = np.arange(self.c0.size) * self.bin_width
+        vol = s1 - e * s0 + np.cumsum(self.steps[::-1])[::-1]
+        return e, np.maximum(vol, 0.0)
 
 
 def cumulative_from_samples(
@@ -64,22 +112,9 @@ def cumulative_from_samples(
     volume : ndarray (m,)
         Volume receiving at least ``edges[k]``.
     """
-    lo = np.maximum(dose - spread / 2.0, 0.0)
-    hi = np.maximum(dose + spread / 2.0, 0.0)
-    n_edges = int(np.floor(hi.max() / bin_width)) + 2 if hi.size else 2
-    vol = np.zeros(n_edges)
-    ramp = (hi - lo) > 1e-9 * bin_width
-    if np.any(ramp):
-        w = weight[ramp] / (hi[ramp] - lo[ramp])
-        vol += _ramp_sum_at_edges(hi[ramp], w, bin_width, n_edges)
-        vol -= _ramp_sum_at_edges(lo[ramp], w, bin_width, n_edges)
-    step = ~ramp
-    if np.any(step):
-        # point doses: counted at every edge e_k <= d
-        k = np.minimum(np.floor(hi[step] / bin_width + 1e-9).astype(np.int64), n_edges - 1)
-        cnt = np.bincount(k, weights=weight[step], minlength=n_edges)
-        vol += np.cumsum(cnt[::-1])[::-1]
-    return np.arange(n_edges) * bin_width, np.maximum(vol, 0.0)
+    acc = CumulativeAccumulator(bin_width)
+    acc.add(np.asarray(dose, float), np.asarray(spread, float), np.asarray(weight, float))
+    return acc.result()
 
 
 @dataclass
@@ -237,8 +272,7 @@ def _fmt(x: float) -> str:
 def dvh_from_samples(
     name: str,
     dose: np.ndarray,
-    gradient: np.ndarray,
-    box: np.ndarray,
+    spread: np.ndarray,
     weight_mm3: np.ndarray,
     structure_volume_mm3: float,
     bin_width: float = BIN_WIDTH_GY,
@@ -249,26 +283,51 @@ def dvh_from_samples(
     ----------
     dose : ndarray (n,)
         Dose (Gy) at sample centres.
-    gradient : ndarray (n, 3)
-        Dose gradient (Gy per index step) at the sample centres.
-    box : ndarray (n, 3)
-        Sample box extent (index units).
+    spread : ndarray (n,)
+        Width (Gy) of each sample's uniform dose distribution,
+        ``sqrt(sum_a (gradient_a * box_a)^2)``.
     weight_mm3 : ndarray (n,)
     structure_volume_mm3 : float
         Volume of the whole structure (for the coverage).
     """
-    if dose.size == 0 or weight_mm3.sum() <= 0:
-        raise StructureError(f"ROI {name!r} lies entirely outside the dose grid")
-    spread = np.sqrt(np.sum((gradient * box) ** 2, axis=1))
-    edges, vol = cumulative_from_samples(dose, spread, weight_mm3, bin_width)
-    w = weight_mm3
-    return DVH(
-        name=name,
-        edges_gy=edges,
-        cumulative_cc=vol / 1000.0,
-        volume_cc=float(w.sum()) / 1000.0,
-        mean_gy=float(np.dot(w, dose) / w.sum()),
-        min_gy=float(dose.min()),
-        max_gy=float(dose.max()),
-        structure_volume_cc=structure_volume_mm3 / 1000.0,
-    )
+    builder = DVHBuilder(name, bin_width)
+    builder.add(dose, spread, weight_mm3)
+    return builder.build(structure_volume_mm3)
+
+
+class DVHBuilder:
+    """Accumulates samples block by block into a :class:`DVH`."""
+
+    def __init__(self, name: str, bin_width: float = BIN_WIDTH_GY):
+        self.name = name
+        self.acc = CumulativeAccumulator(bin_width)
+        self.volume = 0.0
+        self.dose_volume = 0.0
+        self.min = np.inf
+        self.max = -np.inf
+
+    def add(self, dose: np.ndarray, spread: np.ndarray, weight_mm3: np.ndarray) -> None:
+        """Add samples: centre dose (Gy), spread (Gy), volume (mm^3)."""
+        if dose.size == 0:
+            return
+        self.acc.add(dose, spread, weight_mm3)
+        self.volume += float(weight_mm3.sum())
+        self.dose_volume += float(np.dot(weight_mm3, dose))
+        self.min = min(self.min, float(dose.min()))
+        self.max = max(self.max, float(dose.max()))
+
+    def build(self, structure_volume_mm3: float) -> DVH:
+        """The DVH; ``structure_volume_mm3`` is the whole structure's volume."""
+        if self.volume <= 0:
+            raise StructureError(f"ROI {self.name!r} lies entirely outside the dose grid")
+        edges, vol = self.acc.result()
+        return DVH(
+            name=self.name,
+            edges_gy=edges,
+            cumulative_cc=vol / 1000.0,
+            volume_cc=self.volume / 1000.0,
+            mean_gy=self.dose_volume / self.volume,
+            min_gy=self.min,
+            max_gy=self.max,
+            structure_volume_cc=structure_volume_mm3 / 1000.0,
+        )

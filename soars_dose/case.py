@@ -1,0 +1,161 @@
+"""A patient case: one fixed RTDOSE and named contour sets, checked for consistency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .dicom.ct import CTSeries, read_ct_series
+from .dicom.rtdose import read_rtdoses
+from .dicom.rtstruct import read_rtstruct
+from .dose.dosegrid import DoseGrid
+from .errors import FrameOfReferenceError, InputError
+from .structures import StructureSet
+
+#: Name of the reference set in every table.
+REFERENCE = "reference"
+
+
+@dataclass
+class Case:
+    """Everything needed to audit one patient.
+
+    Attributes
+    ----------
+    dose : DoseGrid
+        The fixed clinical dose (Gy).
+    sets : dict of str -> StructureSet
+        Contour sets by name; for a comparison the first is ``"reference"``.
+    ct : CTSeries or None
+        The planning CT, when given (slice thickness, frame of reference).
+    patient : str
+        Identifier used in tables (PatientID or a user label).
+    notes : list of str
+    """
+
+    dose: DoseGrid
+    sets: dict[str, StructureSet]
+    ct: CTSeries | None = None
+    patient: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_set_name(name: str) -> None:
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise InputError(
+            f"set name {name!r} must be non-empty letters, digits, '_' or '-' "
+            "(it becomes a column value and part of file names)"
+        )
+
+
+def check_frames(case: Case, allow_mismatch: bool = False) -> list[str]:
+    """Check that dose, every structure set and the CT share one frame of reference.
+
+    Returns the notes made; raises :class:`FrameOfReferenceError` on a
+    mismatch unless ``allow_mismatch`` (then a note is made instead).
+    """
+    notes = []
+    dose_for = case.dose.frame_of_reference_uid
+    dose_src = case.dose.sources[0] if case.dose.sources else "dose"
+    others = [(f"set {n!r} ({s.source})", s.frame_of_reference_uid) for n, s in case.sets.items()]
+    if case.ct is not None:
+        others.append((f"CT series {case.ct.series_uid} ({case.ct.paths[0].parent})",
+                       case.ct.frame_of_reference_uid))
+    for what, uid in others:
+        if dose_for and uid and uid != dose_for:
+            msg = (f"{what} has FrameOfReferenceUID {uid} but the dose {dose_src} has "
+                   f"{dose_for}: they are not in one patient coordinate system. Check that the "
+                   "files belong to the same patient and plan; if they were registered and "
+                   "share coordinates, pass --allow-frame-mismatch")
+            if not allow_mismatch:
+                raise FrameOfReferenceError(msg)
+            notes.append("ignored on request: " + msg)
+        elif not uid or not dose_for:
+            notes.append(f"{what}: frame of reference could not be checked (UID absent)")
+    return notes
+
+
+def load_case(
+    rtdose: "str | Path | Sequence[str | Path]",
+    sets: Mapping[str, "str | Path | StructureSet"],
+    *,
+    ct: "str | Path | None" = None,
+    patient: str | None = None,
+    sum_doses: bool = False,
+    prescription_gy: float | None = None,
+    allow_frame_mismatch: bool = False,
+) -> Case:
+    """Read a dose, contour sets and optionally a CT into a checked :class:`Case`.
+
+    Parameters
+    ----------
+    rtdose : path or list of paths
+        RTDOSE file(s); several are summed only with ``sum_doses``.
+    sets : mapping name -> RTSTRUCT path (or StructureSet)
+        Contour sets in order; use ``"reference"`` first for a comparison.
+    ct : path, optional
+        Folder of the CT series.
+    patient : str, optional
+        Label; default the dose file's PatientID or its folder name.
+    sum_doses, prescription_gy
+        See :func:`soars_dose.dicom.rtdose.read_rtdoses`.
+    allow_frame_mismatch : bool
+        Downgrade a FrameOfReferenceUID mismatch from an error to a note.
+    """
+    paths = [rtdose] if isinstance(rtdose, (str, Path)) else list(rtdose)
+    dose = read_rtdoses(paths, sum_doses=sum_doses, prescription_gy=prescription_gy)
+    loaded: dict[str, StructureSet] = {}
+    for name, s in sets.items():
+        _check_set_name(name)
+        loaded[name] = s if isinstance(s, StructureSet) else read_rtstruct(s)
+    ct_series = read_ct_series(ct) if ct is not None else None
+    if patient is None:
+        import pydicom
+
+        try:
+            patient = str(pydicom.dcmread(paths[0], stop_before_pixels=True).get("PatientID", ""))
+        except Exception:
+            patient = ""
+        patient = patient or Path(paths[0]).parent.name
+    case = Case(dose=dose, sets=loaded, ct=ct_series, patient=patient)
+    case.notes.extend(check_frames(case, allow_frame_mismatch))
+    case.notes.extend(dose.notes)
+    if ct_series is not None:
+        case.notes.extend(ct_series.notes)
+    return case
+
+
+def case_inputs(case: Case) -> list[dict]:
+    """Provenance entries (role, path, SHA-256, UIDs) for every input file of ``case``."""
+    from .dicom.common import sha256
+
+    out = []
+    for path, sop in zip(case.dose.sources, case.dose.sop_instance_uids):
+        out.append({"role": "rtdose", "path": str(path), "sha256": sha256(path),
+                    "sop_instance_uid": sop,
+                    "frame_of_reference_uid": case.dose.frame_of_reference_uid,
+                    "dose_summation_type": case.dose.summation_type,
+                    "dose_type": case.dose.dose_type})
+    for name, s in case.sets.items():
+        entry = {"role": f"rtstruct:{name}", "path": str(s.source) if s.source else None,
+                 "sop_instance_uid": s.sop_instance_uid,
+                 "series_instance_uid": s.series_instance_uid,
+                 "study_instance_uid": s.study_instance_uid,
+                 "frame_of_reference_uid": s.frame_of_reference_uid,
+                 "referenced_series_uid": s.referenced_series_uid}
+        if s.source:
+            entry["sha256"] = sha256(s.source)
+        out.append(entry)
+    if case.ct is not None:
+        import hashlib
+
+        h = hashlib.sha256()
+        for p in case.ct.paths:
+            h.update(sha256(p).encode())
+        out.append({"role": "ct", "path": str(case.ct.paths[0].parent),
+                    "series_instance_uid": case.ct.series_uid,
+                    "frame_of_reference_uid": case.ct.frame_of_reference_uid,
+                    "n_slices": len(case.ct.paths),
+                    "sha256_of_slice_hashes": h.hexdigest()})
+    return out

@@ -1,0 +1,1 @@
+"""The ``soars-dose`` command line."""
