@@ -287,6 +287,11 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
     coverage : ndarray (rows, columns)
         Covered fraction of each pixel's area, in [0, 1]. Exact along the
         columns; midpoint rule with ``sub_rows`` points along the rows.
+    centroid : ndarray (2, rows, columns)
+        Row and column offset (pixel units, in [-0.5, 0.5]) of the centroid
+        of the covered part from the pixel centre (0 where nothing is
+        covered), so that a partly covered pixel is sampled inside the
+        polygon.
     """
     pts = np.vstack(polygons)
     row0 = int(np.floor(pts[:, 0].min() + 0.5))
@@ -308,7 +313,7 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
     n_cross = np.clip(t_hi - t_lo, 0, None)
     total = int(n_cross.sum())
     if total == 0:
-        return row0, col0, np.zeros((n_rows, n_cols))
+        return row0, col0, np.zeros((n_rows, n_cols)), np.zeros((2, n_rows, n_cols))
     edge = np.repeat(np.arange(r0.size), n_cross)
     first = np.repeat(np.cumsum(n_cross) - n_cross, n_cross)
     t = t_lo[edge] + (np.arange(total) - first)
@@ -326,12 +331,26 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
     flat = t * width + b
     s0 = np.bincount(flat, weights=sign, minlength=n_sub * width).reshape(n_sub, width)
     s1 = np.bincount(flat, weights=sign * x, minlength=n_sub * width).reshape(n_sub, width)
+    s2 = np.bincount(flat, weights=sign * x * x, minlength=n_sub * width).reshape(n_sub, width)
     s0 = np.cumsum(s0, axis=1)[:, : n_cols + 1]
     s1 = np.cumsum(s1, axis=1)[:, : n_cols + 1]
+    s2 = np.cumsum(s2, axis=1)[:, : n_cols + 1]
     e = np.arange(n_cols + 1) - 0.5
-    f = e * s0 - s1
-    cov = np.diff(f, axis=1).reshape(n_rows, sub_rows, n_cols).mean(axis=1)
-    return row0, col0, np.clip(cov, 0.0, 1.0)
+    # covered length and its first moment left of each edge
+    length = np.diff(e * s0 - s1, axis=1)
+    moment = np.diff(0.5 * (e * e * s0 - s2), axis=1)
+    y = (-0.5 + (np.arange(n_sub) + 0.5) / sub_rows)[:, None]
+    shape3 = (n_rows, sub_rows, n_cols)
+    tot = length.reshape(shape3).sum(axis=1)
+    mx = moment.reshape(shape3).sum(axis=1)
+    my = (length * y).reshape(shape3).sum(axis=1)
+    cov = np.clip(tot / sub_rows, 0.0, 1.0)
+    centroid = np.zeros((2, n_rows, n_cols))
+    ok = tot > 1e-12
+    rows_idx, cols_idx = np.nonzero(ok)
+    centroid[0][ok] = np.clip(my[ok] / tot[ok] - rows_idx, -0.5, 0.5)
+    centroid[1][ok] = np.clip(mx[ok] / tot[ok] - cols_idx, -0.5, 0.5)
+    return row0, col0, cov, centroid
 
 
 # -------------------------------------------------------------------- samples
@@ -453,13 +472,16 @@ def sample_structure(
     volume = 0.0
     for (p, polys), a, b in zip(planes, lo, hi):
         fine = [(q + 0.5) * f - 0.5 for q in polys]
-        r0, c0, cov = polygon_coverage(fine)
+        r0, c0, cov, cen = polygon_coverage(fine)
         rr, cc = np.nonzero(cov > 1e-12)
         if rr.size == 0:
             continue
         zc, zl = _split_slab(a, b, max_len)
-        blk = SampleBlock(axis_pos=zc, axis_len=zl, rows=(rr + r0 + 0.5) / f - 0.5,
-                          cols=(cc + c0 + 0.5) / f - 0.5, area_mm2=cov[rr, cc] * sub_area)
+        # sample each sub-pixel at the centroid of its covered part
+        blk = SampleBlock(axis_pos=zc, axis_len=zl,
+                          rows=(rr + r0 + cen[0][rr, cc] + 0.5) / f - 0.5,
+                          cols=(cc + c0 + cen[1][rr, cc] + 0.5) / f - 0.5,
+                          area_mm2=cov[rr, cc] * sub_area)
         volume += float(blk.area_mm2.sum() * zl.sum() * sp[axis])
         blocks.append(blk)
     if not blocks or volume <= 0:

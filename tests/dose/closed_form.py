@@ -45,9 +45,10 @@ def planes(kind: str, r: float, centre, dz: float, height: float | None = None):
 
 
 class ExactDVH:
-    """Exact cumulative DVH of contour slabs in ``dose = a + b * coordinate[axis]``."""
+    """Exact cumulative DVH of contour slabs in ``dose = a + b * (coordinate[axis] - c0)``."""
 
-    def __init__(self, contours, dz, a, b, axis):
+    def __init__(self, contours, dz, a, b, axis, c0=0.0):
+        a = a - b * c0  # fold the offset into the intercept
         self.polys = [Polygon(c[:, :2]) for c in contours]
         self.z = np.array([c[0, 2] for c in contours])
         self.dz, self.a, self.b, self.axis = dz, a, b, AXES[axis]

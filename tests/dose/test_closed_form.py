@@ -21,10 +21,11 @@ from .closed_form import ExactDVH, planes
 
 FOR_UID = "1.2.826.0.1.3680043.8.498.1"
 CENTRE = (1.3, -0.8, 0.45)  # not on any grid point
+AX = {"x": 0, "y": 1, "z": 2}
 SLOPE = {"x": 1.5, "y": -1.2, "z": 1.0}  # Gy/mm, negative on y to test that sign
 
 
-def _linear_dose(grid: Grid, axis: str, a=40.0):
+def _linear_dose(grid: Grid, axis: str, a=60.0):
     k, j, i = np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij")
     xyz = grid.index_to_world(np.stack([k, j, i], axis=-1).reshape(-1, 3))
     c = xyz[:, {"x": 0, "y": 1, "z": 2}[axis]] - CENTRE[{"x": 0, "y": 1, "z": 2}[axis]]
@@ -74,7 +75,7 @@ def test_closed_form_dvh(tmp_path, kind, radius, dz, axis):
     contours = planes(kind, radius, CENTRE, dz)
     s, dose = _roundtrip(tmp_path, contours, grid, _linear_dose(grid, axis))
     dvh = compute_dvh(s, dose, nominal_spacing_mm=dz)
-    exact = ExactDVH(contours, dz, 40.0, SLOPE[axis], axis)
+    exact = ExactDVH(contours, dz, 60.0, SLOPE[axis], axis, CENTRE[AX[axis]])
     _check(dvh, exact, f"{kind} r={radius} dz={dz} gradient {axis}")
     # max and min come from sub-voxel sample centres: they lie inside the object, at most
     # half a sample (<= half of a 3 mm / 2 sub-pixel = 0.75 mm) from its extreme point
@@ -108,7 +109,7 @@ def test_orientations_give_the_same_dvh(tmp_path, orientation, axis):
     contours = planes("sphere", 6.0, CENTRE, 2.0)
     s, dose = _roundtrip(tmp_path, contours, grid, _linear_dose(grid, axis))
     dvh = compute_dvh(s, dose, nominal_spacing_mm=2.0)
-    exact = ExactDVH(contours, 2.0, 40.0, SLOPE[axis], axis)
+    exact = ExactDVH(contours, 2.0, 60.0, SLOPE[axis], axis, CENTRE[AX[axis]])
     _check(dvh, exact, f"{orientation} gradient {axis}")
 
 
@@ -118,7 +119,7 @@ def test_contour_planes_between_dose_planes_and_subvoxel_structure(tmp_path):
     contours = planes("sphere", 1.5, CENTRE, 0.5)
     s, dose = _roundtrip(tmp_path, contours, grid, _linear_dose(grid, "z"))
     dvh = compute_dvh(s, dose, nominal_spacing_mm=0.5)
-    exact = ExactDVH(contours, 0.5, 40.0, SLOPE["z"], "z")
+    exact = ExactDVH(contours, 0.5, 60.0, SLOPE["z"], "z", CENTRE[2])
     assert dvh.structure_volume_cc * 1000 < grid.voxel_volume_mm3
     assert abs(dvh.structure_volume_cc * 1000 / exact.volume - 1) < 0.01
     assert abs(dvh.mean_gy / exact.mean - 1) < 0.005

@@ -1,0 +1,883 @@
+"""Synthetic head-and-neck cases written as real DICOM-RT.
+
+Each case is a CT series, a reference RTSTRUCT (13 OARs, External, PTV70),
+three substitute RTSTRUCTs (``soars``, ``revised``, ``reader``) and an
+IMRT-like RTDOSE on its own grid, all in one study and frame of reference:
+everything the dose audit reads, with a known truth.
+
+Conventions
+-----------
+* World coordinates are DICOM LPS in mm: x to the patient's left, y
+  posterior, z superior. ``_L`` organs lie at +x.
+* Anatomy is described by approximate signed-distance functions (mm,
+  negative inside) of analytic shapes, so one description serves the CT,
+  the masks on the CT grid and the PTV on the dose grid.
+* The anatomy frame has its origin on the midline at the level of the eye
+  centres; a patient is that frame scaled and shifted by a few per cent/mm.
+* Masks are indexed ``[k, j, i]`` on an HFS grid (axis 0 = +z, 1 = +y, 2 = +x).
+
+How the substitute sets differ from the reference mimics how real
+contour sets differ: every organ is shifted, grown or shrunk
+anisotropically and given a wavy boundary (1-3 mm), sometimes gains or
+loses an end slice; small organs (lenses, chiasm, optic nerves) are
+systematically over- or under-contoured; ROI names sometimes follow
+another convention, and now and then an organ is missing. ``revised`` is
+the ``soars`` set with most of each error undone (a physician edited it),
+so it is the closest to the reference; ``reader`` is the farthest.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .dicom.uids import new_uid
+from .dicom.write import masks_to_contours, write_ct_series, write_rtdose, write_rtstruct
+from .grid import Grid
+from .structures import Structure
+
+__all__ = [
+    "OAR_NAMES",
+    "SUBSTITUTE_SETS",
+    "NAME_VARIANTS",
+    "PRESCRIPTION_GY",
+    "PhantomCase",
+    "make_patient",
+    "make_cohort",
+]
+
+#: The 13 OARs of the reference study, TG-263 names.
+OAR_NAMES: tuple[str, ...] = (
+    "Brainstem", "Eye_L", "Eye_R", "Lens_L", "Lens_R", "OpticChiasm", "OpticNrv_L",
+    "OpticNrv_R", "Parotid_L", "Parotid_R", "SpinalCord", "Joint_TM_L", "Joint_TM_R",
+)
+SUBSTITUTE_SETS: tuple[str, ...] = ("soars", "revised", "reader")
+PRESCRIPTION_GY = 70.0
+PTV_NAME = "PTV70"
+EXTERNAL_NAME = "External"
+
+#: Other names institutions give these OARs; substitute sets sometimes use
+#: them so that name matching is exercised. Every one should map back to its
+#: key in the alias table.
+NAME_VARIANTS: dict[str, tuple[str, ...]] = {
+    "Brainstem": ("Brain Stem", "BrainStem"),
+    "Eye_L": ("L Eye", "Eye Lt", "Eye_Left"),
+    "Eye_R": ("R Eye", "Eye Rt", "Eye_Right"),
+    "Lens_L": ("L Lens", "Lens Lt", "Lens_Left"),
+    "Lens_R": ("R Lens", "Lens Rt", "Lens_Right"),
+    "OpticChiasm": ("Chiasm", "Optic Chiasm"),
+    "OpticNrv_L": ("L Optic Nerve", "OpticNerve_L", "Optic Nerve Lt"),
+    "OpticNrv_R": ("R Optic Nerve", "OpticNerve_R", "Optic Nerve Rt"),
+    "Parotid_L": ("L Parotid", "Parotid Lt", "LeftParotid"),
+    "Parotid_R": ("R Parotid", "Parotid Rt", "RightParotid"),
+    "SpinalCord": ("Cord", "Spinal Cord", "Spinal_Cord"),
+    "Joint_TM_L": ("L TMJ", "TMJ_L", "TMJ Lt"),
+    "Joint_TM_R": ("R TMJ", "TMJ_R", "TMJ Rt"),
+}
+
+#: Organs small enough that readers disagree mostly by over/under-contouring.
+_SMALL_OARS = frozenset({"Lens_L", "Lens_R", "OpticChiasm", "OpticNrv_L", "OpticNrv_R"})
+_COLORS = {
+    "Brainstem": (0, 128, 255), "Eye_L": (255, 255, 0), "Eye_R": (255, 200, 0),
+    "Lens_L": (255, 0, 255), "Lens_R": (200, 0, 255), "OpticChiasm": (0, 255, 128),
+    "OpticNrv_L": (0, 200, 100), "OpticNrv_R": (0, 160, 80), "Parotid_L": (255, 128, 0),
+    "Parotid_R": (255, 80, 0), "SpinalCord": (255, 0, 0), "Joint_TM_L": (128, 64, 0),
+    "Joint_TM_R": (160, 90, 30), EXTERNAL_NAME: (0, 255, 0), PTV_NAME: (255, 0, 128),
+}
+#: Version of the phantom recipe; part of every UID, so a changed recipe
+#: never reuses the UIDs of old files.
+_RECIPE = "soars-phantom-1"
+
+
+@dataclass
+class PhantomCase:
+    """One synthetic patient on disk.
+
+    Attributes
+    ----------
+    patient_id : str
+    root : Path
+        Folder holding everything below.
+    ct_dir : Path
+        CT series, one file per slice.
+    rtdose : Path
+        RT Dose file (Gy, PLAN).
+    reference : Path
+        Reference RTSTRUCT: 13 OARs, External and PTV70.
+    sets : dict of str to Path
+        Substitute RTSTRUCTs by set name (``soars``, ``revised``, ``reader``).
+    study_uid, frame_of_reference_uid : str
+        Shared by every file of the case.
+    truth : dict
+        What was generated: ``seed``, ``prescription_gy``, ``ptv_side``
+        ('L' or 'R'), ``scale``, ``shift_mm``, ``roi_names`` (set ->
+        TG-263 name -> name written), ``missing`` (set -> OARs left out),
+        ``perturbations`` (set -> OAR -> parameters) and ``volumes_cc``
+        (set -> OAR -> mask volume on the CT grid, cc).
+    """
+
+    patient_id: str
+    root: Path
+    ct_dir: Path
+    rtdose: Path
+    reference: Path
+    sets: dict[str, Path]
+    study_uid: str
+    frame_of_reference_uid: str
+    truth: dict = field(default_factory=dict)
+
+
+# ===================================================================== shapes
+# Each shape gives an approximate signed distance (mm, negative inside) at
+# LPS points passed as broadcastable x, y, z arrays, and a conservative
+# bounding box so that it is only evaluated near where it can be inside.
+def _ellipse_sdf(qs: list, radii: list) -> np.ndarray:
+    """Approximate distance to an axis-aligned ellipse/ellipsoid centred at 0.
+
+    ``k0 (k0 - 1) / k1`` with ``k0 = |q / r|`` and ``k1 = |q / r^2|``: exact on
+    the axes and on the surface, a close bound elsewhere (I. Quilez).
+    """
+    k0 = np.sqrt(sum((q / r) ** 2 for q, r in zip(qs, radii)))
+    k1 = np.sqrt(sum((q / r**2) ** 2 for q, r in zip(qs, radii)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = k0 * (k0 - 1.0) / k1
+    # At the exact centre the formula is 0/0; the depth there is the smallest radius.
+    return np.where(k1 > 1e-12, d, -functools.reduce(np.minimum, radii))
+
+
+class _Shape:
+    def sdf(self, x, y, z) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Ellipsoid(_Shape):
+    center: tuple[float, float, float]
+    radii: tuple[float, float, float]
+
+    def sdf(self, x, y, z):
+        c = self.center
+        return _ellipse_sdf([x - c[0], y - c[1], z - c[2]], list(self.radii))
+
+    def bounds(self):
+        c, r = np.asarray(self.center), np.asarray(self.radii)
+        return c - r, c + r
+
+
+@dataclass(frozen=True)
+class _Capsule(_Shape):
+    """All points within ``radius`` of the segment ``a``-``b``."""
+
+    a: tuple[float, float, float]
+    b: tuple[float, float, float]
+    radius: float
+
+    def sdf(self, x, y, z):
+        # Python floats throughout keep float32 coordinate arrays float32.
+        a = [float(v) for v in self.a]
+        ba = [float(v) - u for v, u in zip(self.b, a)]
+        pa = (x - a[0], y - a[1], z - a[2])
+        h = np.clip((pa[0] * ba[0] + pa[1] * ba[1] + pa[2] * ba[2]) / sum(v * v for v in ba), 0.0, 1.0)
+        return np.sqrt(sum((pa[i] - ba[i] * h) ** 2 for i in range(3))) - float(self.radius)
+
+    def bounds(self):
+        a, b = np.asarray(self.a), np.asarray(self.b)
+        return np.minimum(a, b) - self.radius, np.maximum(a, b) + self.radius
+
+
+@dataclass(frozen=True)
+class _SweptEllipse(_Shape):
+    """Transverse ellipses whose centre and radii vary linearly with z between knots.
+
+    ``knots`` rows are ``(z, cx, cy, rx, ry)``; the shape is cut flat at the
+    lowest and highest knot, like a contoured tubular organ.
+    """
+
+    knots: tuple[tuple[float, float, float, float, float], ...]
+
+    def _table(self) -> np.ndarray:
+        t = np.asarray(self.knots, dtype=float)
+        return t[np.argsort(t[:, 0])]
+
+    def sdf(self, x, y, z):
+        t = self._table()
+        cx, cy, rx, ry = (np.interp(z, t[:, 0], t[:, c]).astype(np.float32) for c in range(1, 5))
+        d = _ellipse_sdf([x - cx, y - cy], [rx, ry])
+        return np.maximum(d, np.maximum(float(t[0, 0]) - z, z - float(t[-1, 0])))
+
+    def bounds(self):
+        t = self._table()
+        lo = [np.min(t[:, 1] - t[:, 3]), np.min(t[:, 2] - t[:, 4]), t[0, 0]]
+        hi = [np.max(t[:, 1] + t[:, 3]), np.max(t[:, 2] + t[:, 4]), t[-1, 0]]
+        return np.asarray(lo), np.asarray(hi)
+
+
+@dataclass(frozen=True)
+class _HalfSpace(_Shape):
+    """Points with ``normal . p <= offset`` (unbounded; use only inside an intersection)."""
+
+    normal: tuple[float, float, float]
+    offset: float
+
+    def sdf(self, x, y, z):
+        n = self.normal
+        return n[0] * x + n[1] * y + n[2] * z - self.offset
+
+    def bounds(self):
+        return np.full(3, -np.inf), np.full(3, np.inf)
+
+
+@dataclass(frozen=True)
+class _Union(_Shape):
+    parts: tuple[_Shape, ...]
+
+    def sdf(self, x, y, z):
+        return np.minimum.reduce([p.sdf(x, y, z) for p in self.parts])
+
+    def bounds(self):
+        los, his = zip(*(p.bounds() for p in self.parts))
+        return np.min(los, axis=0), np.max(his, axis=0)
+
+
+@dataclass(frozen=True)
+class _Intersection(_Shape):
+    parts: tuple[_Shape, ...]
+
+    def sdf(self, x, y, z):
+        return np.maximum.reduce([p.sdf(x, y, z) for p in self.parts])
+
+    def bounds(self):
+        los, his = zip(*(p.bounds() for p in self.parts))
+        return np.max(los, axis=0), np.min(his, axis=0)
+
+
+@dataclass(frozen=True)
+class _Difference(_Shape):
+    keep: _Shape
+    cut: _Shape
+
+    def sdf(self, x, y, z):
+        return np.maximum(self.keep.sdf(x, y, z), -self.cut.sdf(x, y, z))
+
+    def bounds(self):
+        return self.keep.bounds()
+
+
+@dataclass(frozen=True)
+class _Perturbed(_Shape):
+    """A shape as another observer would draw it.
+
+    Shifted by ``shift`` (mm), stretched about ``center`` so that its extent
+    along x, y, z changes by ``grow`` mm on each side (anisotropic
+    dilation/erosion), grown isotropically by ``bias`` mm, and given a wavy
+    boundary: ``amplitude`` mm times a sum of plane waves (wave vectors
+    ``waves``, rad/mm, and ``phases``).
+    """
+
+    base: _Shape
+    center: tuple[float, float, float]
+    half_extent: tuple[float, float, float]
+    shift: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    grow: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    bias: float = 0.0
+    amplitude: float = 0.0
+    waves: tuple[tuple[float, float, float], ...] = ()
+    phases: tuple[float, ...] = ()
+
+    def _stretch(self) -> np.ndarray:
+        s = 1.0 + np.asarray(self.grow) / np.asarray(self.half_extent)
+        return np.clip(s, 0.4, None)  # never invert or collapse an organ
+
+    def sdf(self, x, y, z):
+        c = [float(v) for v in self.center]
+        t = [float(v) for v in self.shift]
+        s = [float(v) for v in self._stretch()]
+        d = self.base.sdf(
+            c[0] + (x - t[0] - c[0]) / s[0],
+            c[1] + (y - t[1] - c[1]) / s[1],
+            c[2] + (z - t[2] - c[2]) / s[2],
+        ) * min(s) - float(self.bias)
+        if self.amplitude and self.waves:
+            wave = sum(
+                np.sin(float(k[0]) * x + float(k[1]) * y + float(k[2]) * z + float(ph))
+                for k, ph in zip(self.waves, self.phases)
+            )
+            d = d + float(self.amplitude) * wave / len(self.waves)
+        return d
+
+    def bounds(self):
+        lo, hi = self.base.bounds()
+        c, t, s = np.asarray(self.center), np.asarray(self.shift), self._stretch()
+        pad = 2.0 * (abs(self.bias) + abs(self.amplitude)) + 2.0
+        return c + (lo - c) * s + t - pad, c + (hi - c) * s + t + pad
+
+
+# ===================================================================== grids
+def _hfs_axes(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel-centre coordinates x (columns), y (rows), z (slices) of an HFS grid, in mm."""
+    if not np.allclose(grid.direction, Grid((1, 1, 1), (1, 1, 1), (0, 0, 0)).direction):
+        raise ValueError("phantom grids are HFS: axis 0 = +z, axis 1 = +y, axis 2 = +x")
+    return tuple(
+        (grid.origin[p] + grid.spacing[a] * np.arange(grid.shape[a])).astype(np.float32)
+        for a, p in ((2, 0), (1, 1), (0, 2))
+    )
+
+
+def _box(shape: _Shape, grid: Grid, margin_mm: float = 1.0) -> tuple[slice, slice, slice] | None:
+    """Index slices ``[k, j, i]`` of the voxels inside ``shape``'s bounding box, or None."""
+    lo, hi = shape.bounds()
+    slices = []
+    for axis, p in ((0, 2), (1, 1), (2, 0)):
+        c0 = grid.origin[p]
+        step = grid.spacing[axis]
+        a = int(np.floor((lo[p] - margin_mm - c0) / step)) if np.isfinite(lo[p]) else 0
+        b = int(np.ceil((hi[p] + margin_mm - c0) / step)) + 1 if np.isfinite(hi[p]) else grid.shape[axis]
+        a, b = max(a, 0), min(b, grid.shape[axis])
+        if a >= b:
+            return None
+        slices.append(slice(a, b))
+    return tuple(slices)
+
+
+def _sdf_on_grid(shape: _Shape, grid: Grid, *, fill: float = 1e3) -> np.ndarray:
+    """Signed distance of ``shape`` at every voxel centre (``fill`` outside its box)."""
+    x, y, z = _hfs_axes(grid)
+    out = np.full(grid.shape, fill, dtype=np.float32)
+    box = _box(shape, grid)
+    if box is not None:
+        sk, sj, si = box
+        out[box] = shape.sdf(x[si][None, None, :], y[sj][None, :, None], z[sk][:, None, None])
+    return out
+
+
+def _mask_on_grid(shape: _Shape, grid: Grid) -> np.ndarray:
+    """Boolean mask ``[k, j, i]`` of the voxel centres inside ``shape``."""
+    x, y, z = _hfs_axes(grid)
+    mask = np.zeros(grid.shape, dtype=bool)
+    box = _box(shape, grid)
+    if box is not None:
+        sk, sj, si = box
+        mask[box] = shape.sdf(x[si][None, None, :], y[sj][None, :, None], z[sk][:, None, None]) <= 0
+    return mask
+
+
+# =================================================================== anatomy
+@dataclass
+class _Anatomy:
+    """One patient's anatomy: shapes in world LPS mm."""
+
+    body: _Shape
+    oars: dict[str, _Shape]
+    ptv: _Shape
+    tissues: list[tuple[_Shape, float]]  # painted in order: (shape, HU)
+    ptv_side: int
+    scale: float
+    shift: np.ndarray
+
+
+class _Frame:
+    """Maps the anatomy frame to a patient's world frame, with per-organ jitter."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.scale = float(rng.uniform(0.94, 1.06))
+        self.shift = rng.uniform(-4.0, 4.0, 3)
+
+    def point(self, p, jitter_mm: float = 0.0) -> tuple[float, float, float]:
+        p = np.asarray(p, dtype=float) * self.scale + self.shift
+        if jitter_mm:
+            p = p + self.rng.normal(0.0, jitter_mm, 3)
+        return tuple(float(v) for v in p)
+
+    def radii(self, r, spread: float = 0.0) -> tuple[float, ...]:
+        f = self.rng.uniform(1 - spread, 1 + spread) if spread else 1.0
+        return tuple(float(v) * self.scale * f for v in np.atleast_1d(r))
+
+    def ellipsoid(self, c, r, jitter_mm=1.0, spread=0.08) -> _Ellipsoid:
+        return _Ellipsoid(self.point(c, jitter_mm), self.radii(r, spread))
+
+    def swept(self, knots, jitter_mm: float = 0.0, spread: float = 0.0) -> _SweptEllipse:
+        """Knots ``(z, cx, cy, rx, ry)`` mapped to the world, jittered as one piece."""
+        offset = self.rng.normal(0.0, jitter_mm, 3) if jitter_mm else np.zeros(3)
+        f = self.rng.uniform(1 - spread, 1 + spread) if spread else 1.0
+        rows = []
+        for z, cx, cy, rx, ry in knots:
+            wx, wy, wz = np.asarray(self.point((cx, cy, z))) + offset
+            rows.append((wz, wx, wy, rx * self.scale * f, ry * self.scale * f))
+        return _SweptEllipse(tuple(rows))
+
+
+def _build_anatomy(rng: np.random.Generator) -> _Anatomy:
+    """Draw one patient's anatomy (all organs, tissues, body and PTV)."""
+    f = _Frame(rng)
+    body = _Union((
+        f.ellipsoid((0, 0, 15), (72, 90, 105), jitter_mm=0, spread=0.03),   # head
+        f.swept([(-140, 0, 15, 55, 58), (-20, 0, 15, 55, 58)]),              # neck
+        f.ellipsoid((0, -30, -45), (58, 62, 35), jitter_mm=0, spread=0.03),  # lower face
+    ))
+    head = body.parts[0]
+    oars: dict[str, _Shape] = {}
+
+    eyes = {}
+    for side, sfx in ((1, "L"), (-1, "R")):
+        eye = f.ellipsoid((side * 32, -66, 0), (12, 12, 12), jitter_mm=1.0, spread=0.05)
+        eyes[sfx] = eye
+        oars[f"Eye_{sfx}"] = eye
+        lens_c = np.asarray(eye.center) + np.array([0.0, -8.0 * f.scale, 0.0])
+        oars[f"Lens_{sfx}"] = _Ellipsoid(tuple(lens_c), f.radii((5.0, 2.2, 5.0), 0.08))
+
+    chiasm = f.ellipsoid((0, -25, 8), (7.5, 4.5, 2.8), jitter_mm=1.0, spread=0.1)
+    oars["OpticChiasm"] = chiasm
+    for side, sfx in ((1, "L"), (-1, "R")):
+        eye = eyes[sfx]
+        end = np.asarray(chiasm.center) + np.array([side * 0.8 * chiasm.radii[0], 0.0, 0.0])
+        u = end - np.asarray(eye.center)
+        start = np.asarray(eye.center) + u / np.linalg.norm(u) * eye.radii[0]
+        nerve = _Capsule(tuple(start), tuple(end), 2.4 * f.scale * rng.uniform(0.92, 1.08))
+        # Optic nerves are contoured from the globe to the chiasm, excluding both.
+        oars[f"OpticNrv_{sfx}"] = _Difference(nerve, _Union((eye, chiasm)))
+
+    oars["Brainstem"] = f.swept(
+        [(10, 0, 3, 13, 11), (-15, 0, 8, 13.5, 13), (-48, 0, 18, 9, 9)], jitter_mm=1.0, spread=0.06
+    )
+    cord_knots = [(-49, 0, 18, 5, 4.5), (-75, 0, 19, 5, 4.5), (-140, 0, 13, 5, 4.5)]
+    oars["SpinalCord"] = f.swept(cord_knots, jitter_mm=0.5, spread=0.05)
+
+    skin_margin = _Difference(body, _offset(body, -2.5))
+    for side, sfx in ((1, "L"), (-1, "R")):
+        gland = _Union((
+            f.ellipsoid((side * 47, 2, -37), (12, 17, 23), jitter_mm=1.5, spread=0.1),
+            f.ellipsoid((side * 38, -8, -38), (7, 8, 12), jitter_mm=1.0, spread=0.1),  # deep lobe
+        ))
+        oars[f"Parotid_{sfx}"] = _Difference(gland, skin_margin)  # stays under the skin
+        oars[f"Joint_TM_{sfx}"] = f.ellipsoid((side * 47, -12, -14), (8, 6, 5), jitter_mm=1.0, spread=0.08)
+
+    ptv_side = int(rng.choice([-1, 1]))
+    ptv = _Union((
+        f.ellipsoid((ptv_side * 6, -14, -55), (22, 20, 20), jitter_mm=2.0, spread=0.1),   # primary
+        f.ellipsoid((ptv_side * 30, 0, -70), (12, 13, 17), jitter_mm=2.0, spread=0.15),   # nodes
+    ))
+    ptv = _Intersection((ptv, _offset(body, -3.0)))  # PTVs are cropped 3 mm from the skin
+
+    tissues = _tissues(f, body, head, oars, eyes)
+    return _Anatomy(body, oars, ptv, tissues, ptv_side, f.scale, f.shift)
+
+
+def _offset(shape: _Shape, mm: float) -> _Shape:
+    """``shape`` grown by ``mm`` (shrunk when negative), in the signed-distance sense."""
+    return _Perturbed(shape, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), bias=mm)
+
+
+def _tissues(f: _Frame, body: _Shape, head: _Ellipsoid, oars: dict, eyes: dict) -> list:
+    """CT composition as ``(shape, HU)`` painted in order over air (-1000 HU)."""
+    cord = oars["SpinalCord"]
+    s = f.scale
+
+    def around_cord(dy: float, rx: float, ry: float) -> _SweptEllipse:
+        """A tube following the cord's centre line, ``dy`` mm posterior of it."""
+        return _SweptEllipse(tuple((z, cx, cy + dy * s, rx * s, ry * s) for z, cx, cy, _, _ in cord.knots))
+
+    canal = around_cord(0.0, 8.0, 7.5)
+    mandible = _Union((
+        _Intersection((  # horseshoe of the mandibular body, anterior half only
+            _Difference(
+                f.swept([(-68, 0, -22, 48, 58), (-50, 0, -22, 48, 58)]),
+                f.swept([(-75, 0, -22, 41, 51), (-43, 0, -22, 41, 51)]),
+            ),
+            _HalfSpace((0, 1, 0), f.point((0, -22, 0))[1]),
+        )),
+        _Capsule(f.point((44.5, -22, -60)), f.point((47, -13, -17)), 5 * s),   # rami
+        _Capsule(f.point((-44.5, -22, -60)), f.point((-47, -13, -17)), 5 * s),
+        f.ellipsoid((47, -12, -15), (4.5, 4.5, 4.5), jitter_mm=0, spread=0),  # condyles
+        f.ellipsoid((-47, -12, -15), (4.5, 4.5, 4.5), jitter_mm=0, spread=0),
+    ))
+    skull = _Intersection((
+        _Difference(_offset(head, -5.0), _offset(head, -12.0)),
+        # vault above the orbits, occiput behind the ears, nothing below the skull base
+        _Union((
+            _HalfSpace((0, 0, -1), -f.point((0, 0, 18))[2]),
+            _HalfSpace((0, -1, 0), -f.point((0, 15, 0))[1]),
+        )),
+        _HalfSpace((0, 0, -1), -f.point((0, 0, -30))[2]),
+    ))
+    orbits = tuple(
+        _Ellipsoid(tuple(np.asarray(e.center) + [0.0, 4.0 * s, 0.0]), tuple(r * 1.45 for r in e.radii))
+        for e in eyes.values()
+    )
+    return [
+        (body, 40.0),
+        (_Difference(body, _offset(body, -4.0)), -90.0),          # subcutaneous fat
+        (_offset(head, -12.0), 35.0),                             # brain
+        (_Union(orbits), -80.0),                                  # orbital fat
+        (_Union((eyes["L"], eyes["R"])), 10.0),
+        (_Union((oars["Lens_L"], oars["Lens_R"])), 80.0),
+        (_Union((oars["Parotid_L"], oars["Parotid_R"])), 0.0),
+        (skull, 1100.0),
+        (mandible, 1000.0),
+        (around_cord(-17.0, 10.0, 8.0), 700.0),                   # vertebral bodies
+        (_Difference(around_cord(0.0, 12.5, 11.5), canal), 900.0),  # neural arches
+        (canal, 15.0),                                            # CSF around the cord
+        (cord, 40.0),
+        (oars["Brainstem"], 35.0),
+        (f.ellipsoid((0, -62, -12), (11, 18, 14), jitter_mm=1.0), -1000.0),  # nasal cavity
+        (f.ellipsoid((0, -50, -43), (20, 16, 5), jitter_mm=1.0), -1000.0),   # oral cavity
+        (f.swept([(-20, 0, -30, 9, 6), (-50, 0, -17, 10, 7), (-140, 0, -12, 8, 6)]), -1000.0),  # pharynx
+    ]
+
+
+# ========================================================================= CT
+def _ct_grid(spacing: tuple[float, float, float]) -> Grid:
+    """HFS CT grid of 220 x 220 mm in-plane and 150 mm from z = -100 to +50 (eye level ~0)."""
+    dz, dy, dx = (float(s) for s in spacing)
+    nz = int(round(150.0 / dz))
+    ny, nx = int(round(220.0 / dy)), int(round(220.0 / dx))
+    origin = (-(nx - 1) * dx / 2.0, -(ny - 1) * dy / 2.0, -100.0 + dz / 2.0)
+    return Grid((nz, ny, nx), (dz, dy, dx), origin)
+
+
+def _paint_ct(anatomy: _Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray:
+    """CT numbers (HU, int16) ``[k, j, i]``: tissues painted in order, plus vertebral discs and noise."""
+    hu = np.full(grid.shape, -1000.0, dtype=np.float32)
+    for shape, value in anatomy.tissues:
+        hu[_mask_on_grid(shape, grid)] = value
+    # Intervertebral discs: bone interrupted every ~17 mm along z.
+    z = _hfs_axes(grid)[2]
+    disc = (np.mod(z - anatomy.shift[2], 17.0 * anatomy.scale) < 4.0)[:, None, None]
+    hu[(hu == 700.0) & disc] = 90.0
+    hu += rng.normal(0.0, 12.0, size=hu.shape).astype(np.float32)
+    return np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+
+
+# ====================================================================== dose
+def _dose_grid(body_mask: np.ndarray, ct: Grid, rng: np.random.Generator, spacing: float = 2.5) -> Grid:
+    """A dose grid over the body (5 mm margin), offset from the CT voxel lattice."""
+    idx = np.argwhere(body_mask)
+    lo = ct.index_to_world(idx.min(axis=0)) - 5.0
+    hi = ct.index_to_world(idx.max(axis=0)) + 5.0
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    # A sub-voxel offset (0.3-1.7 mm) so that no dose voxel centre sits on a CT one.
+    origin = np.floor(lo / spacing) * spacing + rng.uniform(0.3, 1.7, 3)
+    n = np.ceil((hi - origin) / spacing).astype(int) + 1
+    return Grid((n[2], n[1], n[0]), (spacing,) * 3, tuple(origin))
+
+
+def _dose(anatomy: _Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray:
+    """IMRT-like dose (Gy) ``[k, j, i]`` on ``grid``.
+
+    Prescription dose in the PTV and a fall-off with the distance ``d`` (mm)
+    from it: ``Rx (0.7 exp(-d / 8) + 0.3 exp(-d / 45))``, about 9 %/mm at
+    the PTV edge and a low bath far away; then 2 % smooth heterogeneity, a
+    2 mm blur (penumbra) and nothing outside the body.
+    """
+    ptv = _mask_on_grid(anatomy.ptv, grid)
+    d = ndimage.distance_transform_edt(~ptv, sampling=grid.spacing)
+    dose = PRESCRIPTION_GY * (0.7 * np.exp(-d / 8.0) + 0.3 * np.exp(-d / 45.0))
+    field_ = ndimage.gaussian_filter(rng.normal(size=grid.shape), 8.0 / grid.spacing[0])
+    dose *= 1.0 + 0.02 * field_ / max(float(field_.std()), 1e-12)
+    dose = ndimage.gaussian_filter(dose, 2.0 / np.asarray(grid.spacing))
+    body = ndimage.gaussian_filter(_mask_on_grid(anatomy.body, grid).astype(float), 1.0)
+    dose *= body
+    # Normalise so that the PTV median gets the prescription, as planners do.
+    dose *= PRESCRIPTION_GY / float(np.median(dose[ptv]))
+    return np.clip(dose, 0.0, None)
+
+
+# ============================================================ substitute sets
+@dataclass(frozen=True)
+class _Profile:
+    """How far one substitute set strays from the reference (all mm unless noted)."""
+
+    shift_sd: float        # translation, per axis
+    grow_sd: float         # anisotropic dilation/erosion, per axis
+    wobble: float          # amplitude of the wavy boundary
+    small_bias: float      # systematic over/under-contouring of small organs
+    end_slice_p: float     # probability of an extra or missing end slice
+    alias_p: float         # probability of a non-TG-263 ROI name
+    missing_p: float       # probability (per patient) that one OAR is missing
+
+
+_PROFILES = {
+    "soars": _Profile(1.2, 1.0, 0.8, 0.8, 0.35, 0.0, 0.15),
+    "reader": _Profile(1.8, 1.6, 1.2, 1.0, 0.55, 0.5, 0.25),
+}
+#: ``revised`` keeps this fraction of each soars error (the physician's edit
+#: undoes the rest), and keeps soars' end-slice errors with this probability.
+_REVISED_KEEP = 0.35
+_REVISED_END_SLICE_KEEP = 0.3
+_REVISED_ALIAS_P = 0.1
+
+
+def _extent(shape: _Shape, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and half extent (mm, per LPS axis, at least 1 mm) of a shape's mask."""
+    mask = _mask_on_grid(shape, grid)
+    idx = np.argwhere(mask)
+    if idx.size == 0:
+        lo, hi = shape.bounds()
+        return (lo + hi) / 2.0, np.maximum((hi - lo) / 2.0, 1.0)
+    pts = grid.index_to_world(np.vstack([idx.min(axis=0), idx.max(axis=0)]))
+    return pts.mean(axis=0), np.maximum(np.abs(pts[1] - pts[0]) / 2.0, 1.0)
+
+
+def _draw_error(name: str, profile: _Profile, rng: np.random.Generator) -> dict:
+    """Random error of one organ in one set (mm; see :class:`_Perturbed`)."""
+    small = name in _SMALL_OARS
+    # Small organs move less but are drawn systematically too big or too small.
+    shift = np.clip(rng.normal(0.0, profile.shift_sd * (0.5 if small else 1.0), 3), -3.0, 3.0)
+    grow = np.clip(rng.normal(0.0, profile.grow_sd * (0.4 if small else 1.0), 3), -3.0, 3.0)
+    bias = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * profile.small_bias) if small else 0.0
+    wavelengths = rng.uniform(15.0, 40.0, 3)
+    directions = rng.normal(size=(3, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    waves = directions * (2 * np.pi / wavelengths)[:, None]
+    end_slice = None
+    if rng.random() < profile.end_slice_p:
+        end_slice = (str(rng.choice(["superior", "inferior"])), str(rng.choice(["extra", "missing"])))
+    return {
+        "shift_mm": shift.tolist(), "grow_mm": grow.tolist(), "bias_mm": bias,
+        "wobble_mm": profile.wobble * (0.5 if small else 1.0),
+        "waves": waves.tolist(), "phases": rng.uniform(0, 2 * np.pi, 3).tolist(),
+        "end_slice": end_slice,
+    }
+
+
+def _revised_error(soars: dict, rng: np.random.Generator) -> dict:
+    """The soars error after a physician's edit: most of it undone."""
+    keep = _REVISED_KEEP
+    end = soars["end_slice"] if rng.random() < _REVISED_END_SLICE_KEEP else None
+    return {
+        **soars,
+        "shift_mm": [keep * v for v in soars["shift_mm"]],
+        "grow_mm": [keep * v for v in soars["grow_mm"]],
+        "bias_mm": keep * soars["bias_mm"],
+        "wobble_mm": keep * soars["wobble_mm"],
+        "end_slice": end,
+    }
+
+
+def _apply_end_slice(mask: np.ndarray, end_slice: tuple[str, str] | None) -> np.ndarray:
+    """Add or remove the organ's top (superior, +z) or bottom slice."""
+    if end_slice is None:
+        return mask
+    filled = np.flatnonzero(mask.any(axis=(1, 2)))
+    if len(filled) < 3:  # too thin: a slice more or less would change its nature
+        return mask
+    where, what = end_slice
+    k = filled[-1] if where == "superior" else filled[0]
+    out = mask.copy()
+    if what == "missing":
+        out[k] = False
+    else:
+        k_new = k + 1 if where == "superior" else k - 1
+        if 0 <= k_new < mask.shape[0]:
+            out[k_new] = mask[k]
+    return out
+
+
+def _perturbed_mask(shape: _Shape, error: dict, grid: Grid, inside_body: np.ndarray) -> np.ndarray:
+    center, half = _extent(shape, grid)
+    p = _Perturbed(
+        shape, tuple(center), tuple(half), tuple(error["shift_mm"]), tuple(error["grow_mm"]),
+        error["bias_mm"], error["wobble_mm"],
+        tuple(tuple(w) for w in error["waves"]), tuple(error["phases"]),
+    )
+    mask = _mask_on_grid(p, grid) & inside_body
+    mask = _apply_end_slice(mask, error["end_slice"])
+    if not mask.any():  # an eroded small organ must not vanish: keep the reference
+        mask = _mask_on_grid(shape, grid) & inside_body
+    return mask
+
+
+def _roi_name(name: str, alias_p: float, rng: np.random.Generator) -> str:
+    if alias_p and rng.random() < alias_p:
+        return str(rng.choice(NAME_VARIANTS[name]))
+    return name
+
+
+# ==================================================================== writing
+def _volume_cc(mask: np.ndarray, grid: Grid) -> float:
+    return float(mask.sum()) * grid.voxel_volume_mm3 / 1000.0
+
+
+def _structures(masks: dict[str, np.ndarray], names: dict[str, str], grid: Grid,
+                kinds: dict[str, str], algorithm: str) -> list[Structure]:
+    return [
+        Structure(
+            name=names[key], number=n + 1, contours=masks_to_contours(mask, grid),
+            color=_COLORS.get(key), interpreted_type=kinds.get(key, "ORGAN"),
+            generation_algorithm=algorithm,
+        )
+        for n, (key, mask) in enumerate(masks.items())
+    ]
+
+
+def make_patient(
+    out_dir: str | os.PathLike,
+    patient_id: str,
+    seed: int,
+    *,
+    ct_spacing: tuple[float, float, float] = (2.5, 1.0, 1.0),
+    dose_spacing: float = 2.5,
+    overwrite: bool = False,
+) -> PhantomCase:
+    """Write one synthetic head-and-neck case as DICOM-RT.
+
+    Parameters
+    ----------
+    out_dir : path
+        Parent folder; the case goes to ``out_dir / patient_id`` with
+        ``CT/``, ``RTDOSE.dcm``, ``RTSTRUCT_reference.dcm`` and
+        ``RTSTRUCT_<set>.dcm`` for each substitute set.
+    patient_id : str
+        PatientID (also the folder name).
+    seed : int
+        Everything (anatomy, noise, errors, names, UIDs) follows from it.
+    ct_spacing : tuple of float
+        CT voxel size (slice, row, column) in mm; the CT covers 220 x 220 mm
+        in-plane and 150 mm craniocaudally (HFS).
+    dose_spacing : float
+        Dose voxel size (mm, isotropic).
+    overwrite : bool
+        Replace existing files instead of raising OutputExistsError.
+
+    Returns
+    -------
+    PhantomCase
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(out_dir) / patient_id
+    uid = lambda role: new_uid(_RECIPE, patient_id, seed, role)  # noqa: E731
+    study_uid, frame_uid = uid("study"), uid("frame")
+
+    anatomy = _build_anatomy(rng)
+    ct_grid = _ct_grid(ct_spacing)
+    hu = _paint_ct(anatomy, ct_grid, rng)
+    ct = write_ct_series(
+        hu, ct_grid, root / "CT", patient_id=patient_id, patient_name=f"Phantom^{patient_id}",
+        study_uid=study_uid, frame_of_reference_uid=frame_uid, series_uid=uid("ct"),
+        overwrite=overwrite,
+    )
+    common = dict(patient_id=patient_id, patient_name=f"Phantom^{patient_id}", study_uid=study_uid,
+                  frame_of_reference_uid=frame_uid, overwrite=overwrite)
+
+    body = _mask_on_grid(anatomy.body, ct_grid)
+    inside_body = _sdf_on_grid(anatomy.body, ct_grid) <= -1.0
+    reference = {name: _mask_on_grid(anatomy.oars[name], ct_grid) & inside_body for name in OAR_NAMES}
+    truth: dict = {
+        "seed": int(seed), "prescription_gy": PRESCRIPTION_GY,
+        "ptv_side": "L" if anatomy.ptv_side > 0 else "R",
+        "scale": anatomy.scale, "shift_mm": anatomy.shift.tolist(),
+        "roi_names": {"reference": {n: n for n in OAR_NAMES}},
+        "missing": {"reference": []}, "perturbations": {},
+        "volumes_cc": {"reference": {n: _volume_cc(m, ct_grid) for n, m in reference.items()}},
+    }
+
+    ref_masks = {EXTERNAL_NAME: body, PTV_NAME: _mask_on_grid(anatomy.ptv, ct_grid), **reference}
+    kinds = {EXTERNAL_NAME: "EXTERNAL", PTV_NAME: "PTV"}
+    ref_path = root / "RTSTRUCT_reference.dcm"
+    write_rtstruct(
+        _structures(ref_masks, {k: k for k in ref_masks}, ct_grid, kinds, "MANUAL"), ref_path,
+        ct=ct, label="reference", series_uid=uid("rs-reference"), sop_instance_uid=uid("rs-reference-sop"),
+        **common,
+    )
+
+    set_paths = {}
+    errors = _draw_set_errors(rng)
+    for set_name in SUBSTITUTE_SETS:
+        masks, names = {}, {}
+        for name in OAR_NAMES:
+            if name in errors[set_name]["missing"]:
+                continue
+            masks[name] = _perturbed_mask(anatomy.oars[name], errors[set_name]["oars"][name],
+                                          ct_grid, inside_body)
+            names[name] = errors[set_name]["names"][name]
+        path = root / f"RTSTRUCT_{set_name}.dcm"
+        algorithm = "AUTOMATIC" if set_name == "soars" else "MANUAL"
+        write_rtstruct(
+            _structures(masks, names, ct_grid, {}, algorithm), path, ct=ct, label=set_name,
+            series_uid=uid(f"rs-{set_name}"), sop_instance_uid=uid(f"rs-{set_name}-sop"), **common,
+        )
+        set_paths[set_name] = path
+        truth["roi_names"][set_name] = names
+        truth["missing"][set_name] = list(errors[set_name]["missing"])
+        truth["perturbations"][set_name] = errors[set_name]["oars"]
+        truth["volumes_cc"][set_name] = {n: _volume_cc(m, ct_grid) for n, m in masks.items()}
+
+    dose_grid = _dose_grid(body, ct_grid, rng, dose_spacing)
+    dose = _dose(anatomy, dose_grid, rng)
+    dose_path = root / "RTDOSE.dcm"
+    write_rtdose(dose, dose_grid, dose_path, series_uid=uid("dose"), sop_instance_uid=uid("dose-sop"),
+                 **common)
+    truth["dose_max_gy"] = float(dose.max())
+
+    return PhantomCase(
+        patient_id=patient_id, root=root, ct_dir=root / "CT", rtdose=dose_path,
+        reference=ref_path, sets=set_paths, study_uid=str(study_uid),
+        frame_of_reference_uid=str(frame_uid), truth=truth,
+    )
+
+
+def _draw_set_errors(rng: np.random.Generator) -> dict[str, dict]:
+    """Per set: per-OAR errors, written ROI names and OARs left out."""
+    out = {}
+    for set_name in ("soars", "reader"):
+        profile = _PROFILES[set_name]
+        missing = [str(rng.choice(OAR_NAMES))] if rng.random() < profile.missing_p else []
+        out[set_name] = {
+            "oars": {n: _draw_error(n, profile, rng) for n in OAR_NAMES},
+            "names": {n: _roi_name(n, profile.alias_p, rng) for n in OAR_NAMES},
+            "missing": missing,
+        }
+    out["revised"] = {
+        "oars": {n: _revised_error(out["soars"]["oars"][n], rng) for n in OAR_NAMES},
+        "names": {n: _roi_name(n, _REVISED_ALIAS_P, rng) for n in OAR_NAMES},
+        "missing": [],  # the physician restores whatever soars missed
+    }
+    return out
+
+
+def make_cohort(
+    out_dir: str | os.PathLike,
+    n_patients: int = 5,
+    seed: int = 0,
+    progress: bool = True,
+    *,
+    ct_spacing: tuple[float, float, float] = (2.5, 1.0, 1.0),
+    overwrite: bool = False,
+) -> list[PhantomCase]:
+    """Write ``n_patients`` synthetic cases ``PHANTOM_001``, ``PHANTOM_002``, ... under ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path
+        Parent folder of the case folders.
+    n_patients : int
+        Number of cases.
+    seed : int
+        Cohort seed; case ``i`` uses an independent seed derived from it.
+    progress : bool
+        Show a tqdm progress bar.
+    ct_spacing : tuple of float
+        CT voxel size (slice, row, column), mm.
+    overwrite : bool
+        Replace existing files instead of raising OutputExistsError.
+
+    Returns
+    -------
+    list of PhantomCase
+    """
+    from tqdm.auto import tqdm
+
+    seeds = np.random.SeedSequence(seed).generate_state(n_patients)
+    ids = [f"PHANTOM_{i + 1:03d}" for i in range(n_patients)]
+    return [
+        make_patient(out_dir, pid, int(s), ct_spacing=ct_spacing, overwrite=overwrite)
+        for pid, s in tqdm(list(zip(ids, seeds)), desc="phantom cohort", disable=not progress)
+    ]
