@@ -1,0 +1,53 @@
+"""Small DICOM cases written on the fly for the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from soars_dose.dicom.write import write_rtdose, write_rtstruct
+from soars_dose.grid import Grid
+from soars_dose.structures import Structure
+
+FOR = "1.2.826.0.1.3680043.8.498.77"
+
+
+def disc_stack(cx, cy, r, z0, z1, dz=2.0, n=48):
+    """Contours of a z-cylinder of radius r (mm) from z0 to z1 (plane positions)."""
+    th = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return [np.c_[cx + r * np.cos(th), cy + r * np.sin(th), np.full(n, z)]
+            for z in np.arange(z0, z1 + 1e-9, dz)]
+
+
+def small_grid() -> Grid:
+    return Grid(shape=(20, 30, 30), spacing=(2.5, 2.5, 2.5), origin=(-36.25, -36.25, -23.75))
+
+
+def gradient_dose(grid: Grid) -> np.ndarray:
+    """10 + 0.5 Gy/mm along x, >= 0 on the grid."""
+    k, j, i = np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij")
+    xyz = grid.index_to_world(np.stack([k, j, i], -1).reshape(-1, 3))
+    return (30.0 + 0.5 * xyz[:, 0]).reshape(grid.shape)
+
+
+def write_case(folder: Path, structures: dict[str, list[Structure]], *, dose=None,
+               grid: Grid | None = None, frame=FOR, **dose_kw) -> dict[str, Path]:
+    """Write an RTDOSE and one RTSTRUCT per entry; returns paths by name (+ 'rtdose')."""
+    folder.mkdir(parents=True, exist_ok=True)
+    grid = grid or small_grid()
+    dose = gradient_dose(grid) if dose is None else dose
+    paths = {"rtdose": folder / "rd.dcm"}
+    write_rtdose(dose, grid, paths["rtdose"], frame_of_reference_uid=frame, **dose_kw)
+    for name, sts in structures.items():
+        paths[name] = folder / f"rs_{name}.dcm"
+        write_rtstruct(sts, paths[name], frame_of_reference_uid=frame)
+    return paths
+
+
+def oars(shift_x: float = 0.0, names=("Parotid_L", "SpinalCord")) -> list[Structure]:
+    """Two OAR-like cylinders; ``shift_x`` moves them (mm)."""
+    return [
+        Structure(names[0], 1, disc_stack(-10 + shift_x, 0, 6, -8, 8)),
+        Structure(names[1], 2, disc_stack(12 + shift_x, 5, 4, -10, 10)),
+    ]
