@@ -82,6 +82,8 @@ NAME_VARIANTS: dict[str, tuple[str, ...]] = {
 
 #: Organs small enough that readers disagree mostly by over/under-contouring.
 _SMALL_OARS = frozenset({"Lens_L", "Lens_R", "OpticChiasm", "OpticNrv_L", "OpticNrv_R"})
+#: High-contrast organs every observer draws nearly alike: half the error.
+_EASY_OARS = frozenset({"Eye_L", "Eye_R"})
 _COLORS = {
     "Brainstem": (0, 128, 255), "Eye_L": (255, 255, 0), "Eye_R": (255, 200, 0),
     "Lens_L": (255, 0, 255), "Lens_R": (200, 0, 255), "OpticChiasm": (0, 255, 128),
@@ -607,7 +609,7 @@ class _Profile:
 
 _PROFILES = {
     "soars": _Profile(1.2, 1.0, 0.8, 0.8, 0.35, 0.0, 0.15),
-    "reader": _Profile(1.8, 1.4, 1.2, 1.0, 0.55, 0.5, 0.25),
+    "reader": _Profile(2.2, 1.6, 1.2, 1.0, 0.55, 0.5, 0.25),
 }
 #: ``revised`` keeps this fraction of each soars error (the physician's edit
 #: undoes the rest), and keeps soars' end-slice errors with this probability.
@@ -626,9 +628,10 @@ def _extent(mask: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
 def _draw_error(name: str, profile: _Profile, rng: np.random.Generator) -> dict:
     """Random error of one organ in one set (mm; see :class:`_Perturbed`)."""
     small = name in _SMALL_OARS
+    ease = 0.5 if name in _EASY_OARS else 1.0
     # Small organs move less but are drawn systematically too big or too small.
-    shift = np.clip(rng.normal(0.0, profile.shift_sd * (0.5 if small else 1.0), 3), -3.0, 3.0)
-    grow = np.clip(rng.normal(0.0, profile.grow_sd * (0.4 if small else 1.0), 3), -3.0, 3.0)
+    shift = np.clip(rng.normal(0.0, profile.shift_sd * ease * (0.5 if small else 1.0), 3), -3.0, 3.0)
+    grow = np.clip(rng.normal(0.0, profile.grow_sd * ease * (0.4 if small else 1.0), 3), -3.0, 3.0)
     bias = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * profile.small_bias) if small else 0.0
     wavelengths = rng.uniform(15.0, 40.0, 3)
     directions = rng.normal(size=(3, 3))
@@ -813,7 +816,10 @@ def make_patient(
         set_paths[set_name] = path
         truth["roi_names"][set_name] = names
         truth["missing"][set_name] = list(errors[set_name]["missing"])
-        truth["perturbations"][set_name] = errors[set_name]["oars"]
+        truth["perturbations"][set_name] = {
+            name: {k: error[k] for k in ("shift_mm", "grow_mm", "bias_mm", "wobble_mm", "end_slice")}
+            for name, error in errors[set_name]["oars"].items()
+        }
         truth["volumes_cc"][set_name] = {n: _volume_cc(m, ct_grid) for n, m in masks.items()}
 
     dose_grid = _dose_grid(body, ct_grid, rng, dose_spacing)

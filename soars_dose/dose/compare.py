@@ -221,7 +221,11 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
         for st in sset:
             by_name.setdefault(st.name, []).append(st)
         m: dict[str, object] = {}
+        # only organs are compared; External (BODY) and targets are listed, not compared
+        kinds = {mt.original: mt.kind for mt in rep.matches}
         for original, canonical in rep.mapping.items():
+            if kinds.get(original) != "oar":
+                continue
             sts = by_name.get(original, [])
             if len(sts) != 1:  # the same ROIName twice: a clash, never pick one
                 m[canonical] = ("duplicate", original,
@@ -233,6 +237,8 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
             else:
                 m[canonical] = sts[0]
         for canonical, originals in rep.duplicates.items():
+            if table.kind_of(canonical) != "oar":
+                continue
             m[canonical] = ("duplicate", " | ".join(originals),
                             f"{sset.source}: {len(originals)} ROIs ({', '.join(map(repr, originals))}) "
                             f"all match {canonical}; rename one or map it in an alias file")

@@ -1,0 +1,1 @@
+"""Contour accuracy, cohort tables, statistics and the HTML report."""
