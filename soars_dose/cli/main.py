@@ -38,6 +38,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bin-width", type=float, default=0.01, help="DVH bin width in Gy (0.01)")
     p.add_argument("--dvh-step", type=float, default=None,
                    help="dose step (Gy) of the written DVH table (default: the bin width)")
+    p.add_argument("--interpolation", choices=["linear", "nearest"], default="linear",
+                   help="dose between voxel centres: trilinear (default) or constant per voxel")
     p.add_argument("--dx", type=_float_list, default=(), help="extra Dx%% values, e.g. 5,10")
     p.add_argument("--dcc", type=_float_list, default=(), help="extra Dxcc values, e.g. 0.1,1")
     p.add_argument("--vgy", type=_float_list, default=(), help="VxGy values, e.g. 20,30")
@@ -57,7 +59,7 @@ def _settings(args):
     if not 0 < args.bin_width <= 1:
         raise InputError(f"--bin-width must be in (0, 1] Gy, got {args.bin_width}")
     return Settings(factor=factor, bin_width_gy=args.bin_width, d_pct=args.dx, d_cc=args.dcc,
-                    v_gy=args.vgy, dvh_step_gy=args.dvh_step)
+                    v_gy=args.vgy, dvh_step_gy=args.dvh_step, interpolation=args.interpolation)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Path]:

@@ -49,6 +49,8 @@ class Settings:
         Reference doses below this leave eq 6/7 percentages empty.
     dvh_step_gy : float or None
         Step of the written DVH table (default: the bin width).
+    interpolation : {"linear", "nearest"}
+        Dose between voxel centres: trilinear (default) or constant per voxel.
     """
 
     factor: "int | str" = "auto"
@@ -58,6 +60,7 @@ class Settings:
     v_gy: tuple[float, ...] = ()
     near_zero_gy: float = 0.05
     dvh_step_gy: float | None = None
+    interpolation: str = "linear"
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -126,7 +129,8 @@ def _evaluate(case: Case, set_name: str, rois: dict[str, object], s: Settings,
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", SoarsDoseWarning)
                 dvh = compute_dvh(item, case.dose, factor=s.factor, nominal_spacing_mm=nominal,
-                                  bin_width=s.bin_width_gy, source=src)
+                                  bin_width=s.bin_width_gy, interpolation=s.interpolation,
+                                  source=src)
             for w in caught:
                 messages.append(str(w.message))
         except SoarsDoseError as exc:

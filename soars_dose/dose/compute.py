@@ -15,7 +15,7 @@ FULL_COVERAGE = 0.9999
 
 
 def dvh_of_samples(samples: StructureSamples, dose: DoseGrid, name: str,
-                   bin_width: float = BIN_WIDTH_GY) -> DVH:
+                   bin_width: float = BIN_WIDTH_GY, interpolation: str = "linear") -> DVH:
     """DVH of already computed samples (reuse the geometry for many doses).
 
     Streams the samples plane by plane so that memory stays proportional
@@ -26,7 +26,7 @@ def dvh_of_samples(samples: StructureSamples, dose: DoseGrid, name: str,
         idx, w, box, inside = samples.block_arrays(blk)
         if not np.any(inside):
             continue
-        d, g = dose.interpolate(idx[inside], gradient=True)
+        d, g = dose.interpolate(idx[inside], gradient=True, method=interpolation)
         gb = g * box[inside]
         builder.add(d, np.sqrt(np.einsum("ij,ij->i", gb, gb)), w[inside])
     if builder.volume <= 0:
@@ -46,6 +46,7 @@ def compute_dvh(
     factor: "int | str" = "auto",
     nominal_spacing_mm: float | None = None,
     bin_width: float = BIN_WIDTH_GY,
+    interpolation: str = "linear",
     source: str = "",
 ) -> DVH:
     """DVH and statistics of one structure on a dose grid.
@@ -62,6 +63,8 @@ def compute_dvh(
         Nominal contour spacing (CT slice thickness) for end caps.
     bin_width : float
         DVH bin width in Gy (default 0.01 Gy).
+    interpolation : {"linear", "nearest"}
+        Dose between voxel centres: trilinear (default) or constant per voxel.
     source : str
         File name for messages.
 
@@ -72,7 +75,7 @@ def compute_dvh(
     """
     samples = sample_structure(structure, dose.grid, factor=factor,
                                nominal_spacing_mm=nominal_spacing_mm, source=source)
-    dvh = dvh_of_samples(samples, dose, structure.name, bin_width)
+    dvh = dvh_of_samples(samples, dose, structure.name, bin_width, interpolation)
     if dvh.coverage < FULL_COVERAGE:
         msg = (f"{source}: ROI {structure.name!r}: only {100 * dvh.coverage:.1f} % of its "
                f"volume lies inside the dose grid; its statistics cover that part only")

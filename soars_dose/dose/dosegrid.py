@@ -61,8 +61,8 @@ class DoseGrid:
         hi = np.asarray(self.grid.shape) - 0.5
         return np.all((index >= -0.5 - 1e-9) & (index <= hi + 1e-9), axis=-1)
 
-    def interpolate(self, index: np.ndarray, gradient: bool = False):
-        """Trilinear dose at continuous indices, optionally with its gradient.
+    def interpolate(self, index: np.ndarray, gradient: bool = False, method: str = "linear"):
+        """Dose at continuous indices (trilinear or nearest voxel), optionally with its gradient.
 
         Parameters
         ----------
@@ -73,6 +73,11 @@ class DoseGrid:
             caller must exclude points (see :meth:`inside`).
         gradient : bool
             Also return d(dose)/d(index) per axis.
+        method : {"linear", "nearest"}
+            ``"linear"`` (default): trilinear interpolation between voxel
+            centres. ``"nearest"``: the value of the voxel containing the
+            point (dose constant per voxel, gradient 0), the convention of
+            voxel-based tools.
 
         Returns
         -------
@@ -81,6 +86,13 @@ class DoseGrid:
         """
         idx = np.asarray(index, dtype=np.float64)
         n = idx.shape[0]
+        if method == "nearest":
+            top = np.asarray(self.grid.shape) - 1
+            vox = np.clip(np.floor(idx + 0.5).astype(np.int64), 0, top)
+            dose = self.values[vox[:, 0], vox[:, 1], vox[:, 2]].astype(np.float64)
+            return (dose, np.zeros((n, 3))) if gradient else dose
+        if method != "linear":
+            raise ValueError(f"unknown interpolation {method!r}; use 'linear' or 'nearest'")
         if n > CHUNK:
             # chunks keep the temporaries in cache: several times faster on 10^7 points
             dose = np.empty(n)
