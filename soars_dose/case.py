@@ -10,7 +10,7 @@ from .dicom.ct import CTSeries, read_ct_series
 from .dicom.rtdose import read_rtdoses
 from .dicom.rtstruct import read_rtstruct
 from .dose.dosegrid import DoseGrid
-from .errors import FrameOfReferenceError, InputError
+from .errors import FrameOfReferenceError, InputError, warn
 from .structures import StructureSet
 
 #: Name of the reference set in every table.
@@ -73,6 +73,15 @@ def check_frames(case: Case, allow_mismatch: bool = False) -> list[str]:
             notes.append("ignored on request: " + msg)
         elif not uid or not dose_for:
             notes.append(f"{what}: frame of reference could not be checked (UID absent)")
+    if case.ct is not None:
+        for n, s in case.sets.items():
+            ref = s.referenced_series_uid
+            if ref and ref != case.ct.series_uid:
+                msg = (f"set {n!r} ({s.source}) was drawn on image series {ref}, not on the "
+                       f"given CT series {case.ct.series_uid}; the frame of reference agrees, "
+                       "so the contours are used as they are")
+                warn(msg)
+                notes.append(msg)
     return notes
 
 

@@ -430,7 +430,8 @@ def _build_anatomy(rng: np.random.Generator) -> _Anatomy:
 
     eyes = {}
     for side, sfx in ((1, "L"), (-1, "R")):
-        eye = f.ellipsoid((side * 32, -66, 0), (12, 12, 12), jitter_mm=1.0, spread=0.05)
+        # Adult globes hardly vary with head size: radius 11.8 mm +- 4 %, not scaled.
+        eye = _Ellipsoid(f.point((side * 32, -66, 0), 1.0), (11.8 * rng.uniform(0.96, 1.04),) * 3)
         eyes[sfx] = eye
         oars[f"Eye_{sfx}"] = eye
         lens_c = np.asarray(eye.center) + np.array([0.0, -8.0 * f.scale, 0.0])
@@ -625,6 +626,13 @@ def _extent(mask: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     return pts.mean(axis=0), np.maximum(np.abs(pts[1] - pts[0]) / 2.0, 1.0)
 
 
+def _depth_mm(mask: np.ndarray, grid: Grid) -> float:
+    """Largest distance (mm) from a voxel centre of ``mask`` to the nearest centre outside it."""
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    crop = np.pad(mask[box], 1)
+    return float(ndimage.distance_transform_edt(crop, sampling=grid.spacing).max())
+
+
 def _draw_error(name: str, profile: _Profile, rng: np.random.Generator) -> dict:
     """Random error of one organ in one set (mm; see :class:`_Perturbed`)."""
     small = name in _SMALL_OARS
@@ -632,7 +640,9 @@ def _draw_error(name: str, profile: _Profile, rng: np.random.Generator) -> dict:
     # Small organs move less but are drawn systematically too big or too small.
     shift = np.clip(rng.normal(0.0, profile.shift_sd * ease * (0.5 if small else 1.0), 3), -3.0, 3.0)
     grow = np.clip(rng.normal(0.0, profile.grow_sd * ease * (0.4 if small else 1.0), 3), -3.0, 3.0)
-    bias = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * profile.small_bias) if small else 0.0
+    # Readers over-contour small organs more often than they under-contour them.
+    sign = 1.0 if rng.random() < 0.65 else -1.0
+    bias = float(sign * rng.uniform(0.5, 1.0) * profile.small_bias) if small else 0.0
     wavelengths = rng.uniform(15.0, 40.0, 3)
     directions = rng.normal(size=(3, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
@@ -687,12 +697,13 @@ def _perturbed_mask(
     """Mask ``[k, j, i]`` of ``shape`` drawn with ``error`` (see :func:`_draw_error`).
 
     Growth is capped at a quarter of the organ's half extent per axis and the
-    small-organ bias at a third of its smallest one, so a TMJ or lens is
-    mis-drawn, not replaced by a dot or a blob.
+    small-organ bias at a quarter of its depth (largest inscribed radius), so
+    a TMJ, lens or optic nerve is mis-drawn, not replaced by a dot or a blob.
     """
     center, half = _extent(reference, grid)
     grow = np.clip(error["grow_mm"], -0.25 * half, 0.25 * half)
-    bias = float(np.clip(error["bias_mm"], -half.min() / 3.0, half.min() / 3.0))
+    cap = _depth_mm(reference, grid) / 4.0
+    bias = float(np.clip(error["bias_mm"], -cap, cap))
     p = _Perturbed(
         shape, tuple(center), tuple(half), tuple(error["shift_mm"]), tuple(grow),
         bias, error["wobble_mm"],

@@ -172,6 +172,11 @@ class DVH:
         return np.maximum(-np.diff(self.cumulative_cc), 0.0)
 
     @property
+    def differential_pct(self) -> np.ndarray:
+        """Volume in each bin in % of :attr:`volume_cc`, length m-1."""
+        return 100.0 * self.differential_cc / self.volume_cc
+
+    @property
     def differential_cc_per_gy(self) -> np.ndarray:
         """Differential DVH as a density (cm^3 / Gy), length m-1."""
         return self.differential_cc / self.bin_width_gy

@@ -165,3 +165,21 @@ def test_uneven_ct_slices_detected(tmp_path):
     with pytest.warns(SoarsDoseWarning, match="1 slice"):
         ct = read_ct_series(tmp_path / "ct")
     assert ct.uneven and ct.missing_slices == 1
+
+
+def test_rtstruct_drawn_on_another_series_is_reported(tmp_path):
+    from soars_dose.dicom.write import write_ct_series
+
+    grid = small_grid()
+    info = write_ct_series(np.zeros(grid.shape, np.int16), grid, tmp_path / "ct",
+                           patient_id="P", frame_of_reference_uid="1.2.826.0.1.3680043.8.498.77")
+    other = write_ct_series(np.zeros(grid.shape, np.int16), grid, tmp_path / "ct2",
+                            patient_id="P", frame_of_reference_uid="1.2.826.0.1.3680043.8.498.77")
+    from soars_dose.dicom.write import write_rtstruct
+
+    paths = write_case(tmp_path / "c", {})
+    write_rtstruct(oars(), tmp_path / "rs.dcm", frame_of_reference_uid="1.2.826.0.1.3680043.8.498.77",
+                   ct=other)
+    with pytest.warns(SoarsDoseWarning, match="drawn on image series"):
+        audit.load_case(paths["rtdose"], {"reference": tmp_path / "rs.dcm"}, ct=tmp_path / "ct")
+    assert info.series_uid != other.series_uid
