@@ -46,6 +46,8 @@ __all__ = [
     "SUBSTITUTE_SETS",
     "NAME_VARIANTS",
     "PRESCRIPTION_GY",
+    "PTV_NAME",
+    "EXTERNAL_NAME",
     "PhantomCase",
     "make_patient",
     "make_cohort",
@@ -116,11 +118,14 @@ class PhantomCase:
     study_uid, frame_of_reference_uid : str
         Shared by every file of the case.
     truth : dict
-        What was generated: ``seed``, ``prescription_gy``, ``ptv_side``
-        ('L' or 'R'), ``scale``, ``shift_mm``, ``roi_names`` (set ->
-        TG-263 name -> name written), ``missing`` (set -> OARs left out),
-        ``perturbations`` (set -> OAR -> parameters) and ``volumes_cc``
-        (set -> OAR -> mask volume on the CT grid, cc).
+        What was generated (JSON-serialisable): ``seed``,
+        ``prescription_gy``, ``ptv_side`` ('L' or 'R', the patient side of
+        the nodal PTV), ``scale`` and ``shift_mm`` (anatomy vs the nominal
+        head), ``roi_names`` (set -> TG-263 name -> ROIName written),
+        ``missing`` (set -> OARs left out), ``perturbations`` (set -> OAR ->
+        error applied: ``shift_mm`` [x, y, z], ``grow_mm`` [x, y, z],
+        ``bias_mm``, ``wobble_mm``, ``end_slice``), ``volumes_cc`` (set ->
+        OAR -> mask volume on the CT grid, cc) and ``dose_max_gy``.
     """
 
     patient_id: str
@@ -323,9 +328,13 @@ class _Perturbed(_Shape):
 
 
 # ===================================================================== grids
+#: Direction of the phantom's grids: HFS, axis 0 = +z, axis 1 = +y, axis 2 = +x.
+_HFS = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
 def _hfs_axes(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel-centre coordinates x (columns), y (rows), z (slices) of an HFS grid, in mm."""
-    if not np.allclose(grid.direction, Grid((1, 1, 1), (1, 1, 1), (0, 0, 0)).direction):
+    if not np.allclose(grid.direction, _HFS):
         raise ValueError("phantom grids are HFS: axis 0 = +z, axis 1 = +y, axis 2 = +x")
     return tuple(
         (grid.origin[p] + grid.spacing[a] * np.arange(grid.shape[a])).astype(np.float32)
@@ -349,25 +358,34 @@ def _box(shape: _Shape, grid: Grid, margin_mm: float = 1.0) -> tuple[slice, slic
     return tuple(slices)
 
 
-def _sdf_on_grid(shape: _Shape, grid: Grid, *, fill: float = 1e3) -> np.ndarray:
-    """Signed distance of ``shape`` at every voxel centre (``fill`` outside its box)."""
-    x, y, z = _hfs_axes(grid)
-    out = np.full(grid.shape, fill, dtype=np.float32)
+def _sdf_in_box(shape: _Shape, grid: Grid):
+    """``(box, values)``: the signed distance at the voxel centres of the shape's box only.
+
+    Evaluating only there is what keeps a whole patient to about a second.
+    """
     box = _box(shape, grid)
+    if box is None:
+        return None, None
+    x, y, z = _hfs_axes(grid)
+    sk, sj, si = box
+    return box, shape.sdf(x[si][None, None, :], y[sj][None, :, None], z[sk][:, None, None])
+
+
+def _sdf_on_grid(shape: _Shape, grid: Grid, *, fill: float = 1e3) -> np.ndarray:
+    """Signed distance (mm) of ``shape`` at every voxel centre ``[k, j, i]`` (``fill`` outside its box)."""
+    out = np.full(grid.shape, fill, dtype=np.float32)
+    box, values = _sdf_in_box(shape, grid)
     if box is not None:
-        sk, sj, si = box
-        out[box] = shape.sdf(x[si][None, None, :], y[sj][None, :, None], z[sk][:, None, None])
+        out[box] = values
     return out
 
 
 def _mask_on_grid(shape: _Shape, grid: Grid) -> np.ndarray:
     """Boolean mask ``[k, j, i]`` of the voxel centres inside ``shape``."""
-    x, y, z = _hfs_axes(grid)
     mask = np.zeros(grid.shape, dtype=bool)
-    box = _box(shape, grid)
+    box, values = _sdf_in_box(shape, grid)
     if box is not None:
-        sk, sj, si = box
-        mask[box] = shape.sdf(x[si][None, None, :], y[sj][None, :, None], z[sk][:, None, None]) <= 0
+        mask[box] = values <= 0
     return mask
 
 
@@ -417,6 +435,21 @@ class _Frame:
         return _SweptEllipse(tuple(rows))
 
 
+def _eye(head: _Ellipsoid, approx_center: tuple, rng: np.random.Generator) -> _Ellipsoid:
+    """A globe at ``approx_center`` (x, z kept) whose front sits 3-4 mm under the skin.
+
+    Adult globes hardly vary with head size (radius 11.8 mm +- 4 %), so
+    they are placed against the face rather than scaled with it; otherwise
+    a small head would have eyes bulging through the skin.
+    """
+    radius = 11.8 * rng.uniform(0.96, 1.04)
+    x, _, z = approx_center
+    (cx, cy, cz), (rx, ry, rz) = head.center, head.radii
+    skin_y = cy - ry * np.sqrt(max(1.0 - ((x - cx) / rx) ** 2 - ((z - cz) / rz) ** 2, 0.0))
+    y = skin_y + rng.uniform(3.0, 4.0) + radius
+    return _Ellipsoid((float(x), float(y), float(z)), (radius,) * 3)
+
+
 def _build_anatomy(rng: np.random.Generator) -> _Anatomy:
     """Draw one patient's anatomy (all organs, tissues, body and PTV)."""
     f = _Frame(rng)
@@ -430,11 +463,11 @@ def _build_anatomy(rng: np.random.Generator) -> _Anatomy:
 
     eyes = {}
     for side, sfx in ((1, "L"), (-1, "R")):
-        # Adult globes hardly vary with head size: radius 11.8 mm +- 4 %, not scaled.
-        eye = _Ellipsoid(f.point((side * 32, -66, 0), 1.0), (11.8 * rng.uniform(0.96, 1.04),) * 3)
+        eye = _eye(head, f.point((side * 32, -66, 0), 1.0), rng)
         eyes[sfx] = eye
         oars[f"Eye_{sfx}"] = eye
-        lens_c = np.asarray(eye.center) + np.array([0.0, -8.0 * f.scale, 0.0])
+        # The lens centre lies ~5.8 mm behind the cornea (3.6 mm chamber + half its thickness).
+        lens_c = np.asarray(eye.center) - np.array([0.0, eye.radii[1] - 5.8, 0.0])
         oars[f"Lens_{sfx}"] = _Ellipsoid(tuple(lens_c), f.radii((5.0, 2.2, 5.0), 0.08))
 
     chiasm = f.ellipsoid((0, -25, 8), (7.5, 4.5, 2.8), jitter_mm=1.0, spread=0.1)
@@ -584,8 +617,8 @@ def _dose(anatomy: _Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray
     ptv = _mask_on_grid(anatomy.ptv, grid)
     d = np.maximum(ndimage.distance_transform_edt(~ptv, sampling=grid.spacing) - 1.5, 0.0)
     dose = PRESCRIPTION_GY * (0.6 * np.exp(-d / 7.0) + 0.4 * np.exp(-d / 50.0))
-    field_ = ndimage.gaussian_filter(rng.normal(size=grid.shape), 8.0 / grid.spacing[0])
-    dose *= 1.0 + 0.02 * field_ / max(float(field_.std()), 1e-12)
+    wobble = ndimage.gaussian_filter(rng.normal(size=grid.shape), 8.0 / grid.spacing[0])
+    dose *= 1.0 + 0.02 * wobble / max(float(wobble.std()), 1e-12)
     dose = ndimage.gaussian_filter(dose, 2.0 / np.asarray(grid.spacing))
     body = ndimage.gaussian_filter(_mask_on_grid(anatomy.body, grid).astype(float), 1.0)
     dose *= body
@@ -619,18 +652,20 @@ _REVISED_END_SLICE_KEEP = 0.3
 _REVISED_ALIAS_P = 0.1
 
 
-def _extent(mask: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and half extent (mm, per LPS axis, at least 1 mm) of a non-empty mask."""
-    idx = np.argwhere(mask)
-    pts = grid.index_to_world(np.vstack([idx.min(axis=0), idx.max(axis=0)]))
-    return pts.mean(axis=0), np.maximum(np.abs(pts[1] - pts[0]) / 2.0, 1.0)
+def _organ_geometry(mask: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centre and half extent (mm, per LPS axis, at least 1 mm) and depth of a non-empty mask.
 
-
-def _depth_mm(mask: np.ndarray, grid: Grid) -> float:
-    """Largest distance (mm) from a voxel centre of ``mask`` to the nearest centre outside it."""
+    The depth is the largest distance (mm) from a voxel centre inside to the
+    nearest one outside, i.e. about the largest inscribed radius.
+    """
     box = ndimage.find_objects(mask.astype(np.uint8))[0]
-    crop = np.pad(mask[box], 1)
-    return float(ndimage.distance_transform_edt(crop, sampling=grid.spacing).max())
+    first = [b.start for b in box]
+    last = [b.stop - 1 for b in box]
+    pts = grid.index_to_world(np.array([first, last], dtype=float))
+    center = pts.mean(axis=0)
+    half = np.maximum(np.abs(pts[1] - pts[0]) / 2.0, 1.0)
+    depth = float(ndimage.distance_transform_edt(np.pad(mask[box], 1), sampling=grid.spacing).max())
+    return center, half, depth
 
 
 def _draw_error(name: str, profile: _Profile, rng: np.random.Generator) -> dict:
@@ -693,25 +728,45 @@ def _apply_end_slice(mask: np.ndarray, end_slice: tuple[str, str] | None) -> np.
 
 def _perturbed_mask(
     shape: _Shape, reference: np.ndarray, error: dict, grid: Grid, inside_body: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, dict]:
     """Mask ``[k, j, i]`` of ``shape`` drawn with ``error`` (see :func:`_draw_error`).
 
-    Growth is capped at a quarter of the organ's half extent per axis and the
-    small-organ bias at a quarter of its depth (largest inscribed radius), so
-    a TMJ, lens or optic nerve is mis-drawn, not replaced by a dot or a blob.
+    Growth is capped at a quarter of the organ's half extent per axis, the
+    small-organ bias at a quarter of its depth (largest inscribed radius),
+    and an error that would still leave less than 40 % or more than 250 % of
+    the reference volume is halved until it does not: a lens or optic nerve
+    is mis-drawn, not replaced by a dot or a blob.
+
+    Returns
+    -------
+    mask : ndarray of bool
+    effective : dict
+        The error actually applied (``shift_mm``, ``grow_mm``, ``bias_mm``,
+        ``wobble_mm``, ``end_slice``).
     """
-    center, half = _extent(reference, grid)
-    grow = np.clip(error["grow_mm"], -0.25 * half, 0.25 * half)
-    cap = _depth_mm(reference, grid) / 4.0
-    bias = float(np.clip(error["bias_mm"], -cap, cap))
-    p = _Perturbed(
-        shape, tuple(center), tuple(half), tuple(error["shift_mm"]), tuple(grow),
-        bias, error["wobble_mm"],
-        tuple(tuple(w) for w in error["waves"]), tuple(error["phases"]),
-    )
-    mask = _mask_on_grid(p, grid) & inside_body
-    mask = _apply_end_slice(mask, error["end_slice"])
-    return mask if mask.any() else reference  # an eroded small organ must not vanish
+    center, half, depth = _organ_geometry(reference, grid)
+    cap = depth / 4.0
+    effective = {
+        "shift_mm": np.asarray(error["shift_mm"], dtype=float),
+        "grow_mm": np.clip(error["grow_mm"], -0.25 * half, 0.25 * half),
+        "bias_mm": float(np.clip(error["bias_mm"], -cap, cap)),
+        "wobble_mm": float(error["wobble_mm"]),
+    }
+    waves = tuple(tuple(w) for w in error["waves"])
+    for _ in range(4):
+        p = _Perturbed(
+            shape, tuple(center), tuple(half), tuple(effective["shift_mm"]),
+            tuple(effective["grow_mm"]), effective["bias_mm"], effective["wobble_mm"],
+            waves, tuple(error["phases"]),
+        )
+        mask = _apply_end_slice(_mask_on_grid(p, grid) & inside_body, error["end_slice"])
+        if 0.4 <= mask.sum() / reference.sum() <= 2.5:
+            break
+        effective = {k: v * 0.5 for k, v in effective.items()}
+    if not mask.any():  # an eroded organ must never vanish
+        mask = reference
+    effective = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in effective.items()}
+    return mask, {**effective, "end_slice": error["end_slice"]}
 
 
 def _roi_name(name: str, alias_p: float, rng: np.random.Generator) -> str:
@@ -772,22 +827,20 @@ def make_patient(
     """
     rng = np.random.default_rng(seed)
     root = Path(out_dir) / patient_id
-    uid = lambda role: new_uid(_RECIPE, patient_id, seed, role)  # noqa: E731
-    study_uid, frame_uid = uid("study"), uid("frame")
+
+    def uid(role: str) -> str:
+        # Derived from recipe, patient and seed: reruns reproduce the files exactly.
+        return str(new_uid(_RECIPE, patient_id, seed, role))
+
+    common = dict(patient_id=patient_id, patient_name=f"Phantom^{patient_id}", study_uid=uid("study"),
+                  frame_of_reference_uid=uid("frame"), overwrite=overwrite)
 
     anatomy = _build_anatomy(rng)
     ct_grid = _ct_grid(ct_spacing)
-    hu = _paint_ct(anatomy, ct_grid, rng)
-    ct = write_ct_series(
-        hu, ct_grid, root / "CT", patient_id=patient_id, patient_name=f"Phantom^{patient_id}",
-        study_uid=study_uid, frame_of_reference_uid=frame_uid, series_uid=uid("ct"),
-        overwrite=overwrite,
-    )
-    common = dict(patient_id=patient_id, patient_name=f"Phantom^{patient_id}", study_uid=study_uid,
-                  frame_of_reference_uid=frame_uid, overwrite=overwrite)
+    ct = write_ct_series(_paint_ct(anatomy, ct_grid, rng), ct_grid, root / "CT", series_uid=uid("ct"),
+                         **common)
 
     body_sdf = _sdf_on_grid(anatomy.body, ct_grid)
-    body = body_sdf <= 0.0
     inside_body = body_sdf <= -1.0  # organs keep at least 1 mm of skin
     reference = {name: _mask_on_grid(anatomy.oars[name], ct_grid) & inside_body for name in OAR_NAMES}
     truth: dict = {
@@ -799,41 +852,32 @@ def make_patient(
         "volumes_cc": {"reference": {n: _volume_cc(m, ct_grid) for n, m in reference.items()}},
     }
 
-    ref_masks = {EXTERNAL_NAME: body, PTV_NAME: _mask_on_grid(anatomy.ptv, ct_grid), **reference}
-    kinds = {EXTERNAL_NAME: "EXTERNAL", PTV_NAME: "PTV"}
+    ref_masks = {EXTERNAL_NAME: body_sdf <= 0.0, PTV_NAME: _mask_on_grid(anatomy.ptv, ct_grid), **reference}
     ref_path = root / "RTSTRUCT_reference.dcm"
+    kinds = {EXTERNAL_NAME: "EXTERNAL", PTV_NAME: "PTV"}
     write_rtstruct(
         _structures(ref_masks, {k: k for k in ref_masks}, ct_grid, kinds, "MANUAL"), ref_path,
         ct=ct, label="reference", series_uid=uid("rs-reference"), sop_instance_uid=uid("rs-reference-sop"),
         **common,
     )
 
-    set_paths = {}
     errors = _draw_set_errors(rng)
+    set_paths = {}
     for set_name in SUBSTITUTE_SETS:
-        masks, names = {}, {}
-        for name in OAR_NAMES:
-            if name in errors[set_name]["missing"]:
-                continue
-            masks[name] = _perturbed_mask(anatomy.oars[name], reference[name],
-                                          errors[set_name]["oars"][name], ct_grid, inside_body)
-            names[name] = errors[set_name]["names"][name]
-        path = root / f"RTSTRUCT_{set_name}.dcm"
-        algorithm = "AUTOMATIC" if set_name == "soars" else "MANUAL"
+        masks, applied = _substitute_masks(anatomy, reference, errors[set_name], ct_grid, inside_body)
+        names = {n: errors[set_name]["names"][n] for n in masks}
+        set_paths[set_name] = root / f"RTSTRUCT_{set_name}.dcm"
         write_rtstruct(
-            _structures(masks, names, ct_grid, {}, algorithm), path, ct=ct, label=set_name,
-            series_uid=uid(f"rs-{set_name}"), sop_instance_uid=uid(f"rs-{set_name}-sop"), **common,
+            _structures(masks, names, ct_grid, {}, "AUTOMATIC" if set_name == "soars" else "MANUAL"),
+            set_paths[set_name], ct=ct, label=set_name, series_uid=uid(f"rs-{set_name}"),
+            sop_instance_uid=uid(f"rs-{set_name}-sop"), **common,
         )
-        set_paths[set_name] = path
         truth["roi_names"][set_name] = names
         truth["missing"][set_name] = list(errors[set_name]["missing"])
-        truth["perturbations"][set_name] = {
-            name: {k: error[k] for k in ("shift_mm", "grow_mm", "bias_mm", "wobble_mm", "end_slice")}
-            for name, error in errors[set_name]["oars"].items()
-        }
+        truth["perturbations"][set_name] = applied
         truth["volumes_cc"][set_name] = {n: _volume_cc(m, ct_grid) for n, m in masks.items()}
 
-    dose_grid = _dose_grid(body, ct_grid, rng, dose_spacing)
+    dose_grid = _dose_grid(ref_masks[EXTERNAL_NAME], ct_grid, rng, dose_spacing)
     dose = _dose(anatomy, dose_grid, rng)
     dose_path = root / "RTDOSE.dcm"
     write_rtdose(dose, dose_grid, dose_path, series_uid=uid("dose"), sop_instance_uid=uid("dose-sop"),
@@ -842,9 +886,21 @@ def make_patient(
 
     return PhantomCase(
         patient_id=patient_id, root=root, ct_dir=root / "CT", rtdose=dose_path,
-        reference=ref_path, sets=set_paths, study_uid=str(study_uid),
-        frame_of_reference_uid=str(frame_uid), truth=truth,
+        reference=ref_path, sets=set_paths, study_uid=common["study_uid"],
+        frame_of_reference_uid=common["frame_of_reference_uid"], truth=truth,
     )
+
+
+def _substitute_masks(anatomy: _Anatomy, reference: dict, errors: dict, grid: Grid,
+                      inside_body: np.ndarray) -> tuple[dict, dict]:
+    """Masks of one substitute set (OARs it misses left out) and the errors applied."""
+    masks, applied = {}, {}
+    for name in OAR_NAMES:
+        if name not in errors["missing"]:
+            masks[name], applied[name] = _perturbed_mask(
+                anatomy.oars[name], reference[name], errors["oars"][name], grid, inside_body
+            )
+    return masks, applied
 
 
 def _draw_set_errors(rng: np.random.Generator) -> dict[str, dict]:

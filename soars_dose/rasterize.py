@@ -372,7 +372,7 @@ def _polygon_area(poly: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def auto_factor(volume_mm3: float, inplane_spacing: float, n_planes_area_mm2: float) -> int:
+def auto_factor(volume_mm3: float, inplane_spacing: float) -> int:
     """Even in-plane supersampling factor for a structure of ``volume_mm3``.
 
     Sub-pixels of about 1/8 of the structure's equivalent-sphere radius,
@@ -383,8 +383,8 @@ def auto_factor(volume_mm3: float, inplane_spacing: float, n_planes_area_mm2: fl
     h = min(max(r_eq / 8.0, 0.2), inplane_spacing / 2.0)
     f = int(np.ceil(inplane_spacing / h))
     f = min(max(2, f + (f % 2)), MAX_AUTO_FACTOR)
-    # in-plane pixels x pieces along the normal of about one sub-pixel each
-    while f > 2 and n_planes_area_mm2 * (f / inplane_spacing) ** 3 > MAX_AUTO_SAMPLES:
+    # samples ~ volume / (sub-pixel area x piece length ~ 2 sub-pixels)
+    while f > 2 and volume_mm3 * (f / inplane_spacing) ** 3 / 2 > MAX_AUTO_SAMPLES:
         f -= 2
     return f
 
@@ -457,7 +457,7 @@ def sample_structure(
     volume_est = float(np.sum(np.asarray(areas) * (hi - lo) * sp[axis]))
     inplane = float(min(sp[others[0]], sp[others[1]]))
     if factor == "auto":
-        f = auto_factor(volume_est, inplane, volume_est)
+        f = auto_factor(volume_est, inplane)
     else:
         f = int(factor)
         if f < 1:
