@@ -105,15 +105,17 @@ def _demo_report(path, stats, dvh, per_set, per_oar, fail, n, seed, elapsed):
                                       stats[stats["patient"] == patient], patient))
     cols = ["patient", "set", "roi", "roi_original", "status", "volume_cc", "mean_gy",
             "max_gy", "d0_03cc_gy", "diff_mean_pct", "diff_max_pct", "diff_flag"]
-    sections = [
+    blocks = [
         ("About", f"<p class='note'>Synthetic head-and-neck cohort: {n} patients, seed {seed}, "
                   f"audited in {elapsed:.1f} s. Reference = clinical-style contours; "
                   "substitute sets soars / revised / reader perturbed as real readers differ. "
                   "Diff_mean and Diff_max are eq 6/7 of the SOARS study.</p>"),
         ("Dose differences per set (all OAR instances)", _table(per_set)),
+        ("DVHs (first patients; click legend entries to hide or show)", ""),
+        *figures,
         ("Dose differences per set and OAR", _table(per_oar)),
         ("Failures", _table(fail) if len(fail) else "<p>none</p>"),
         ("All statistics", _table(stats[[c for c in cols if c in stats.columns]])),
     ]
     return write_report(path, title="soars-dose demo: dose audit of OAR contour sets",
-                        sections=sections, figures=figures)
+                        blocks=blocks)

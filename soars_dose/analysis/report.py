@@ -58,11 +58,13 @@ def dvh_figure(dvh: pd.DataFrame, stats: pd.DataFrame, patient: str) -> go.Figur
     return fig
 
 
-def write_report(path: "str | Path", *, title: str, sections: list[tuple[str, str]],
-                 figures: list[go.Figure], overwrite: bool = False) -> Path:
-    """Write one HTML file with plotly.js inlined; ``sections`` are (escaped title, HTML body).
+def write_report(path: "str | Path", *, title: str,
+                 blocks: "list[tuple[str, str] | go.Figure]", overwrite: bool = False) -> Path:
+    """Write one HTML file with plotly.js inlined.
 
-    The file is written to a temporary name and renamed into place.
+    ``blocks`` are shown in order: ``(title, html_body)`` sections (the
+    title is escaped here; the body must already be escaped) or plotly
+    figures. The file is written to a temporary name and renamed into place.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -73,14 +75,18 @@ def write_report(path: "str | Path", *, title: str, sections: list[tuple[str, st
         f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
-    for head, body in sections:
-        parts.append(f"<h2>{html.escape(head)}</h2>{body}")
-    for n, fig in enumerate(figures):
-        spec = json.dumps(fig.to_plotly_json(), cls=PlotlyJSONEncoder)
-        # '</' inside a JSON string would end the script element
-        spec = spec.replace("</", "<\\/")
-        parts.append(f"<div id='fig{n}' class='plot'></div><script>(function(){{var s={spec};"
-                     f"Plotly.newPlot('fig{n}',s.data,s.layout,{{responsive:true}});}})();</script>")
+    n = 0
+    for block in blocks:
+        if isinstance(block, go.Figure):
+            spec = json.dumps(block.to_plotly_json(), cls=PlotlyJSONEncoder)
+            # '</' inside a JSON string would end the script element
+            spec = spec.replace("</", "<\\/")
+            parts.append(f"<div id='fig{n}' class='plot'></div><script>(function(){{var s={spec};"
+                         f"Plotly.newPlot('fig{n}',s.data,s.layout,{{responsive:true}});}})();</script>")
+            n += 1
+        else:
+            head, body = block
+            parts.append(f"<h2>{html.escape(head)}</h2>{body}")
     parts.append("</body></html>")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
