@@ -126,6 +126,15 @@ class Grid:
         w = self.index_to_world(corners)
         return w.min(axis=0), w.max(axis=0)
 
+    def crop(self, start, stop) -> "Grid":
+        """The sub-grid of voxels ``start <= index < stop`` (per axis), same spacing and direction."""
+        start = np.asarray(start, dtype=int)
+        stop = np.asarray(stop, dtype=int)
+        if np.any(start < 0) or np.any(stop > np.asarray(self.shape)) or np.any(stop <= start):
+            raise GeometryError(f"crop {start.tolist()}..{stop.tolist()} outside grid {self.shape}")
+        return Grid(tuple(stop - start), self.spacing, tuple(self.index_to_world(start)),
+                    self.direction)
+
     def same_as(self, other: "Grid", tol_mm: float = 1e-3) -> bool:
         """True when both grids have the same shape and voxel centres (within ``tol_mm``)."""
         return (

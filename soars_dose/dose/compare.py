@@ -201,19 +201,40 @@ def dvh_all(case: Case, settings: Settings | None = None) -> Result:
     )
 
 
-def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | None = None) -> Result:
-    """Compare every set with the ``"reference"`` set on the case's fixed dose (eq 6/7).
+@dataclass
+class MatchedSets:
+    """ROIs of every set keyed by canonical OAR name.
 
-    ROI names are matched to canonical OAR names with ``aliases``; only
-    matched OARs are compared. Unmatched names, targets and duplicates are
-    listed in :attr:`Result.names` and never guessed. An OAR of the
-    reference that a set lacks gets a row with status ``missing``.
+    Attributes
+    ----------
+    rois : dict set -> dict OAR -> Structure or (status, original, message)
+        A Structure when the OAR is usable; a tuple for ``duplicate`` or
+        ``empty`` ROIs.
+    order : list of str
+        OARs of the reference first, then those only other sets have.
+    names : DataFrame
+        How every ROI name was matched (one row per set x ROI).
+    messages : list of str
+    """
+
+    rois: dict[str, dict[str, object]]
+    order: list[str]
+    names: pd.DataFrame
+    messages: list[str]
+
+
+def match_sets(case: Case, aliases: AliasTable | None = None) -> MatchedSets:
+    """Match the ROI names of every set to canonical OAR names (never guessing).
+
+    Only organs are kept; External (BODY), targets, derived and unmatched
+    names are listed in :attr:`MatchedSets.names`. Two ROIs of one set
+    that map to one OAR (or one ROIName used twice) make that OAR a
+    ``duplicate`` for the set.
     """
     if REFERENCE not in case.sets:
-        raise SoarsDoseError(f"compare needs a set named {REFERENCE!r}; got {list(case.sets)}")
-    s = settings or Settings()
+        raise SoarsDoseError(f"a comparison needs a set named {REFERENCE!r}; got {list(case.sets)}")
     table = aliases or AliasTable.load()
-    messages = list(case.notes)
+    messages: list[str] = []
     matched: dict[str, dict[str, object]] = {}
     name_frames = []
     for set_name, sset in case.sets.items():
@@ -225,7 +246,6 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
         for st in sset:
             by_name.setdefault(st.name, []).append(st)
         m: dict[str, object] = {}
-        # only organs are compared; External (BODY) and targets are listed, not compared
         kinds = {mt.original: mt.kind for mt in rep.matches}
         for original, canonical in rep.mapping.items():
             if kinds.get(original) != "oar":
@@ -252,9 +272,25 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
                 messages.append(f"{sset.source}: ROI {um.original!r} not matched to an OAR "
                                 f"({um.reason}); add it to an alias file to include it")
         matched[set_name] = m
-
     ref_oars = list(matched[REFERENCE])
     order = ref_oars + sorted({o for m in matched.values() for o in m} - set(ref_oars))
+    return MatchedSets(matched, order, pd.concat(name_frames, ignore_index=True), messages)
+
+
+def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | None = None,
+            matched_sets: MatchedSets | None = None) -> Result:
+    """Compare every set with the ``"reference"`` set on the case's fixed dose (eq 6/7).
+
+    ROI names are matched to canonical OAR names with ``aliases`` (see
+    :func:`match_sets`); only matched OARs are compared. Unmatched names,
+    targets and duplicates are listed in :attr:`Result.names` and never
+    guessed. An OAR of the reference that a set lacks gets a row with
+    status ``missing``.
+    """
+    s = settings or Settings()
+    ms = matched_sets or match_sets(case, aliases)
+    messages = list(case.notes) + ms.messages
+    matched, order = ms.rois, ms.order
     rows, dvhs, curves = [], {}, []
     for set_name in case.sets:
         m = matched[set_name]
@@ -272,7 +308,7 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
     return Result(
         stats=stats,
         dvh=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
-        names=pd.concat(name_frames, ignore_index=True),
+        names=ms.names,
         messages=list(dict.fromkeys(messages)),
         dvhs=dvhs,
     )
