@@ -396,6 +396,7 @@ def sample_structure(
     factor: "int | str" = "auto",
     nominal_spacing_mm: float | None = None,
     source: str = "",
+    allow_odd: bool = False,
 ) -> StructureSamples:
     """Turn a structure's contours into weighted sub-voxel samples on ``grid``.
 
@@ -414,6 +415,9 @@ def sample_structure(
         spacing along the normal for a single-plane structure.
     source : str
         File name used in error messages.
+    allow_odd : bool
+        Keep an odd ``factor`` (e.g. 1 for occupancy-only work); by default
+        it is rounded up to even so no sample straddles a voxel centre.
 
     Returns
     -------
@@ -462,7 +466,8 @@ def sample_structure(
         f = int(factor)
         if f < 1:
             raise ValueError(f"supersampling factor must be >= 1, got {factor}")
-        f += f % 2
+        if not allow_odd:
+            f += f % 2
     # pieces at most two sub-pixels long keep sample boxes near cubic for small
     # structures; for large ones the cuts at voxel centres and faces already bind
     max_len = 2.0 / f * inplane / sp[axis]

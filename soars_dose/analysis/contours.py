@@ -80,10 +80,13 @@ def supersampled_pair_grid(ref: Structure, structures: list[Structure], dose_gri
 def pair_masks(ref: Structure, sub: Structure | None, grid: Grid,
                nominal_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """Binary masks (occupancy >= 50 %) of both structures on ``grid``; empty when ``sub`` is None."""
-    m_ref = occupancy(sample_structure(ref, grid, factor=2, nominal_spacing_mm=nominal_mm)) >= 0.5
+    # exact coverage per pixel needs no supersampling for a 50 % occupancy mask
+    m_ref = occupancy(sample_structure(ref, grid, factor=1, allow_odd=True,
+                                       nominal_spacing_mm=nominal_mm)) >= 0.5
     if sub is None:
         return m_ref, np.zeros_like(m_ref)
-    m_sub = occupancy(sample_structure(sub, grid, factor=2, nominal_spacing_mm=nominal_mm)) >= 0.5
+    m_sub = occupancy(sample_structure(sub, grid, factor=1, allow_odd=True,
+                                       nominal_spacing_mm=nominal_mm)) >= 0.5
     return m_ref, m_sub
 
 

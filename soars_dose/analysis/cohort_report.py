@@ -1,0 +1,199 @@
+"""The cohort report: the study's tables and figures from a cohort output folder.
+
+``soars-dose report DIR`` reads ``DIR/cohort/*.parquet`` (written by
+``soars-dose cohort``), computes the statistics and writes
+
+    DIR/report/report.html      one self-contained page (plotly.js inlined)
+    DIR/report/<table>.csv|.parquet  every table the page shows
+    DIR/report/provenance.json
+
+The page holds: the study's Table 5 for this cohort (contour and dosimetric
+accuracy per OAR and set, with Wilcoxon p-values against the reader set
+and against the reference), the share of OAR instances with |Diff| above
+10 % and 30 %, box plots per OAR, scatter plots of contour accuracy against
+dose difference (the study's Supplementary Figs 2-3), per-patient DVH
+overlays with an OAR drop-down, clinical constraint flips, the revision
+effort summary when a revision file is given, failures and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..case import REFERENCE
+from ..errors import InputError, OutputExistsError
+from ..outputs import check_writable, provenance, write_output_dir
+from . import constraints as C
+from . import revisions as R
+from . import statistics as S
+from .report import _esc, _table, box_figure, dvh_patient_figure, scatter_figure, write_report
+
+#: Tables a cohort folder must hold.
+REQUIRED = ("stats", "dvh", "contour_metrics")
+#: Set the study tested the others against.
+READER = "reader"
+#: Patients whose DVH overlays are drawn (all when fewer).
+MAX_DVH_PATIENTS = 30
+
+
+def load_tables(cohort_dir: Path) -> dict[str, pd.DataFrame]:
+    """Read the union tables of a cohort run (``DIR/cohort``)."""
+    folder = cohort_dir / "cohort"
+    tables = {}
+    for name in ("stats", "dvh", "contour_metrics", "names", "patients", "failures"):
+        p = folder / f"{name}.parquet"
+        if p.exists():
+            tables[name] = pd.read_parquet(p)
+        elif name in REQUIRED:
+            raise InputError(f"{folder}: no {name}.parquet; run `soars-dose cohort` into "
+                             f"{cohort_dir} first")
+    for name in ("patients", "failures", "names"):
+        tables.setdefault(name, pd.DataFrame())
+    return tables
+
+
+def table5(summary: pd.DataFrame, tests: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
+    """The study's Table 5: per OAR, per set and metric, mean ± SD with p-values.
+
+    ``p_vs_reader``: Wilcoxon matched-pairs, the set against the reader set
+    (per OAR, Holm-adjusted within the metric family); ``p_vs_reference``:
+    the set's mean / max dose against the reference's.
+    """
+    metrics = ["dice", "hd95_mm", "asd_mm", "abs_diff_mean_pct", "abs_diff_max_pct"]
+    dose_vs_ref = {"abs_diff_mean_pct": "mean_gy", "abs_diff_max_pct": "max_gy"}
+    rows = []
+    sub_sets = [s for s in sets if s != REFERENCE]
+    for (set_name, roi), g in summary[summary["set"].isin(sub_sets)].groupby(["set", "roi"], sort=False):
+        row = {"roi": roi, "set": set_name}
+        for m in metrics:
+            v = g[g["metric"] == m]
+            row[m] = v["mean_sd"].iloc[0] if len(v) else ""
+            if set_name != READER and READER in sets and len(tests):
+                t = tests[(tests["metric"] == m) & (tests["roi"] == roi) &
+                          (((tests["set_a"] == set_name) & (tests["set_b"] == READER)) |
+                           ((tests["set_a"] == READER) & (tests["set_b"] == set_name)))]
+                row[f"{m}_p_vs_reader"] = t["p_holm"].iloc[0] if len(t) else np.nan
+            if m in dose_vs_ref and len(tests):
+                t = tests[(tests["metric"] == dose_vs_ref[m]) & (tests["roi"] == roi) &
+                          (tests["set_a"] == set_name) & (tests["set_b"] == REFERENCE)]
+                row[f"{dose_vs_ref[m]}_p_vs_reference"] = t["p_holm"].iloc[0] if len(t) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _p_fmt(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for c in out.columns:
+        if c.startswith("p") or "_p_" in c:
+            out[c] = out[c].map(lambda v: "" if pd.isna(v) else ("<0.001" if v < 0.001 else f"{v:.3f}"))
+    return out
+
+
+def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = None,
+                 constraints: "str | Path | None" = None, overwrite: bool = False,
+                 from_scratch_min: float = R.DEFAULT_FROM_SCRATCH_MIN,
+                 command: str = "") -> Path:
+    """Compute the cohort statistics and write ``DIR/report`` (tables + report.html).
+
+    Returns the path of ``report.html``.
+    """
+    cohort_dir = Path(cohort_dir)
+    out = check_writable(cohort_dir / "report", overwrite)
+    t = load_tables(cohort_dir)
+    stats, cm, dvh = t["stats"], t["contour_metrics"], t["dvh"]
+    sets = list(dict.fromkeys(stats["set"]))
+    summary = S.summary_by_oar(stats, cm)
+    tests = S.paired_tests(stats, cm, method="asymptotic")
+    thresholds = S.threshold_counts(stats)
+    corr = S.correlations(stats, cm)
+    cons = C.load_constraints(constraints)
+    evaluated = C.evaluate_constraints(stats, cons)
+    flips = C.constraint_flips(evaluated)
+    tab5 = table5(summary, tests, sets)
+    tables = {"table5": tab5, "summary_by_oar": summary, "paired_tests": tests,
+              "threshold_counts": thresholds, "correlations": corr,
+              "constraints": evaluated, "constraint_flips": flips}
+    unpaired = pd.DataFrame()
+    patients = t["patients"]
+    if len(patients) and "institution" in patients.columns and patients["institution"].nunique() > 1:
+        unpaired = pd.concat([S.unpaired_tests(stats, "institution", "abs_diff_mean_pct",
+                                               patients=patients),
+                              S.unpaired_tests(cm, "institution", "dice", patients=patients)],
+                             ignore_index=True)
+        tables["unpaired_tests"] = unpaired
+    rev_summary = saved = pd.DataFrame()
+    if revisions is not None:
+        rev = R.read_revisions(revisions)
+        rev_summary = R.revision_summary(rev)
+        saved = R.time_saved(rev, from_scratch_min)
+        tables["revision_summary"] = rev_summary
+        tables["time_saved"] = saved
+
+    prov_in = {}
+    p = cohort_dir / "cohort" / "provenance.json"
+    if p.exists():
+        prov_in = json.loads(p.read_text())
+    record = provenance({"revisions": str(revisions) if revisions else None,
+                         "constraints": str(constraints) if constraints else "packaged default",
+                         "from_scratch_min": from_scratch_min,
+                         "paired_tests": "Wilcoxon signed-rank, two-sided, zero_method=wilcox, "
+                                         "asymptotic p; Holm and BH within each metric family"},
+                        [{"role": "cohort", "path": str(cohort_dir / "cohort"),
+                          "created_utc": prov_in.get("created_utc")}], [], command=command)
+
+    # ---------------------------------------------------------------- figures
+    sub_sets = [s for s in sets if s != REFERENCE]
+    dose = stats[stats["set"].isin(sub_sets) & stats["status"].isin(["ok", "partial"])].copy()
+    dose["abs_diff_mean_pct"] = dose["diff_mean_pct"].abs()
+    dose["abs_diff_max_pct"] = dose["diff_max_pct"].abs()
+    merged = cm.merge(dose[["patient", "set", "roi", "abs_diff_mean_pct", "abs_diff_max_pct"]],
+                      on=["patient", "set", "roi"], how="inner") if len(cm) else dose
+    headline = thresholds[thresholds["roi"] == S.ALL] if len(thresholds) else thresholds
+    blocks: list = [
+        ("About", _about(t, stats, sets, prov_in)),
+        ("Headline: OAR instances with large dose differences", _table(headline)),
+        ("Table 5: contour and dosimetric accuracy per OAR (mean ± SD; Wilcoxon p, Holm-adjusted)",
+         _table(_p_fmt(tab5))),
+        box_figure(dose, "abs_diff_mean_pct", "|Diff_mean| (%) per OAR", sub_sets),
+        box_figure(dose, "abs_diff_max_pct", "|Diff_max| (%) per OAR", sub_sets),
+    ]
+    if len(cm):
+        blocks += [box_figure(cm, "dice", "Dice per OAR", sub_sets),
+                   scatter_figure(merged, "dice", "abs_diff_mean_pct",
+                                  "Dice vs |Diff_mean| (%)", sub_sets),
+                   scatter_figure(merged, "hd95_mm", "abs_diff_max_pct",
+                                  "HD95 (mm) vs |Diff_max| (%)", sub_sets)]
+    blocks += [("Spearman correlation of contour accuracy and dose difference", _table(_p_fmt(corr)))]
+    blocks += [("Clinical constraints: flips between pass and fail relative to the reference",
+                _table(flips) if len(flips) else "<p>No substitute set flips a constraint.</p>")]
+    if len(unpaired):
+        blocks.append(("Between institutions (Mann-Whitney U)", _table(_p_fmt(unpaired))))
+    if len(rev_summary):
+        blocks += [("Revision effort", _table(rev_summary)), ("Editing time saved", _table(saved))]
+    blocks.append(("DVH overlays (pick the OAR in each plot's menu)", ""))
+    for patient in list(dict.fromkeys(dvh["patient"]))[:MAX_DVH_PATIENTS]:
+        blocks.append(dvh_patient_figure(dvh[dvh["patient"] == patient],
+                                         stats[stats["patient"] == patient], str(patient)))
+    blocks += [
+        ("All paired tests", _table(_p_fmt(tests))),
+        ("Failures", _table(t["failures"]) if len(t["failures"]) else "<p>none</p>"),
+        ("Provenance", f"<pre>{_esc(json.dumps(record, indent=1, default=str))}</pre>"),
+    ]
+    folder = write_output_dir(out, tables, record, overwrite=overwrite)
+    return write_report(folder / "report.html", title="soars-dose cohort report", blocks=blocks)
+
+
+def _about(t, stats, sets, prov_in) -> str:
+    n_pat = stats["patient"].nunique()
+    n_fail = len(t["failures"])
+    sub = [s for s in sets if s != REFERENCE]
+    return (f"<p class='note'>{n_pat} patients ({n_fail} failed), sets: "
+            f"{_esc(', '.join(sets))}. Each substitute set ({_esc(', '.join(sub))}) is compared "
+            "with the reference on the reference plan's fixed dose grid: Diff_mean and Diff_max "
+            "are eq 6/7 of the SOARS study; contour metrics (Dice, HD95, ASD, surface Dice) are "
+            "computed on a common grid against the reference. Missing OARs count as Dice 0 and "
+            "infinite distances and are never dropped.</p>")
