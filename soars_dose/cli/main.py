@@ -120,6 +120,23 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_cohort(args) -> int:
+    from .. import cohort
+
+    settings = _settings(args)
+    try:
+        res = cohort.run_cohort(
+            args.manifest, args.out, jobs=args.jobs, scheduler=args.scheduler,
+            resume=args.resume, overwrite=args.overwrite, settings=settings,
+            aliases_file=args.names, progress=not args.quiet, sum_doses=args.sum_doses,
+            prescription_gy=args.prescription_gy,
+            allow_frame_mismatch=args.allow_frame_mismatch, command=shlex.join(sys.argv))
+    except cohort.CohortInterrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return 130
+    return 0 if res.n_failed == 0 else 3
+
+
 def _report(result, out: Path) -> None:
     stats = result.stats
     ok = stats["status"].isin(["ok", "partial"]).sum()
@@ -155,6 +172,47 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--overwrite", action="store_true")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_demo)
+
+    from ..cohort import manifest_help
+
+    h = sub.add_parser(
+        "cohort", help="audit every patient of a CSV manifest (process pool or Dask)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Audit every patient of a manifest: per-patient results in OUT/patients/, "
+                    "union tables in OUT/cohort/. Exit status 0 all patients ok, 3 some "
+                    "failed (see OUT/cohort/failures), 2 bad input, 130 interrupted "
+                    "(rerun with --resume).",
+        epilog=manifest_help())
+    h.add_argument("manifest", type=Path, help="CSV manifest (format below)")
+    h.add_argument("--out", required=True, type=Path, help="output folder")
+    where = h.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=int, default=None,
+                       help="local processes (default: number of CPUs; 1 = in this process)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="Dask scheduler, e.g. tcp://host:8786 (workers must see the inputs "
+                            "and --out at the same paths)")
+    h.add_argument("--resume", action="store_true",
+                   help="keep finished patients of an earlier run in --out, compute the rest")
+    h.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    h.add_argument("--names", type=Path, help="YAML alias file extending the OAR name table")
+    h.add_argument("--quiet", action="store_true", help="no progress bar")
+    h.add_argument("--sum-doses", action="store_true",
+                   help="default for the manifest's sum_doses column")
+    h.add_argument("--prescription-gy", type=float,
+                   help="default for the manifest's prescription_gy column (RELATIVE dose)")
+    h.add_argument("--allow-frame-mismatch", action="store_true",
+                   help="accept structures whose FrameOfReferenceUID differs from the dose's")
+    h.add_argument("--supersample", default="auto",
+                   help="in-plane supersampling factor (even integer) or 'auto' (default)")
+    h.add_argument("--bin-width", type=float, default=0.01, help="DVH bin width in Gy (0.01)")
+    h.add_argument("--dvh-step", type=float, default=None,
+                   help="dose step (Gy) of the written DVH table (default: the bin width)")
+    h.add_argument("--interpolation", choices=["linear", "nearest"], default="linear",
+                   help="dose between voxel centres: trilinear (default) or constant per voxel")
+    h.add_argument("--dx", type=_float_list, default=(), help="extra Dx%% values, e.g. 5,10")
+    h.add_argument("--dcc", type=_float_list, default=(), help="extra Dxcc values, e.g. 0.1,1")
+    h.add_argument("--vgy", type=_float_list, default=(), help="VxGy values, e.g. 20,30")
+    h.set_defaults(func=cmd_cohort)
     return p
 
 
