@@ -23,8 +23,10 @@ __all__ = ["REFERENCE", "Case", "Result", "Settings", "AliasTable", "load_case",
 
 
 def write_result(result: Result, case: Case, out_dir: "str | Path", *, settings: Settings,
-                 command: str = "", overwrite: bool = False, extra: dict | None = None) -> Path:
-    """Write ``stats``, ``dvh`` and ``names`` (CSV + Parquet) and ``provenance.json``.
+                 command: str = "", overwrite: bool = False, extra: dict | None = None,
+                 tables: dict | None = None) -> Path:
+    """Write ``stats``, ``dvh`` and ``names`` (CSV + Parquet), any extra ``tables``
+    (e.g. ``contour_metrics``) and ``provenance.json``.
 
     The folder is written atomically and never replaces an existing one
     unless ``overwrite``.
@@ -41,5 +43,6 @@ def write_result(result: Result, case: Case, out_dir: "str | Path", *, settings:
                    "direction": case.dose.grid.direction.tolist()},
         **(extra or {}),
     )
-    tables = {"stats": result.stats, "dvh": result.dvh, "names": result.names}
-    return write_output_dir(out_dir, tables, record, overwrite=overwrite)
+    all_tables = {"stats": result.stats, "dvh": result.dvh, "names": result.names,
+                  **(tables or {})}
+    return write_output_dir(out_dir, all_tables, record, overwrite=overwrite)

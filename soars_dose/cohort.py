@@ -426,6 +426,7 @@ def run_patient(task: PatientTask) -> dict:
            "traceback": ""}
     try:
         from .analysis.contours import contour_metrics_for_case
+        from .dose.compare import match_sets
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SoarsDoseWarning)
@@ -435,8 +436,9 @@ def run_patient(task: PatientTask) -> dict:
                 row.rtdose, {audit.REFERENCE: row.reference, **row.sets}, ct=row.ct,
                 patient=row.patient, sum_doses=sum_doses, prescription_gy=rx,
                 allow_frame_mismatch=task.allow_frame_mismatch)
-            result = audit.compare(case, task.settings, task.aliases)
-            cm = contour_metrics_for_case(case, aliases=task.aliases)
+            matched = match_sets(case, task.aliases)  # names matched once for both
+            result = audit.compare(case, task.settings, task.aliases, matched_sets=matched)
+            cm = contour_metrics_for_case(case, aliases=task.aliases, matched_sets=matched)
         messages = list(result.messages) + [str(w.message) for w in caught
                                             if issubclass(w.category, SoarsDoseWarning)]
         names = result.names.copy()

@@ -26,6 +26,12 @@ def version() -> str:
         return "0+unknown"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def check_writable(out_dir: "str | Path", overwrite: bool) -> Path:
     """Fail early when ``out_dir`` exists and ``overwrite`` is not set."""
     out = Path(out_dir)
@@ -96,6 +102,8 @@ def write_output_dir(
             json.dump(provenance_record, f, indent=2, default=str)
             f.flush()
             os.fsync(f.fileno())
+        # mkdtemp makes the folder private; the result follows the user's umask
+        os.chmod(tmp, 0o777 & ~_umask())
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)

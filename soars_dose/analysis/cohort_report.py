@@ -158,15 +158,15 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
         ("Headline: OAR instances with large dose differences", _table(headline)),
         ("Table 5: contour and dosimetric accuracy per OAR (mean ± SD; Wilcoxon p, Holm-adjusted)",
          _table(_p_fmt(tab5))),
-        box_figure(dose, "abs_diff_mean_pct", "|Diff_mean| (%) per OAR", sub_sets),
-        box_figure(dose, "abs_diff_max_pct", "|Diff_max| (%) per OAR", sub_sets),
+        box_figure(dose, "abs_diff_mean_pct", "|Diff_mean| (%) per OAR", sets),
+        box_figure(dose, "abs_diff_max_pct", "|Diff_max| (%) per OAR", sets),
     ]
     if len(cm):
-        blocks += [box_figure(cm, "dice", "Dice per OAR", sub_sets),
+        blocks += [box_figure(cm, "dice", "Dice per OAR", sets),
                    scatter_figure(merged, "dice", "abs_diff_mean_pct",
-                                  "Dice vs |Diff_mean| (%)", sub_sets),
+                                  "Dice vs |Diff_mean| (%)", sets),
                    scatter_figure(merged, "hd95_mm", "abs_diff_max_pct",
-                                  "HD95 (mm) vs |Diff_max| (%)", sub_sets)]
+                                  "HD95 (mm) vs |Diff_max| (%)", sets)]
     blocks += [("Spearman correlation of contour accuracy and dose difference", _table(_p_fmt(corr)))]
     blocks += [("Clinical constraints: flips between pass and fail relative to the reference",
                 _table(flips) if len(flips) else "<p>No substitute set flips a constraint.</p>")]

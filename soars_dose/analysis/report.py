@@ -193,6 +193,9 @@ def write_report(path: "str | Path", *, title: str,
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write("".join(parts))
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; follow the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -104,10 +104,16 @@ def cmd_compare(args) -> int:
     case = audit.load_case(args.rtdose, sets, ct=args.ct, sum_doses=args.sum_doses,
                            prescription_gy=args.prescription_gy,
                            allow_frame_mismatch=args.allow_frame_mismatch)
-    result = audit.compare(case, settings, table)
+    from ..analysis.contours import contour_metrics_for_case
+    from ..dose.compare import match_sets
+
+    matched = match_sets(case, table)
+    result = audit.compare(case, settings, table, matched_sets=matched)
+    metrics = contour_metrics_for_case(case, aliases=table, matched_sets=matched)
     out = audit.write_result(result, case, args.out, settings=settings,
                              command=shlex.join(sys.argv), overwrite=args.overwrite,
-                             extra={"alias_file": str(args.names) if args.names else None})
+                             extra={"alias_file": str(args.names) if args.names else None},
+                             tables={"contour_metrics": metrics})
     _report(result, out)
     return 0
 
@@ -117,6 +123,16 @@ def cmd_demo(args) -> int:
 
     run_demo(args.out, n_patients=args.patients, seed=args.seed, overwrite=args.overwrite,
              progress=not args.quiet)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..analysis.cohort_report import build_report
+
+    path = build_report(args.dir, revisions=args.revisions, constraints=args.constraints,
+                        overwrite=args.overwrite, from_scratch_min=args.from_scratch_min,
+                        command=shlex.join(sys.argv))
+    print(f"report written: {path}", file=sys.stderr)
     return 0
 
 
@@ -164,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--names", type=Path, help="YAML alias file extending the OAR name table")
     _add_common(c)
     c.set_defaults(func=cmd_compare)
+
+    r = sub.add_parser("report", help="statistics and the HTML report of a cohort output folder")
+    r.add_argument("dir", type=Path, help="folder written by `soars-dose cohort`")
+    r.add_argument("--revisions", type=Path,
+                   help="CSV of per (patient, roi) revision category (none, <1 min, 1-3 min, >3 min)")
+    r.add_argument("--constraints", type=Path,
+                   help="YAML constraint table replacing the packaged published limits")
+    r.add_argument("--from-scratch-min", type=float, default=5.0,
+                   help="minutes to contour one OAR from scratch, for the time saved (5)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing DIR/report")
+    r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("demo", help="generate the synthetic head-and-neck cohort and audit it")
     m.add_argument("--out", required=True, type=Path)

@@ -90,12 +90,14 @@ def test_demo_one_patient(tmp_path):
     out = tmp_path / "demo"
     rc = main(["demo", "--out", str(out), "--patients", "1", "--quiet"])
     assert rc == 0
-    stats = pd.read_csv(out / "cohort" / "stats.csv")
+    stats = pd.read_csv(out / "audit" / "cohort" / "stats.csv")
     assert set(stats["set"]) == {"reference", "soars", "revised", "reader"}
     study = {"Brainstem", "Eye_L", "Eye_R", "Lens_L", "Lens_R", "OpticChiasm", "OpticNrv_L",
              "OpticNrv_R", "Parotid_L", "Parotid_R", "SpinalCord", "Joint_TM_L", "Joint_TM_R"}
     assert study == set(stats[stats["set"] == "reference"]["roi"])
-    html = (out / "report.html").read_text()
+    cm = pd.read_csv(out / "audit" / "cohort" / "contour_metrics.csv")
+    assert set(cm["set"]) == {"soars", "revised", "reader"}
+    html = (out / "audit" / "report" / "report.html").read_text()
     assert "<script src" not in html  # plotly.js is inlined: works offline
     assert "Plotly.newPlot" in html
     assert main(["demo", "--out", str(out), "--patients", "1", "--quiet"]) == 2

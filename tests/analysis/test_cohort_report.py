@@ -1,0 +1,61 @@
+"""The cohort report end to end: cohort run -> statistics -> HTML, checked in headless Chromium."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from soars_dose.analysis.cohort_report import build_report
+from soars_dose.cohort import run_cohort
+from soars_dose.demo import write_manifest, write_revisions
+from soars_dose.errors import OutputExistsError
+from soars_dose.phantom import make_cohort
+
+from .browser import chromium, rendered_state, screenshot
+
+N = 3
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort_report")
+    cases = make_cohort(root / "data", n_patients=N, seed=11, progress=False)
+    manifest = write_manifest(cases, root / "data" / "manifest.csv")
+    res = run_cohort(manifest, root / "audit", jobs=1, progress=False)
+    revisions = write_revisions(cases, res.contour_metrics, root / "data" / "revisions.csv", 1)
+    return build_report(root / "audit", revisions=revisions), res
+
+
+def test_report_tables(report):
+    path, res = report
+    folder = path.parent
+    for name in ("table5", "summary_by_oar", "paired_tests", "threshold_counts", "correlations",
+                 "constraints", "constraint_flips", "revision_summary", "time_saved"):
+        assert (folder / f"{name}.csv").exists() and (folder / f"{name}.parquet").exists(), name
+    t5 = pd.read_parquet(folder / "table5.parquet")
+    n_oars = res.stats[res.stats["set"] == "reference"]["roi"].nunique()
+    # one row per substitute set and OAR, plus the pooled ALL row per set
+    assert len(t5) == 3 * (n_oars + 1)
+    assert {"dice", "hd95_mm", "asd_mm", "abs_diff_mean_pct", "abs_diff_max_pct"} <= set(t5.columns)
+    thr = pd.read_parquet(folder / "threshold_counts.parquet")
+    all_rows = thr[(thr["roi"] == "ALL") & (thr["metric"] == "abs_diff_mean_pct")
+                   & (thr["threshold_pct"] == 10)]
+    assert set(all_rows["set"]) == {"soars", "revised", "reader"}
+    # counts agree with the stats table
+    st = res.stats[(res.stats["set"] == "reader") & res.stats["status"].isin(["ok", "partial"])]
+    n_over = int((st["diff_mean_pct"].abs() > 10).sum())
+    assert int(all_rows.set_index("set").loc["reader", "n_over"]) == n_over
+    with pytest.raises(OutputExistsError):
+        build_report(folder.parent)
+
+
+@pytest.mark.skipif(chromium() is None, reason="Debian chromium not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    path, _ = report
+    state = rendered_state(path)
+    assert state["errors"] == 0, "JavaScript errors on the page"
+    # 5 cohort figures (2 |Diff| box plots, Dice box plot, 2 scatters) + one DVH plot per patient
+    assert state["expected"] == 5 + N
+    assert state["rendered"] == state["expected"] == state["dom_plots"]
+    png = screenshot(path, tmp_path / "report.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
