@@ -20,7 +20,8 @@ from ..errors import OutputExistsError
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:0.85em;margin:1em 0}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
+.scroll{overflow-x:auto;max-width:100%}
 th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
 .plot{width:100%;height:420px} .note{color:#555;font-size:0.9em}
 """
@@ -28,8 +29,9 @@ th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
 
 def _table(df: pd.DataFrame, digits: int = 2) -> str:
     """HTML table with every cell escaped (pandas escapes with ``escape=True``)."""
-    return df.to_html(index=False, escape=True, float_format=lambda v: f"{v:.{digits}f}",
-                      na_rep="", border=0)
+    html_table = df.to_html(index=False, escape=True, float_format=lambda v: f"{v:.{digits}f}",
+                            na_rep="", border=0)
+    return f"<div class='scroll'>{html_table}</div>"
 
 
 def dvh_figure(dvh: pd.DataFrame, stats: pd.DataFrame, patient: str) -> go.Figure:
