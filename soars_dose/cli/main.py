@@ -153,6 +153,80 @@ def cmd_cohort(args) -> int:
     return 0 if res.n_failed == 0 else 3
 
 
+def _require_torch(command: str) -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise InputError(f"`soars-dose {command}` needs PyTorch, the optional segmentation "
+                         "backend: pip install -e .[segmentation]") from None
+
+
+def cmd_segment(args) -> int:
+    _require_torch("segment")
+    from ..segmentation import catalogue
+    from ..segmentation.bundle import default_model_path
+    from ..segmentation.inference import segment_ct
+
+    organs = None
+    if args.organs:
+        organs = []
+        for item in args.organs:
+            for name in (n.strip() for n in item.split(",")):
+                if not name:
+                    continue
+                if name in catalogue.CATEGORIES:
+                    organs += catalogue.names(name)
+                else:
+                    organs.append(catalogue.get(name).name)
+    from ..segmentation.bundle import load_models
+
+    models = load_models(args.model if args.model else [default_model_path()])
+    print(f"model: {', '.join(models.sources)}\n  covers {len(models.available_oars())} OARs: "
+          f"{', '.join(models.available_oars())}", file=sys.stderr)
+    result = segment_ct(args.ct_dir, models, args.out, organs=organs, tta=args.tta,
+                        progress=not args.quiet, overwrite=args.overwrite, device=args.device)
+    n = len(result.masks)
+    empty = [k for k in result.masks if result.masks.voxel_count(k) == 0]
+    print(f"{n - len(empty)} of {n} OARs segmented in {result.timings_s.get('total', 0):.1f} s; "
+          f"RTSTRUCT written: {args.out}", file=sys.stderr)
+    if empty:
+        print(f"  empty: {', '.join(empty)}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args) -> int:
+    _require_torch("train")
+    import json
+
+    from ..segmentation.training import TrainConfig, train
+
+    kw: dict = {}
+    if args.config:
+        try:
+            kw.update(json.loads(Path(args.config).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{args.config}: cannot read the training settings ({exc})") from None
+        if not isinstance(kw, dict):
+            raise InputError(f"{args.config}: must hold a JSON object of training settings")
+    kw["branch"] = args.branch
+    if args.search:
+        kw["search"] = True
+    for name in ("anchor_model", "epochs", "warmup_epochs", "search_epochs", "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            kw[name] = str(value) if name == "anchor_model" else value
+    config = (TrainConfig.tiny(**kw) if args.preset == "phantom"
+              else TrainConfig.from_dict(kw))
+    result = train(args.dataset, args.out, config, resume=args.resume, overwrite=args.overwrite,
+                   progress=not args.quiet, device=args.device)
+    if result.rank == 0:
+        last = result.log[-1] if result.log else {}
+        print(f"{config.branch}: {len(result.log)} epochs logged, last loss "
+              f"{last.get('loss', float('nan')):.4f}; model: {result.model_path}",
+              file=sys.stderr)
+    return 0
+
+
 def _report(result, out: Path) -> None:
     stats = result.stats
     ok = stats["status"].isin(["ok", "partial"]).sum()
@@ -199,6 +273,58 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--overwrite", action="store_true")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_demo)
+
+    g = sub.add_parser(
+        "segment", help="segment the 42 SOARS OARs on a CT series and write an RTSTRUCT",
+        description="Stratified SOARS segmentation (anchor -> mid-level -> small & hard) of a "
+                    "DICOM CT series; the OARs are written as an RTSTRUCT on that CT. Needs "
+                    "PyTorch; by default the packaged model, trained on OpenKBP, segments 7 OARs "
+                    "(Brainstem, SpinalCord, Bone_Mandible, Parotid_L/R, Esophagus, Larynx_GSL); "
+                    "models trained with `train` give the others.")
+    g.add_argument("ct_dir", type=Path, help="folder of the CT series")
+    g.add_argument("--out", required=True, type=Path, help="RTSTRUCT file to write")
+    g.add_argument("--model", nargs="+", type=Path, metavar="MODEL.pt",
+                   help="a model bundle, or the branch model files written by `train` "
+                        "(default: $SOARS_DOSE_MODEL or the installed default model)")
+    g.add_argument("--organs", nargs="+", metavar="OAR",
+                   help="OARs to segment (catalogue names, or anchor / mid_level / small_hard); "
+                        "default all")
+    g.add_argument("--tta", action="store_true",
+                   help="left-right mirror test-time augmentation (about twice the time)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    g.add_argument("--device", help="torch device for the networks, e.g. cuda (default: cpu)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_segment)
+
+    t = sub.add_parser(
+        "train", help="train one SOARS branch on a data set folder",
+        description="Train one SOARS branch (optionally with architecture search) on a data set "
+                    "folder (dataset.json + cases, see soars_dose.segmentation.phantom42). "
+                    "The run folder gets config.json, log.jsonl, checkpoint.pt (resumable) and "
+                    "model.soars.pt. Runs distributed when launched by torchrun, e.g. "
+                    "`torchrun --nproc_per_node 2 -m soars_dose.cli.main train ...`.")
+    t.add_argument("dataset", type=Path, help="data set folder")
+    t.add_argument("--branch", required=True, choices=["anchor", "mid", "sh-detect", "sh-seg"])
+    t.add_argument("--out", required=True, type=Path, help="run folder")
+    t.add_argument("--search", action="store_true",
+                   help="architecture search (warm-up, alternating alpha/weight updates) before "
+                        "training the derived network from scratch")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--overwrite", action="store_true", help="start afresh in a non-empty --out")
+    t.add_argument("--anchor-model", type=Path,
+                   help="the anchor branch's model.soars.pt (needed by mid and sh-detect)")
+    t.add_argument("--preset", choices=["default", "phantom"], default="default",
+                   help="default: full-size SOARS networks; phantom: small networks for the "
+                        "synthetic 48x64x64 phantom on a CPU")
+    t.add_argument("--config", type=Path, help="JSON file of training settings (TrainConfig fields)")
+    t.add_argument("--epochs", type=int, help="epochs of the final training")
+    t.add_argument("--warmup-epochs", type=int, help="search warm-up epochs")
+    t.add_argument("--search-epochs", type=int, help="alternating search epochs")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="torch device, e.g. cuda or cuda:1 (default: cpu; under "
+                                    "torchrun with CUDA: the GPU LOCAL_RANK)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
 
     from ..cohort import manifest_help
 

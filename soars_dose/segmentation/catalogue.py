@@ -33,6 +33,8 @@ from ..errors import InputError
 __all__ = [
     "CATEGORIES",
     "CATALOGUE",
+    "EXTRAS",
+    "EXTRA_PARTS",
     "OAR",
     "UnknownOARError",
     "by_category",
@@ -139,7 +141,18 @@ CATALOGUE: tuple[OAR, ...] = tuple(
     + _one("Pituitary", _S, (240, 120, 255), 15.0)
 )
 
-_BY_NAME: dict[str, OAR] = {o.name: o for o in CATALOGUE}
+#: OARs outside the 42 that a model may output instead of some of them:
+#: whole-organ structures of data sets that do not split them (OpenKBP's
+#: one ``Mandible`` = ``Bone_Mandible_L`` + ``Bone_Mandible_R``).
+#: :func:`get` knows them, :func:`names` and :data:`CATALOGUE` do not list them.
+EXTRAS: tuple[OAR, ...] = tuple(
+    _one("Bone_Mandible", _A, (235, 235, 200), 110.0)
+)
+#: For each extra, the catalogue OARs it unites.
+EXTRA_PARTS: dict[str, tuple[str, ...]] = {"Bone_Mandible": ("Bone_Mandible_L",
+                                                             "Bone_Mandible_R")}
+
+_BY_NAME: dict[str, OAR] = {o.name: o for o in CATALOGUE + EXTRAS}
 
 
 def names(category: str | None = None) -> list[str]:
@@ -171,8 +184,8 @@ def get(name: str) -> OAR:
     Raises
     ------
     UnknownOARError
-        If ``name`` is not a catalogue name; map institutional names first
-        with :func:`soars_dose.names.match_names`.
+        If ``name`` is not a catalogue name (or one of :data:`EXTRAS`); map
+        institutional names first with :func:`soars_dose.names.match_names`.
     """
     try:
         return _BY_NAME[name]

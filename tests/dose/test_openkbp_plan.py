@@ -25,8 +25,9 @@ import pytest
 from scipy.ndimage import map_coordinates
 
 from soars_dose import audit
-from soars_dose.dicom.write import masks_to_contours, write_ct_series, write_rtdose, write_rtstruct
+from soars_dose.dicom.write import write_ct_series, write_rtdose, write_rtstruct
 from soars_dose.grid import Grid
+from soars_dose.openkbp import voxel_edge_contours
 from soars_dose.structures import Structure
 
 OARS = {"Brainstem": "Brainstem", "SpinalCord": "SpinalCord", "LeftParotid": "Parotid_L",
@@ -49,21 +50,6 @@ def trilinear_mean(dose: np.ndarray, mask: np.ndarray, up: int = 4) -> float:
     # held constant between the outermost centre and the face, as in soars-dose
     pts = np.clip(pts, 0, np.asarray(dose.shape)[:, None] - 1)
     return float(map_coordinates(dose, pts, order=1).mean())
-
-
-def voxel_edge_contours(mask: np.ndarray, grid: Grid, up: int = 4) -> list[np.ndarray]:
-    """Contours that follow the mask's voxel faces (corners cut by 1/(8 up^2) voxel).
-
-    Marching squares on the in-plane ``up``-fold nearest-neighbour upsampled
-    mask puts every straight edge exactly on a voxel face, so the contoured
-    object is the voxel mask itself up to the corner cuts.
-    """
-    fine = np.repeat(np.repeat(mask, up, axis=1), up, axis=2)
-    sp = grid.spacing
-    shift = (0.5 - 0.5 / up) * (sp[1] * grid.direction[1] + sp[2] * grid.direction[2])
-    fine_grid = Grid(fine.shape, (sp[0], sp[1] / up, sp[2] / up),
-                     tuple(np.asarray(grid.origin) - shift), grid.direction)
-    return masks_to_contours(fine, fine_grid)
 
 
 @pytest.mark.parametrize("patient", ["validation/pt_201", "train/pt_1"])
@@ -103,6 +89,6 @@ def test_openkbp_mean_dose_matches_arrays(shared_data, tmp_path, patient):
         assert abs(ours / voxel - 1) <= 0.01, f"{patient} {name} nearest: {ours:.3f} vs {voxel:.3f} Gy"
         ours = linear.loc[name, "mean_gy"]
         assert abs(ours / tri - 1) <= 0.01, f"{patient} {name} linear: {ours:.3f} vs {tri:.3f} Gy"
-        # the contoured object is the voxel mask up to the corner cuts
+        # the contours follow the voxel faces exactly (voxel_edge_contours snaps corners)
         mask_cc = n_vox * case.dose.grid.voxel_volume_mm3 / 1000
         assert abs(linear.loc[name, "volume_cc"] / mask_cc - 1) < 0.01, f"{patient} {name} volume"

@@ -1,0 +1,161 @@
+"""Inference: sliding window, mirror TTA, model bundles, the stratified pipeline's plumbing."""
+
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from soars_dose.errors import OutputExistsError  # noqa: E402
+from soars_dose.segmentation import bundle, catalogue, inference, phantom42  # noqa: E402
+from soars_dose.segmentation.modelfile import (  # noqa: E402
+    NotAModelFileError,
+    UnsafeModelFileError,
+    load_model,
+)
+from soars_dose.segmentation.preprocess import Preprocessing  # noqa: E402
+
+from .seg_helpers import random_branch, random_models  # noqa: E402
+
+
+class Identity(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize("shape", [(20, 40, 37), (10, 12, 13)])
+def test_sliding_window_reproduces_a_pointwise_network(shape):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=shape).astype(np.float32)
+    b = rng.normal(size=(2,) + shape).astype(np.float16)
+    out = inference.sliding_window(Identity(), [(a, 0.0), (b, 0.0)], (16, 24, 24), 3,
+                                   activation="none")
+    assert out.shape == (3,) + shape and out.dtype == torch.float32
+    np.testing.assert_allclose(out[0].numpy(), a, atol=1e-5)
+    np.testing.assert_allclose(out[1:].numpy(), b.astype(np.float32), atol=1e-3)
+    # float16 accumulation above the memory limit, same result to float16 precision
+    out16 = inference.sliding_window(Identity(), [(a, 0.0), (b, 0.0)], (16, 24, 24), 3,
+                                     activation="none", accumulate_limit_bytes=0)
+    assert out16.dtype == torch.float16
+    np.testing.assert_allclose(out16[0].float().numpy(), a, atol=2e-2)
+
+
+def test_windows_cover_the_volume_with_half_overlap():
+    assert inference.window_starts(10, 16) == [0]
+    s = inference.window_starts(100, 32)
+    assert s[0] == 0 and s[-1] == 68 and all(0 < b - a <= 16 for a, b in zip(s, s[1:]))
+    w = inference.gaussian_importance((16, 24, 24))
+    assert float(w.max()) == pytest.approx(1.0) and float(w.min()) >= 1e-3
+    assert float(w[8, 12, 12]) > float(w[0, 12, 12])
+    assert inference.n_windows((20, 40, 37), (16, 24, 24)) == 2 * 3 * 3
+
+
+class SideNet(torch.nn.Module):
+    """Calls the right half of the image 'left organ' (patient's left = +i) from position only."""
+
+    def forward(self, x):
+        w = x.shape[-1]
+        left = (torch.arange(w) >= w // 2).float().expand_as(x[:, :1])
+        bg = torch.zeros_like(left)
+        return 20.0 * torch.cat([bg, left, 1 - left], dim=1)  # channels: bg, Eye_L, Eye_R
+
+
+def test_mirror_tta_swaps_left_and_right_back():
+    vol = np.zeros((4, 8, 16), np.float32)
+    perm = catalogue.lr_permutation(["Eye_L", "Eye_R"])
+    plain = inference.sliding_window(SideNet(), [(vol, 0.0)], (4, 8, 16), 3)
+    tta = inference.sliding_window(SideNet(), [(vol, 0.0)], (4, 8, 16), 3, tta=True,
+                                   perm_in=[0], perm_out=perm)
+    torch.testing.assert_close(tta, plain)  # consistent after swapping the labels back
+    wrong = inference.sliding_window(SideNet(), [(vol, 0.0)], (4, 8, 16), 3, tta=True,
+                                     perm_in=[0], perm_out=None)
+    assert float((wrong[1] - 0.5).abs().max()) < 1e-3  # without the swap: pure confusion
+
+
+def test_bundle_round_trip_and_checks(tmp_path):
+    files = random_models(tmp_path / "m")
+    models = bundle.load_models(files)
+    assert list(models.branches) == ["anchor", "mid_level", "sh_detect", "sh_seg"]
+    assert models.available_oars() == catalogue.names()
+    path = bundle.save_bundle(tmp_path / "soars.pt", files)
+    again = bundle.load_models(path)
+    for role, b in models.branches.items():
+        b2 = again[role]
+        assert b2.oar_names == b.oar_names and b2.patch_size == (48, 64, 64)
+        for k, v in b.net.state_dict().items():
+            assert torch.equal(v, b2.net.state_dict()[k])
+    # a bundle is a torch zip of plain types: loadable weights-only
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "soars-dose-bundle" and set(raw["branches"]) == set(models.branches)
+    assert bundle.load_models(tmp_path / "m").available_oars() == catalogue.names()  # a folder
+    assert bundle.load_models(files[:1]).available_oars() == catalogue.names("anchor")
+    with pytest.raises(OutputExistsError):
+        bundle.save_bundle(path, files)
+    with pytest.raises(NotAModelFileError, match="second anchor"):
+        bundle.load_models([files[0], path])
+    other = random_branch(tmp_path / "other.pt", "mid_level",
+                          preprocessing=Preprocessing(target_spacing_mm=(3.0, 1.0, 1.0)))
+    with pytest.raises(NotAModelFileError, match="different preprocessing"):
+        bundle.load_models([files[0], other])
+    plain = tmp_path / "plain.pt"
+    mf = load_model(files[0])
+    from soars_dose.segmentation.modelfile import save_model
+    save_model(plain, architecture=mf.architecture, state_dict=mf.state_dict,
+               oar_names=mf.oar_names, provenance={"note": "no branch"})
+    with pytest.raises(NotAModelFileError, match="not a SOARS branch"):
+        bundle.load_models(plain)
+
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_bundle_with_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "soars-dose-bundle", "format_version": 1,
+                "branches": {"anchor": Evil(marker)}}, path)
+    with pytest.raises(UnsafeModelFileError):
+        bundle.load_models(path)
+    assert not marker.exists()
+
+
+def test_no_model_installed_says_how_to_train(monkeypatch, tmp_path):
+    monkeypatch.delenv("SOARS_DOSE_MODEL", raising=False)
+    monkeypatch.setattr(bundle, "_DEFAULT_MODEL", tmp_path / "absent.pt")
+    with pytest.raises(bundle.NoModelError, match="no trained SOARS segmentation model") as e:
+        bundle.default_model_path()
+    assert "soars-dose train" in str(e.value)
+    monkeypatch.setenv("SOARS_DOSE_MODEL", "/nonexistent/model.pt")
+    with pytest.raises(bundle.NoModelError, match="does not exist"):
+        bundle.default_model_path()
+
+
+def test_segment_volume_plumbing_with_random_weights(tmp_path):
+    models = bundle.load_models(random_models(tmp_path / "m"))
+    case = phantom42.make_case(7, partial=False)
+    organs = ["Brainstem", "Parotid_L", "Lens_L", "Cochlea_R"]
+    res = inference.segment_volume(case.hu, case.grid, models, organs, progress=False,
+                                   detect_threshold=-np.inf)
+    assert list(res.masks) == organs
+    for n in organs:
+        m = res.masks[n]
+        assert m.shape == case.grid.shape and m.dtype == bool
+    assert set(res.centres_mm) == {"Lens_L", "Cochlea_R"} and not res.not_found
+    assert {"anchor", "mid_level", "sh_detect", "sh_seg", "total"} <= set(res.timings_s)
+    # nothing is found above an impossible threshold: empty ROIs, reported
+    with pytest.warns(Warning, match="not found"):
+        res = inference.segment_volume(case.hu, case.grid, models, ["Lens_R"], progress=False,
+                                       detect_threshold=np.inf)
+    assert res.not_found == ["Lens_R"] and not res.masks["Lens_R"].any()
+    # only what is asked runs
+    res = inference.segment_volume(case.hu, case.grid, models, ["Eye_L"], progress=False)
+    assert list(res.masks) == ["Eye_L"] and "mid_level" not in res.timings_s
+    with pytest.raises(Exception, match="cannot segment"):
+        inference.segment_volume(case.hu, case.grid, bundle.load_models(
+            tmp_path / "m" / "anchor.soars.pt"), ["Parotid_L"], progress=False)

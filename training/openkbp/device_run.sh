@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The GPU run that produced the shipped default model (one NVIDIA H200, 16 cores; see
+# training/openkbp/README.md). Inputs: the two training-arrays files in .devdata/
+# (python -m soars_dose.openkbp export-training ../shared/data/openkbp/{train,validation} ...)
+# and, where pydicom is missing, its wheel in .whl/. Outputs under $OUT (default ./run_out).
+set -o pipefail
+OUT=${OUT:-run_out}
+mkdir -p "$OUT"
+if ! python3 -c "import pydicom" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+timeout "${TRAIN_TIMEOUT:-520}" python3 training/openkbp/train_default.py \
+  --train .devdata/train.npz --val .devdata/validation.npz --out /tmp/run \
+  --device cuda --budget-s "${BUDGET_S:-300}" --widths 12 24 48 96 128 --patch 48 96 96 \
+  --batch 2 --threads 5 2>&1 | grep -v -i "warning" | tee "$OUT/train_log.txt"
+tar czf "$OUT/run.tar.gz" --exclude='checkpoint.pt' -C /tmp run
+cp /tmp/run/results.json "$OUT/" 2>/dev/null
+ls -la "$OUT"
