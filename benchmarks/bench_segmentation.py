@@ -26,7 +26,7 @@ What is measured (each part in a fresh subprocess, so that its peak memory,
 Run (all parts, about 15-25 min on 2 cores)::
 
     .venv/bin/python benchmarks/bench_segmentation.py
-    .venv/bin/python benchmarks/bench_segmentation.py --parts phantom,unet128 --spacing 3,1,1
+    .venv/bin/python benchmarks/bench_segmentation.py --parts full --spacing 2,1,1 --patch 64,128,128
 
 The report is printed and written to
 ``benchmarks/results/segmentation_benchmark.md``.
@@ -50,7 +50,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_WIDTHS = (32, 64, 128, 256, 320)
+#: The default architecture size: that of the packaged model (TrainConfig's defaults).
+DEFAULT_WIDTHS = (12, 24, 48, 96, 128)
 
 
 # =========================================================================== workers
@@ -326,9 +327,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="phantom,unet128,full,stratified")
     ap.add_argument("--arch", help="architecture JSON whose ops are 'the searched architecture'")
-    ap.add_argument("--spacing", default="3,1,1",
+    ap.add_argument("--spacing", default="2.5,3.906,3.906",
                     help="network grid spacing (mm, slice,row,column) for the full inference")
-    ap.add_argument("--patch", default="64,128,128", help="sliding-window patch of 'full'")
+    ap.add_argument("--patch", default="48,96,96", help="sliding-window patch of 'full'")
     ap.add_argument("--tta", action="store_true", help="mirror TTA in 'full'")
     ap.add_argument("--steps", type=int, default=144, help="optimiser steps per branch in "
                     "'stratified'")
@@ -365,8 +366,8 @@ def main() -> int:
                      f"48 x 64 x 64 case, 42 OARs: mean {r.get('mean_s', float('nan')):.3f} s, "
                      f"max {r.get('max_s', float('nan')):.3f} s (10 cases; target < 0.5 s)", ""]
         elif part == "unet128":
-            block = ["## One forward pass on 1 x 128^3 (widths 32-64-128-256-320, float32, "
-                     "no gradients)", "",
+            block = ["## One forward pass on 1 x 128^3 (widths "
+                     f"{'-'.join(map(str, DEFAULT_WIDTHS))}, float32, no gradients)", "",
                      "| network | ops | parameters | best time (s) | peak RSS (MB) |",
                      "|---|---|---|---|---|"]
             wall = 0.0

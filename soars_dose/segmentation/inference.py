@@ -73,6 +73,7 @@ __all__ = [
     "predict_probabilities",
     "segment_ct",
     "segment_volume",
+    "keep_largest_components",
     "sliding_window",
     "window_starts",
 ]
@@ -284,6 +285,44 @@ def segment_voi(branch, image: np.ndarray, name: str, centre: Sequence[float],
     return start + vstart, mask
 
 
+def keep_largest_components(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """Keep, for each label value, only its largest 26-connected component (in place).
+
+    Every OAR of the anchor and mid-level branches is one connected organ
+    (a left and a right organ are separate labels), so any other
+    component is a false positive; removing them is the usual
+    post-processing of organ segmentation. Works on each label's bounding
+    box only.
+
+    Parameters
+    ----------
+    labels : ndarray of int ``[k, j, i]``
+    values : sequence of int
+        Label values to clean (others untouched).
+
+    Returns
+    -------
+    ndarray
+        ``labels`` (modified).
+    """
+    st = np.ones((3, 3, 3), bool)
+    for v in values:
+        m = labels == v
+        if not m.any():
+            continue
+        box = ndimage.find_objects(m.astype(np.uint8))[0]
+        sub = m[box]
+        lab, n = ndimage.label(sub, structure=st)
+        if n <= 1:
+            continue
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        drop = sub & (lab != int(np.argmax(sizes)))
+        view = labels[box]
+        view[drop] = 0
+    return labels
+
+
 def _component(mask: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """The connected component (26-connectivity) at ``centre``, else the largest one."""
     if not mask.any():
@@ -445,7 +484,8 @@ def segment_volume(hu: np.ndarray, grid: Grid, models, organs: Sequence[str] | N
                    tta: bool = False, progress: bool = True,
                    detect_threshold: float | None = None,
                    accumulate_limit_bytes: int = DEFAULT_ACCUMULATE_LIMIT,
-                   device: "str | torch.device | None" = None) -> SegmentationResult:
+                   device: "str | torch.device | None" = None,
+                   largest_component: bool = True) -> SegmentationResult:
     """Segment a CT volume with the stratified SOARS pipeline.
 
     Parameters
@@ -473,6 +513,10 @@ def segment_volume(hu: np.ndarray, grid: Grid, models, organs: Sequence[str] | N
         Run the networks there (``"cuda"``: bfloat16 autocast); default:
         where the loaded networks are (CPU). Probabilities are accumulated
         on the CPU either way.
+    largest_component : bool
+        Keep only the largest connected component of each anchor and
+        mid-level OAR (:func:`keep_largest_components`); S&H organs keep
+        the component at their detected centre in any case.
 
     Returns
     -------
@@ -515,6 +559,8 @@ def segment_volume(hu: np.ndarray, grid: Grid, models, organs: Sequence[str] | N
         anchor_maps = probs[1:].to(torch.float16).numpy() if (want_mid or want_sh) else None
         if want_anchor:
             labels = restore_probabilities(probs.numpy(), prepared, as_labels=True)
+            if largest_component:
+                keep_largest_components(labels, [anchor_names.index(n) + 1 for n in want_anchor])
             for n in want_anchor:
                 result_masks.add_label(n, labels, anchor_names.index(n) + 1)
         del probs
@@ -529,6 +575,8 @@ def segment_volume(hu: np.ndarray, grid: Grid, models, organs: Sequence[str] | N
                                           on_window=bar.update)
             labels = restore_probabilities(probs.numpy(), prepared, as_labels=True)
             del probs
+            if largest_component:
+                keep_largest_components(labels, [mid.oar_names.index(n) + 1 for n in want_mid])
             for n in want_mid:
                 result_masks.add_label(n, labels, mid.oar_names.index(n) + 1)
             timings["mid_level"] = time.perf_counter() - t

@@ -138,7 +138,7 @@ class TrainConfig:
 
     branch: str = B.ANCHOR
     # network
-    widths: tuple[int, ...] = (32, 64, 128, 256, 320)
+    widths: tuple[int, ...] = (12, 24, 48, 96, 128)  # the packaged model's size
     ops: tuple[str, ...] | None = None  # fixed ops without search (default: all "3d_3")
     up: str = "trilinear"
     # schedule
@@ -148,7 +148,7 @@ class TrainConfig:
     epochs: int = 100
     iterations_per_epoch: int | None = None  # None: one pass over this rank's training items
     batch_size: int = 2
-    patch_size: tuple[int, int, int] = (64, 128, 128)
+    patch_size: tuple[int, int, int] = (48, 96, 96)
     search_patch_size: tuple[int, int, int] | None = None  # default: patch_size
     # optimisers
     optimizer: str = "sgd"  # final training: "sgd" (SOARS: Nesterov) or "adam" (CPU budgets)
@@ -188,6 +188,7 @@ class TrainConfig:
     validate_every: int = 1
     validate_search: bool = True  # also validate during the warm-up and search stages
     final_on_all: bool = False  # final training also on the held-out cases (kept for the search)
+    init_model: str | None = None  # model file whose network and weights start the final training
 
     def __post_init__(self) -> None:
         self.branch = B.role_from_cli(self.branch)
@@ -781,6 +782,18 @@ def _build(arch: dict[str, Any], seed: int, zero_head: bool = False) -> nn.Modul
     return net
 
 
+def _init_from(path: str, cin: int, cout: int) -> nn.Module:
+    """The network of a model file, weights loaded, to continue training (fine-tuning)."""
+    from .modelfile import load_model
+
+    mf = load_model(path)
+    a = mf.architecture
+    if int(a["in_channels"]) != cin or int(a["out_channels"]) != cout:
+        raise TrainingError(f"{path}: the model has {a['in_channels']} input and "
+                            f"{a['out_channels']} output channels, this branch {cin} and {cout}")
+    return B.fast_norm(mf.build()).train()
+
+
 def _search_arch(config: TrainConfig, cin: int, cout: int) -> dict[str, Any]:
     return {"format": nas.ARCH_FORMAT, "version": nas.ARCH_VERSION, "in_channels": cin,
             "out_channels": cout, "widths": list(config.widths), "up": config.up,
@@ -1073,8 +1086,12 @@ def _train(dataset: Path, run_dir: Path, config: TrainConfig, resume: bool, over
                         _write_json(run_dir / "architecture.json", arch)
                 else:
                     arch = _fixed_arch(config, cin, cout)
-                stage_obj = _Stage(stage, _build(arch, config.seed + 1,
-                                                 role == B.SH_DETECT).to(dev), config, world)
+                if config.init_model:
+                    net = _init_from(config.init_model, cin, cout)
+                    arch = net.architecture()
+                else:
+                    net = _build(arch, config.seed + 1, role == B.SH_DETECT)
+                stage_obj = _Stage(stage, net.to(dev), config, world)
             else:
                 net = _build(_search_arch(config, cin, cout), config.seed,
                              role == B.SH_DETECT).to(dev)

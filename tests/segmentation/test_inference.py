@@ -159,3 +159,17 @@ def test_segment_volume_plumbing_with_random_weights(tmp_path):
     with pytest.raises(Exception, match="cannot segment"):
         inference.segment_volume(case.hu, case.grid, bundle.load_models(
             tmp_path / "m" / "anchor.soars.pt"), ["Parotid_L"], progress=False)
+
+
+def test_keep_largest_components_drops_only_the_smaller_pieces():
+    lab = np.zeros((6, 8, 9), np.uint8)
+    lab[1:4, 1:4, 1:4] = 1          # 27 voxels: kept
+    lab[5, 7, 8] = 1                # isolated voxel of the same OAR: dropped
+    lab[0, 6, 0:2] = 2              # label 2, two voxels touching diagonally-adjacent ...
+    lab[1, 7, 2] = 2                # ... (26-connectivity): one component, kept whole
+    lab[5, 0, 8] = 3                # label 3 not cleaned: kept
+    lab[0, 0, 8] = 3
+    out = inference.keep_largest_components(lab.copy(), [1, 2])
+    assert (out == 1).sum() == 27 and out[5, 7, 8] == 0
+    assert (out == 2).sum() == 3
+    assert (out == 3).sum() == 2

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The GPU run that produced the shipped default model (one NVIDIA H200, 16 cores; see
+# The GPU runs that produced the shipped default model (one NVIDIA H200, 16 cores; see
 # training/openkbp/README.md). Inputs: the two training-arrays files in .devdata/
-# (python -m soars_dose.openkbp export-training ../shared/data/openkbp/{train,validation} ...)
-# and, where pydicom is missing, its wheel in .whl/. Outputs under $OUT (default ./run_out).
+# (python -m soars_dose.openkbp export-training ../shared/data/openkbp/{train,validation} ...),
+# for a continued run the models to start from in .devdata/init/ (INIT=.devdata/init), and,
+# where pydicom is missing, its wheel in .whl/. Outputs under $OUT (default ./run_out):
+# the logs (run_logs.tar.gz), results.json and every model as float16 (<variant>_<branch>.soars.pt).
 set -o pipefail
 OUT=${OUT:-run_out}
 mkdir -p "$OUT"
@@ -15,7 +17,18 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 timeout "${TRAIN_TIMEOUT:-520}" python3 training/openkbp/train_default.py \
   --train .devdata/train.npz --val .devdata/validation.npz --out /tmp/run \
   --device cuda --budget-s "${BUDGET_S:-300}" --widths 12 24 48 96 128 --patch 48 96 96 \
-  --batch 2 --threads 5 2>&1 | grep -v -i "warning" | tee "$OUT/train_log.txt"
-tar czf "$OUT/run.tar.gz" --exclude='checkpoint.pt' -C /tmp run
+  --batch 2 --threads 5 --variants "${VARIANTS:-searched,plain,one}" ${INIT:+--init $INIT} \
+  2>&1 | grep -v -i "warning" | tee "$OUT/train_log.txt"
+python3 - "$OUT" <<'PY'
+import sys, glob, os, torch
+for f in glob.glob("/tmp/run/*/*/model.soars.pt"):
+    if "calibration" in f:
+        continue
+    d = torch.load(f, map_location="cpu", weights_only=True)
+    d["state_dict"] = {k: (v.half() if v.is_floating_point() else v) for k, v in d["state_dict"].items()}
+    v, b = f.split("/")[-3:-1]
+    torch.save(d, os.path.join(sys.argv[1], f"{v}_{b}.soars.pt"))
+PY
+tar czf "$OUT/run_logs.tar.gz" --exclude='*.pt' --exclude='*calibration*' -C /tmp run
 cp /tmp/run/results.json "$OUT/" 2>/dev/null
 ls -la "$OUT"

@@ -138,10 +138,13 @@ def train_branch(args, variant, branch, cases, pre, names, budget_s, device, anc
     from soars_dose.segmentation.training import _split, prepare_samples, train
 
     run = Path(args.out) / variant / branch
-    search = variant == "searched"
+    search = variant == "searched" and not args.init
     kw = dict(search=search, warmup_epochs=1, search_epochs=1)
     if not search:
         kw["ops"] = ("3d_3",) * 9
+    if args.init:
+        kw["init_model"] = str(Path(args.init) / f"{variant}_{branch}.soars.pt")
+        kw["lr"] = args.init_lr
     if anchor_model:
         kw["anchor_model"] = str(anchor_model)
     cfg = base_config(args, "anchor" if branch == "one" else branch, **kw)
@@ -297,6 +300,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--calibration-iters", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", help="folder of <variant>_<branch>.soars.pt files: continue training "
+                                   "those networks (no search) with a fresh polynomial schedule")
+    ap.add_argument("--init-lr", type=float, default=0.005)
     args = ap.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     variants = [v for v in args.variants.split(",") if v]
