@@ -55,7 +55,7 @@ def main() -> None:
                     f"{p}/RTSTRUCT_soars.dcm", f"{p}/CT"])
     res = run_cohort(manifest, args.out / "audit", jobs=1, progress=False)
     stats = res.stats
-    cols = [c for c in ("oar", "set", "mean_gy", "diff_mean_pct", "diff_max_pct") if c in stats]
+    cols = ["roi", "status", "mean_gy", "diff_mean_pct", "diff_max_pct"]
     print(stats.loc[stats["set"] == "soars", cols].to_string(index=False))
     report = build_report(args.out / "audit")
     print(f"report: {report}")
