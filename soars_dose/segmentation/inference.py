@@ -17,8 +17,8 @@ Pipeline (:func:`segment_volume`, :func:`segment_ct`)
 5. ``sh_seg``: for every requested S&H organ, the VOI (3 x the organ's
    maximum extent) around its detected centre is segmented; the organ's
    mask is its left/right-merged class inside the VOI, reduced to the
-   connected component at the centre (the largest one if the centre voxel
-   is not in the mask).
+   connected component at the centre (the one nearest to the centre if the
+   centre voxel is not in the mask).
 6. Every mask is mapped back to the CT grid with
    :func:`~soars_dose.segmentation.preprocess.restore_probabilities` /
    :func:`~soars_dose.segmentation.preprocess.restore_labels` and written
@@ -324,18 +324,24 @@ def keep_largest_components(labels: np.ndarray, values: Sequence[int]) -> np.nda
 
 
 def _component(mask: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """The connected component (26-connectivity) at ``centre``, else the largest one."""
+    """The connected component (26-connectivity) at ``centre``, else the one nearest to it.
+
+    Not the largest: the mask is a left/right-merged class, and a VOI can
+    hold both partners (the optic nerves lie closer together than their
+    VOI's half-width), so the largest component may be the other side's
+    organ while the centre voxel just missed this one (a thin or curved
+    organ whose centroid lies outside it, or a detection a voxel off).
+    """
     if not mask.any():
         return mask
     lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
     if n == 1:
         return mask
-    c = tuple(int(np.clip(v, 0, s - 1)) for v, s in zip(centre, mask.shape))
-    keep = lab[c]
+    c = np.asarray([int(np.clip(v, 0, s - 1)) for v, s in zip(centre, mask.shape)])
+    keep = lab[tuple(c)]
     if keep == 0:
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
-        keep = int(np.argmax(sizes))
+        idx = np.argwhere(lab > 0)
+        keep = lab[tuple(idx[int(np.argmin(((idx - c) ** 2).sum(axis=1)))])]
     return lab == keep
 
 
