@@ -410,8 +410,9 @@ def main() -> int:
             else:
                 block = ["## Stratified pipeline vs one network for all 42 OARs (phantom)", "",
                          f"{r['steps_per_branch']} optimiser steps per branch (phantom preset: "
-                         "SGD for anchor and S&H segmentation, Adam for detection; batch 1, "
-                         "48x64x64, p3d_3 blocks); the single 43-class network (SGD, 16 "
+                         "SGD for anchor, Adam for detection and S&H segmentation; batch 1, "
+                         "48x64x64, except the S&H segmentation network: 2 VOI crops per "
+                         "step; p3d_3 blocks); the single 43-class network (SGD, 16 "
                          "channels at full resolution) gets the three branches' steps "
                          f"together; training seconds: "
                          f"{json.dumps({k: round(v) for k, v in r['seconds'].items()})}; Dice "
