@@ -55,13 +55,11 @@ Raw CSV folder (``pt_N/``)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
 import re
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -78,6 +76,7 @@ from .dicom.write import (
     write_rtstruct,
 )
 from .errors import InputError, OutputExistsError, SoarsDoseError, warn
+from .outputs import atomic_write_file
 from .grid import Grid
 from .structures import Structure
 
@@ -1032,17 +1031,7 @@ def _check_branches(names: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, 
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_file(path, lambda f: f.write(data))
 
 
 def write_training_arrays(
@@ -1202,16 +1191,7 @@ def write_training_arrays(
         **{f"label_{b}": np.concatenate(chunks[b]) for b in branches},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **payload)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_file(out, lambda f: np.savez_compressed(f, **payload))
     size = out.stat().st_size
     if size > _HARD_LIMIT_BYTES:
         warn(f"{out}: {size / 2**20:.1f} MiB, more than the 64 MiB that can travel with the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -30,6 +31,38 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def atomic_write_file(path: "str | Path", write) -> Path:
+    """Write one file atomically: ``write(f)`` fills a temporary file beside it, then rename.
+
+    A reader never sees a half-written file and a failure leaves no
+    temporary file behind. The parent folder is created; the file gets mode
+    0644. Whether an existing file may be replaced is the caller's decision.
+
+    Parameters
+    ----------
+    path : path
+    write : callable
+        Called with the open binary file object.
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def check_writable(out_dir: "str | Path", overwrite: bool) -> Path:

@@ -34,10 +34,8 @@ preprocessing (they run on one network grid).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, OutputExistsError, SoarsDoseError
+from ..outputs import atomic_write_file
 from . import branches as B
 from . import catalogue
 from .modelfile import (
@@ -345,15 +344,4 @@ def save_bundle(path: "str | os.PathLike", source, *, overwrite: bool = False,
     models = load_models(source)
     payload = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,
                "branches": {r: _payload(b.model, half) for r, b in models.branches.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_file(path, lambda f: torch.save(payload, f))

@@ -33,11 +33,9 @@ Every problem raises a :class:`ModelFileError` naming the file:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -48,6 +46,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, OutputExistsError, SoarsDoseError
+from ..outputs import atomic_write_file
 from . import catalogue
 from .nas import UNet, build_network
 from .preprocess import Preprocessing
@@ -221,18 +220,7 @@ def save_model(path: "str | os.PathLike", network: nn.Module | None = None, *,
         "provenance": _json(provenance or {}, "provenance"),
         "state_dict": OrderedDict((k, v.detach().cpu().clone()) for k, v in state_dict.items()),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_file(path, lambda f: torch.save(payload, f))
 
 
 def _refusal_reason(text: str) -> str:

@@ -60,10 +60,8 @@ This module uses numpy and scipy only (no torch).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +69,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError, OutputExistsError
+from ..outputs import atomic_write_file
 from ..grid import Grid
 from . import catalogue
 
@@ -584,16 +583,7 @@ class DatasetCase:
 
 
 def _atomic_bytes(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_file(path, write)
 
 
 def write_dataset(out_dir: "str | os.PathLike", n_cases: int, *, seed: int = 0,

@@ -90,7 +90,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -104,6 +103,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError, OutputExistsError, SoarsDoseError
+from ..outputs import atomic_write_file
 from . import branches as B
 from . import catalogue, nas
 from .modelfile import save_model
@@ -705,15 +705,7 @@ def _mean(per: dict[str, list[float]]) -> dict[str, float | None]:
 
 # =========================================================================== run folder
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_file(path, write)
 
 
 def _write_json(path: Path, data: Any) -> None:
