@@ -270,7 +270,8 @@ def extract(volume: "torch.Tensor | np.ndarray", start: Sequence[int], size: Seq
     """Crop ``volume[..., D, H, W]`` at ``start`` (may be negative or run past the end), padding with ``fill``."""
     v = torch.as_tensor(volume)
     lead = tuple(v.shape[:-3])
-    out = torch.full(lead + tuple(int(s) for s in size), float(fill), dtype=v.dtype)
+    out = torch.full(lead + tuple(int(s) for s in size), float(fill), dtype=v.dtype,
+                     device=v.device)
     src, dst = [], []
     for a, n, s in zip(start, v.shape[-3:], size):
         a = int(a)

@@ -66,11 +66,13 @@ __all__ = [
     "SoarsModels",
     "default_model_path",
     "load_models",
+    "quantize_int8",
     "save_bundle",
 ]
 
 BUNDLE_FORMAT = "soars-dose-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: optional int8 weights ("quantized"); version 1 bundles still load
+_READABLE_BUNDLE_VERSIONS = (1, 2)
 #: Where a packaged default model would live (none is shipped).
 _DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "soars_default.pt"
 _ENV = "SOARS_DOSE_MODEL"
@@ -210,6 +212,7 @@ def _model_from_payload(data: Any, where: str) -> ModelFile:
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                for k, v in data["state_dict"].items()):
         raise NotAModelFileError(f"{where}: state_dict must map names to tensors")
+    state = _dequantize(data["state_dict"], data.get("quantized", {}), where)
     try:
         arch = json.loads(data["architecture"])
         pre = Preprocessing.from_dict(json.loads(data["preprocessing"]))
@@ -218,7 +221,7 @@ def _model_from_payload(data: Any, where: str) -> ModelFile:
         _check_labels(names, int(arch["out_channels"]), where)
     except (json.JSONDecodeError, InputError, KeyError, TypeError, ValueError) as exc:
         raise NotAModelFileError(f"{where}: malformed soars-dose model: {exc}") from None
-    return ModelFile(architecture=arch, state_dict=dict(data["state_dict"]), oar_names=names,
+    return ModelFile(architecture=arch, state_dict=state, oar_names=names,
                      preprocessing=pre, provenance=prov, format_version=MODEL_FORMAT_VERSION,
                      path=Path(where.split("[")[0]))
 
@@ -237,7 +240,7 @@ def _read_any(path: Path) -> list[tuple[ModelFile, str]]:
         raise NotAModelFileError(f"{path}: no such model file")
     data = _read(path)
     if isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT:
-        if data.get("format_version") != BUNDLE_VERSION:
+        if data.get("format_version") not in _READABLE_BUNDLE_VERSIONS:
             raise ModelVersionError(f"{path}: bundle format version {data.get('format_version')}, "
                                     f"this soars-dose reads {BUNDLE_VERSION}")
         br = data.get("branches")
@@ -305,21 +308,79 @@ def load_models(source: "str | os.PathLike | list | tuple | SoarsModels") -> Soa
                        [str(p) for p in paths])
 
 
-def _payload(mf: ModelFile, half: bool = False) -> dict[str, Any]:
-    return {
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 quantisation of a weight tensor.
+
+    Parameters
+    ----------
+    w : Tensor (C_out, ...)
+        Floating-point weights (a convolution kernel).
+
+    Returns
+    -------
+    q : Tensor int8, same shape
+        ``round(w / scale)`` in [-127, 127].
+    scale : Tensor float32 (C_out,)
+        ``max |w|`` of each output channel / 127 (1 for an all-zero channel),
+        so every weight is restored within ``scale / 2`` of its value.
+    """
+    w = w.detach().cpu().float()
+    amax = w.abs().reshape(w.shape[0], -1).amax(dim=1)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    q = torch.round(w / scale.view(shape)).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def _dequantize(state: dict[str, torch.Tensor], scales: Any, where: str
+                ) -> dict[str, torch.Tensor]:
+    """``state`` with its int8 entries restored to float32 (``scales``: name -> per-channel scale)."""
+    if not isinstance(scales, dict):
+        raise NotAModelFileError(f"{where}: malformed 'quantized' entry")
+    out = dict(state)
+    for name, scale in scales.items():
+        q = state.get(name)
+        if (not isinstance(q, torch.Tensor) or q.dtype != torch.int8
+                or not isinstance(scale, torch.Tensor) or scale.dim() != 1
+                or q.dim() < 1 or scale.shape[0] != q.shape[0]):
+            raise NotAModelFileError(f"{where}: quantised weight {name!r} does not match its "
+                                     "scales")
+        out[name] = q.float() * scale.float().view((-1,) + (1,) * (q.dim() - 1))
+    unscaled = [k for k, v in state.items() if v.dtype == torch.int8 and k not in scales]
+    if unscaled:  # int8 without a scale would load as whole numbers: refuse, never guess
+        raise NotAModelFileError(f"{where}: int8 weights without scales: {unscaled[:3]}")
+    return out
+
+
+WEIGHT_FORMATS = ("float32", "float16", "int8")
+
+
+def _payload(mf: ModelFile, weights: str = "float32") -> dict[str, Any]:
+    state, scales = {}, {}
+    for k, v in mf.state_dict.items():
+        v = v.detach().cpu()
+        if weights == "int8" and v.is_floating_point() and v.dim() >= 2:
+            state[k], scales[k] = quantize_int8(v)
+        elif weights in ("int8", "float16") and v.is_floating_point():
+            state[k] = v.half().clone()
+        else:
+            state[k] = v.clone()
+    out = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
         "architecture": json.dumps(mf.architecture, sort_keys=True),
         "oar_names": list(mf.oar_names),
         "preprocessing": json.dumps(mf.preprocessing.to_dict(), sort_keys=True),
         "provenance": json.dumps(mf.provenance, sort_keys=True),
-        "state_dict": {k: (v.detach().cpu().half() if half and v.is_floating_point()
-                           else v.detach().cpu()).clone() for k, v in mf.state_dict.items()},
+        "state_dict": state,
     }
+    if scales:
+        out["quantized"] = scales
+    return out
 
 
 def save_bundle(path: "str | os.PathLike", source, *, overwrite: bool = False,
-                half: bool = False) -> Path:
+                half: bool = False, weights: str | None = None) -> Path:
     """Pack branch models into one bundle file (atomically).
 
     Parameters
@@ -330,9 +391,14 @@ def save_bundle(path: "str | os.PathLike", source, *, overwrite: bool = False,
         Anything :func:`load_models` accepts.
     overwrite : bool
     half : bool
-        Store the weights as float16 (half the size; networks load them
-        into float32 parameters, so they run as before up to the rounding
-        of each weight, a relative 5e-4).
+        Store the weights as float16 (same as ``weights="float16"``).
+    weights : {"float32", "float16", "int8"}, optional
+        Storage of the weights. float16 halves the file (each weight
+        rounded to a relative 5e-4); int8 quarters it: convolution kernels
+        as int8 with a float32 scale per output channel
+        (:func:`quantize_int8`, each weight within half a step of
+        ``max|w| / 127`` of its channel), the rest as float16. Networks
+        always load float32 parameters.
 
     Returns
     -------
@@ -341,7 +407,10 @@ def save_bundle(path: "str | os.PathLike", source, *, overwrite: bool = False,
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    weights = weights or ("float16" if half else "float32")
+    if weights not in WEIGHT_FORMATS:
+        raise InputError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
     models = load_models(source)
     payload = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,
-               "branches": {r: _payload(b.model, half) for r, b in models.branches.items()}}
+               "branches": {r: _payload(b.model, weights) for r, b in models.branches.items()}}
     return atomic_write_file(path, lambda f: torch.save(payload, f))

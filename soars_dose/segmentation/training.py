@@ -174,6 +174,8 @@ class TrainConfig:
     rotation_probability: float = 0.2
     intensity_range: tuple[float, float] = (0.75, 1.25)
     intensity_probability: float = 0.15
+    shift_hu: float = 0.0  # CT-number offsets up to +-shift_hu (window intensities only)
+    shift_probability: float = 0.0
     noise_std: float = 0.03
     noise_probability: float = 0.1
     # branch specifics
@@ -190,6 +192,7 @@ class TrainConfig:
     validate_search: bool = True  # also validate during the warm-up and search stages
     final_on_all: bool = False  # final training also on the held-out cases (kept for the search)
     init_model: str | None = None  # model file whose network and weights start the final training
+    batches_on_device: bool = True  # crop and augment on the training device (GPU: much faster)
 
     def __post_init__(self) -> None:
         self.branch = B.role_from_cli(self.branch)
@@ -480,7 +483,8 @@ def prepare_samples(cases: list[DatasetCase], role: str, preprocessing: Preproce
 def _flip(x, labels, annotated, centres, perm_in, perm_out):
     x = torch.flip(x, dims=(-1,))[perm_in]
     if labels is not None:
-        labels = torch.tensor(perm_out, dtype=torch.long)[torch.flip(labels, dims=(-1,)).long()]
+        lut = torch.tensor(perm_out, dtype=torch.long, device=labels.device)
+        labels = lut[torch.flip(labels, dims=(-1,)).long()]
     new_ann = annotated.copy()
     for c, p in enumerate(perm_out):
         new_ann[p] = annotated[c]
@@ -501,7 +505,7 @@ def _rotate(x, labels, centres, angle_rad, spacing, fill):
     c, s = math.cos(angle_rad), math.sin(angle_rad)
     theta = torch.tensor([[[c, s * ay / ax, 0.0, 0.0],
                            [-s * ax / ay, c, 0.0, 0.0],
-                           [0.0, 0.0, 1.0, 0.0]]], dtype=torch.float32)
+                           [0.0, 0.0, 1.0, 0.0]]], dtype=torch.float32, device=x.device)
     grid = F.affine_grid(theta, [1, 1, d, h, w], align_corners=True)
     x = F.grid_sample((x - fill)[None].float(), grid, mode="bilinear", padding_mode="zeros",
                       align_corners=True)[0] + fill
@@ -542,9 +546,11 @@ def augment(x: torch.Tensor, labels: torch.Tensor | None, annotated: np.ndarray,
     Returns
     -------
     x, labels, annotated, centres, info
-        ``info`` says what was applied (``flip``, ``angle_deg``, ``scale``, ``noise``).
+        ``info`` says what was applied (``flip``, ``angle_deg``, ``scale``, ``noise``,
+        ``shift`` in normalised units). All tensors stay on ``x``'s device.
     """
-    info: dict[str, Any] = {"flip": False, "angle_deg": 0.0, "scale": 1.0, "noise": 0.0}
+    info: dict[str, Any] = {"flip": False, "angle_deg": 0.0, "scale": 1.0, "noise": 0.0,
+                            "shift": 0.0}
     if rng.random() < config.flip_probability:
         x, labels, annotated, centres = _flip(x, labels, annotated, centres, perm_in, perm_out)
         info["flip"] = True
@@ -561,8 +567,15 @@ def augment(x: torch.Tensor, labels: torch.Tensor | None, annotated: np.ndarray,
     if config.noise_std > 0 and rng.random() < config.noise_probability:
         sd = float(rng.uniform(0.0, config.noise_std))
         g = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-        x[0] += sd * torch.randn(x.shape[1:], generator=g)
+        x[0] += sd * torch.randn(x.shape[1:], generator=g).to(x.device)
         info["noise"] = sd
+    if config.shift_hu > 0 and rng.random() < config.shift_probability:
+        # a CT number offset (miscalibrated scanner, contrast): tissue moves, the window's
+        # ends stay where they are, as they would after clipping a shifted scan
+        lo_hu, hi_hu = config.window_hu
+        shift = float(rng.uniform(-config.shift_hu, config.shift_hu)) / (hi_hu - lo_hu)
+        x[0] = (x[0] + shift).clamp(0.0, 1.0)
+        info["shift"] = shift
     return x, labels, annotated, centres, info
 
 
@@ -586,6 +599,29 @@ class _Task:
         self.perm_in = B.input_lr_permutation(role, anchor_names)
         self.groups = B.pair_groups(self.names) if role == B.SH_SEG else None
         self.balance = config.ce_balance
+        self.device = torch.device("cpu")
+        self._cache: dict[int, tuple] = {}
+
+    def to(self, device) -> "_Task":
+        """Build examples on ``device``: each sample's volumes are copied there once.
+
+        On a GPU this keeps cropping and augmentation off the CPU, which
+        otherwise limits the training speed.
+        """
+        self.device = torch.device(device)
+        self._cache.clear()
+        return self
+
+    def _volumes(self, sample: Sample):
+        hit = self._cache.get(id(sample))
+        if hit is not None and hit[0] is sample:
+            return hit[1:]
+        dev = self.device
+        img = torch.from_numpy(sample.image).to(dev)[None]
+        lab = torch.from_numpy(sample.labels).to(dev)
+        ext = None if sample.extra is None else torch.from_numpy(sample.extra).to(dev)
+        self._cache[id(sample)] = (sample, img, lab, ext)  # CPU: views of the arrays
+        return img, lab, ext
 
     # ---- items: sample index (and organ channel for sh_seg)
     def items(self, samples: list[Sample]) -> list[tuple[int, int]]:
@@ -605,10 +641,11 @@ class _Task:
             start, _ = B.crop_box(centre, patch)
         else:
             start = _patch_start(sample.image.shape, patch, rng)
-        x = B.extract(torch.from_numpy(sample.image)[None], start, patch, sample.fill)
-        if sample.extra is not None:
-            x = torch.cat([x, B.extract(torch.from_numpy(sample.extra), start, patch, 0.0).float()])
-        labels = B.extract(torch.from_numpy(sample.labels.astype(np.int64)), start, patch, 0)
+        img, lab, ext = self._volumes(sample)
+        x = B.extract(img, start, patch, sample.fill)
+        if ext is not None:
+            x = torch.cat([x, B.extract(ext, start, patch, 0.0).float()])
+        labels = B.extract(lab, start, patch, 0).long()
         centres = sample.centres - start[None, :]
         annotated = sample.annotated.copy()
         if augment_on:
@@ -617,7 +654,7 @@ class _Task:
                 self.perm_out, sample.fill)
         if self.role == B.SH_DETECT:
             heat = B.gaussian_heatmaps(patch, centres, sample.spacing, self.config.heatmap_sigma_mm)
-            target = torch.cat([torch.zeros((1,) + tuple(patch)), heat])
+            target = torch.cat([torch.zeros((1,) + tuple(patch)), heat]).to(x.device)
             return x, target, torch.from_numpy(annotated)
         return x, labels, torch.from_numpy(annotated)
 
@@ -1035,7 +1072,8 @@ def _train(dataset: Path, run_dir: Path, config: TrainConfig, resume: bool, over
         n_cases = len(train_s) + len(hold_s)
     if main:
         _write_json(run_dir / "split.json", split)
-    task = _Task(role, config, anchor_names, names)
+    task = _Task(role, config, anchor_names, names).to(
+        dev if config.batches_on_device else "cpu")
     cin = B.in_channels(role, None if anchor_names is None else len(anchor_names))
     cout = len(names) + 1
     train_items = task.items(train_s)
@@ -1211,14 +1249,31 @@ def _train(dataset: Path, run_dir: Path, config: TrainConfig, resume: bool, over
 
 def _step(so: _Stage, opt, task: _Task, samples: list[Sample], batch, patch, rng,
           config: TrainConfig, *, clip: float | None, step: bool, world: int) -> float:
-    """One optimiser step on ``batch`` (gradients accumulated sample by sample)."""
+    """One optimiser step on ``batch``.
+
+    Examples of one shape (the anchor, mid-level and detection branches'
+    patches) go through the network as one batch; the S&H segmentation
+    branch's VOIs differ in size per organ and accumulate gradients example
+    by example (their loss is the mean of the examples' losses; in one
+    batch the soft-Dice term averages over all (example, organ) pairs).
+    """
     so.opt_w.zero_grad(set_to_none=False)
     if so.opt_a is not None:
         so.opt_a.zero_grad(set_to_none=False)
     total = 0.0
     n = len(batch)
     dev = next(_unwrap(so.net).parameters()).device
-    for b, (i, c) in enumerate(batch):
+    if task.role != B.SH_SEG and n > 1:
+        made = [task.make(samples[i], c, patch, rng, config.augment) for i, c in batch]
+        x, target, ann = (torch.stack([m[k] for m in made]).to(dev, non_blocking=True)
+                          for k in range(3))
+        with _autocast(dev):
+            out = so.model(x)
+        loss = task.loss(out.float(), target, ann)
+        loss.backward()
+        total = float(loss.detach())
+        n = 0  # nothing left for the per-example loop below
+    for b, (i, c) in enumerate(batch[:n]):
         x, target, ann = task.make(samples[i], c, patch, rng, config.augment)
         x, target, ann = (t.to(dev, non_blocking=True) for t in (x, target, ann))
         ctx = (so.model.no_sync() if world > 1 and b < n - 1 else contextlib.nullcontext())

@@ -98,6 +98,69 @@ def test_bundle_round_trip_and_checks(tmp_path):
                           preprocessing=Preprocessing(target_spacing_mm=(3.0, 1.0, 1.0)))
     with pytest.raises(NotAModelFileError, match="different preprocessing"):
         bundle.load_models([files[0], other])
+
+
+def test_int8_quantisation_error_is_within_half_a_step():
+    rng = np.random.default_rng(1)
+    w = torch.from_numpy(rng.normal(size=(6, 3, 3, 3, 3)).astype(np.float32))
+    w[2] = 0.0  # an all-zero channel keeps a finite scale
+    w[4] *= 1e-3  # a small channel gets its own fine scale
+    q, scale = bundle.quantize_int8(w)
+    assert q.dtype == torch.int8 and scale.shape == (6,)
+    amax = w.abs().reshape(6, -1).amax(1)
+    torch.testing.assert_close(scale[[0, 1, 3, 4, 5]], amax[[0, 1, 3, 4, 5]] / 127)
+    back = q.float() * scale.view(-1, 1, 1, 1, 1)
+    err = (back - w).abs().reshape(6, -1).amax(1)
+    assert bool((err <= scale / 2 + 1e-7).all())
+    assert float(back[2].abs().max()) == 0.0
+    assert int(q.abs().max()) == 127  # the largest weight of a channel uses the full range
+
+
+def test_int8_bundle_is_smaller_and_segments_like_the_float_one(tmp_path):
+    files = random_models(tmp_path / "m")[:2]  # anchor + mid-level
+    f32 = bundle.save_bundle(tmp_path / "f32.pt", files)
+    i8 = bundle.save_bundle(tmp_path / "i8.pt", files, weights="int8")
+    raw = torch.load(i8, weights_only=True)
+
+    def data_bytes(branches):  # tensor payload (the zip's per-entry overhead dominates tiny nets)
+        return sum(t.numel() * t.element_size() for p in branches.values()
+                   for part in (p["state_dict"], p.get("quantized", {})) for t in part.values())
+    ref = data_bytes(torch.load(f32, weights_only=True)["branches"])
+    assert data_bytes(raw["branches"]) < 0.3 * ref
+    assert raw["format_version"] == 2 and raw["branches"]["anchor"]["quantized"]
+    a, b = bundle.load_models(f32), bundle.load_models(i8)
+    for role in ("anchor", "mid_level"):
+        for k, v in a[role].net.state_dict().items():
+            w = b[role].net.state_dict()[k]
+            assert w.dtype == v.dtype
+            if v.is_floating_point() and v.dim() >= 2:
+                step = v.abs().reshape(v.shape[0], -1).amax(1) / 127
+                assert bool(((w - v).abs().reshape(v.shape[0], -1).amax(1)
+                             <= step / 2 + 1e-6).all()), k
+    hu = np.random.default_rng(0).normal(0, 300, (20, 40, 40)).astype(np.float32)
+    x = torch.from_numpy(hu / 1000.0)[None, None]
+    with torch.no_grad():
+        pa = torch.softmax(a["anchor"].net(x), 1)
+        pb = torch.softmax(b["anchor"].net(x), 1)
+    assert float((pa - pb).abs().max()) < 0.05
+    with pytest.raises(Exception, match="weights must be one of"):
+        bundle.save_bundle(tmp_path / "x.pt", files, weights="int4")
+
+
+def test_int8_weights_without_scales_are_refused(tmp_path):
+    files = random_models(tmp_path / "m")[:1]
+    i8 = bundle.save_bundle(tmp_path / "i8.pt", files, weights="int8")
+    raw = torch.load(i8, weights_only=True)
+    del raw["branches"]["anchor"]["quantized"]
+    torch.save(raw, tmp_path / "broken.pt")
+    with pytest.raises(NotAModelFileError, match="int8 weights without scales"):
+        bundle.load_models(tmp_path / "broken.pt")
+    raw = torch.load(i8, weights_only=True)
+    name = next(iter(raw["branches"]["anchor"]["quantized"]))
+    raw["branches"]["anchor"]["quantized"][name] = torch.ones(1)
+    torch.save(raw, tmp_path / "broken2.pt")
+    with pytest.raises(NotAModelFileError, match="does not match its scales"):
+        bundle.load_models(tmp_path / "broken2.pt")
     plain = tmp_path / "plain.pt"
     mf = load_model(files[0])
     from soars_dose.segmentation.modelfile import save_model

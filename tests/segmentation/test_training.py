@@ -103,6 +103,64 @@ def test_rotation_intensity_and_noise():
     assert abs(d.std() - info["noise"]) < 0.01 * max(info["noise"], 1e-3) + 1e-3
 
 
+def test_hu_shift_moves_tissue_by_the_offset_and_keeps_the_window():
+    window = (-500.0, 1000.0)
+    hu = np.array([-1000.0, -400.0, 0.0, 40.0, 300.0, 990.0], np.float32)
+    x = torch.from_numpy((np.clip(hu, *window) - window[0]) / (window[1] - window[0]))
+    x = x.view(1, 1, 1, -1)
+    cfg = TrainConfig.tiny("anchor", flip_probability=0.0, rotation_probability=0.0,
+                           intensity_probability=0.0, noise_probability=0.0, window_hu=window,
+                           shift_hu=300.0, shift_probability=1.0)
+    x2, *_, info = training.augment(x, None, np.ones(2, bool), None, np.random.default_rng(5),
+                                    cfg, (1.0, 1.0, 1.0), [0], [0, 1])
+    shift_hu = info["shift"] * (window[1] - window[0])
+    assert 0 < abs(shift_hu) <= 300.0
+    expect = (np.clip(np.clip(hu, *window) + shift_hu, *window) - window[0]) / 1500.0
+    np.testing.assert_allclose(x2.numpy().ravel(), expect, atol=1e-6)
+    # off by default: the random stream and the image are those of a run without it
+    cfg0 = TrainConfig.tiny("anchor", flip_probability=0.0, rotation_probability=0.0,
+                            intensity_probability=0.0, noise_probability=0.0)
+    x3, *_, info0 = training.augment(x, None, np.ones(2, bool), None, np.random.default_rng(5),
+                                     cfg0, (1.0, 1.0, 1.0), [0], [0, 1])
+    assert info0["shift"] == 0.0 and torch.equal(x3, x)
+
+
+def test_one_batch_step_gives_the_cross_entropy_of_the_examples(small_samples):
+    """A batch of equal patches goes through the network at once: same CE as one by one."""
+    train_s, _ = small_samples
+    cfg = small_config(batch_size=2, augment=False)
+    names = catalogue.names("anchor")
+    task = training._Task("anchor", cfg, None, names)
+    net = nas.build_fixed(training._fixed_arch(cfg, 1, len(names) + 1)).eval()
+    rng = np.random.default_rng(0)
+    made = [task.make(s, 0, cfg.patch_size, rng, False) for s in train_s]
+    x = torch.stack([m[0] for m in made])
+    with torch.no_grad():
+        out = net(x)
+    ce_batch = torch.nn.functional.cross_entropy(out, torch.stack([m[1] for m in made]))
+    with torch.no_grad():
+        ce_each = [torch.nn.functional.cross_entropy(net(m[0][None]), m[1][None]) for m in made]
+    assert float(ce_batch) == pytest.approx(float(sum(ce_each) / 2), rel=1e-5)
+    # the batched step runs and returns the batch loss (a finite positive number)
+    so = training._Stage("train", nas.build_fixed(training._fixed_arch(cfg, 1, len(names) + 1)),
+                         cfg, 1)
+    loss = training._step(so, so.opt_w, task, train_s, [(0, 0), (1, 0)], cfg.patch_size,
+                          np.random.default_rng(1), cfg, clip=None, step=True, world=1)
+    assert math.isfinite(loss) and loss > 0
+
+
+def test_examples_are_built_from_cached_volumes_without_copies(small_samples):
+    train_s, _ = small_samples
+    cfg = small_config()
+    task = training._Task("anchor", cfg, None, catalogue.names("anchor")).to("cpu")
+    a = task.make(train_s[0], 0, cfg.patch_size, np.random.default_rng(2), True)
+    b = task.make(train_s[0], 0, cfg.patch_size, np.random.default_rng(2), True)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))  # same draws, same example
+    img, lab, _ = task._volumes(train_s[0])
+    assert img.data_ptr() == torch.from_numpy(train_s[0].image).data_ptr()  # a view on the CPU
+    assert lab.dtype == torch.uint8 and a[1].dtype == torch.int64
+
+
 # ------------------------------------------------------------------ losses
 def test_partial_label_loss_ignores_unannotated_oars():
     torch.manual_seed(0)

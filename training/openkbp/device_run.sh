@@ -5,6 +5,8 @@
 # for a continued run the models to start from in .devdata/init/ (INIT=.devdata/init), and,
 # where pydicom is missing, its wheel in .whl/. Outputs under $OUT (default ./run_out):
 # the logs (run_logs.tar.gz), results.json and every model as float16 (<variant>_<branch>.soars.pt).
+# Run 1: BUDGET_S=280. Run 3 (the shipped model): BUDGET_S=380 VARIANTS=plain BATCH=4 THREADS=8
+# WIDTHS="16 32 64 80 96" SHIFT_HU=300 SHIFT_P=0.2.
 set -o pipefail
 OUT=${OUT:-run_out}
 mkdir -p "$OUT"
@@ -14,10 +16,17 @@ if ! python3 -c "import pydicom" 2>/dev/null; then
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+# batches built on the GPU; should that fail there, build them on the CPU as before
+HOST=""
+timeout 120 python3 training/openkbp/smoke_device.py --device cuda 2>&1 | tail -20 \
+  | tee "$OUT/smoke.txt" | grep ": ok" >/dev/null || HOST=--host-batches
+echo "smoke test: ${HOST:-batches on the GPU}" | tee -a "$OUT/smoke.txt"
 timeout "${TRAIN_TIMEOUT:-520}" python3 training/openkbp/train_default.py \
   --train .devdata/train.npz --val .devdata/validation.npz --out /tmp/run \
-  --device cuda --budget-s "${BUDGET_S:-300}" --widths 12 24 48 96 128 --patch 48 96 96 \
-  --batch 2 --threads 5 --variants "${VARIANTS:-searched,plain,one}" ${INIT:+--init $INIT} \
+  --device cuda --budget-s "${BUDGET_S:-300}" --widths ${WIDTHS:-12 24 48 96 128} \
+  --patch 48 96 96 --batch "${BATCH:-2}" --threads "${THREADS:-5}" \
+  --shift-hu "${SHIFT_HU:-0}" --shift-probability "${SHIFT_P:-0}" \
+  --variants "${VARIANTS:-searched,plain,one}" ${INIT:+--init $INIT} $HOST \
   2>&1 | grep -v -i "warning" | tee "$OUT/train_log.txt"
 python3 - "$OUT" <<'PY'
 import sys, glob, os, torch

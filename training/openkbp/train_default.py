@@ -1,8 +1,9 @@
 """Train the default SOARS model on OpenKBP, with its ablations, under a wall-clock budget.
 
-The shipped model (``soars_dose/data/models/soars_openkbp.pt``) is the
-``searched`` variant of this script, trained on the 169 OpenKBP training
-patients and selected on the 33 validation patients. Run::
+The shipped model (``soars_dose/segmentation/models/soars_default.pt``) is
+the ``plain`` variant of this script, trained on the 169 OpenKBP training
+patients and selected on the 33 validation patients (the runs and their
+settings: ``training/openkbp/README.md``). Run::
 
     python -m soars_dose.openkbp export-training ../shared/data/openkbp/train train.npz
     python -m soars_dose.openkbp export-training ../shared/data/openkbp/validation val.npz
@@ -61,13 +62,13 @@ MID_OARS = ["Parotid_L", "Parotid_R", "Esophagus", "Larynx_GSL"]
 ITERS = 40  # iterations per epoch
 
 
-def load_cases(arrays_file):
+def load_cases(arrays_file, limit=None):
     """DatasetCases straight from an OpenKBP training-arrays file (no data set folder)."""
     from soars_dose.openkbp import decode_ct, read_training_arrays
     from soars_dose.segmentation.phantom42 import DatasetCase
 
     out = []
-    for r in read_training_arrays(arrays_file):
+    for r in read_training_arrays(arrays_file)[:limit]:
         names = {"anchor": list(r["branches"]["anchor"]),
                  "mid_level": list(r["branches"]["mid"]), "small_hard": []}
         allv = names["anchor"] + names["mid_level"]
@@ -84,7 +85,9 @@ def base_config(args, branch, **kw):
              search_patch_size=tuple(args.patch), batch_size=args.batch,
              iterations_per_epoch=ITERS, lr=0.01, momentum=0.99, window_hu=(-500.0, 1000.0),
              validate_every=10 ** 6, validate_search=False, final_on_all=True,
-             rotation_probability=0.2, seed=args.seed)
+             rotation_probability=0.2, shift_hu=args.shift_hu,
+             shift_probability=args.shift_probability, seed=args.seed,
+             batches_on_device=not args.host_batches)
     c.update(kw)
     return TrainConfig(**c)
 
@@ -258,7 +261,7 @@ def run_variant(args, variant, device, queue):
     t0 = time.perf_counter()
     out = {"variant": variant}
     try:
-        cases = load_cases(args.train)
+        cases = load_cases(args.train, args.max_patients)
         spacing = tuple(float(np.median([c.grid.spacing[a] for c in cases])) for a in range(3))
         pre = Preprocessing(target_spacing_mm=spacing, window_hu=(-500.0, 1000.0))
         out["target_spacing_mm"] = spacing
@@ -276,7 +279,7 @@ def run_variant(args, variant, device, queue):
             out["anchor"], out["mid_level"] = ia, im
             paths = [pa, pm]
         out["models"] = [str(p) for p in paths]
-        val = load_cases(args.val)
+        val = load_cases(args.val, args.max_patients)
         out["validation"] = evaluate(variant, paths, val, device)
     except Exception:  # noqa: BLE001 - one variant's failure must not lose the others
         out["error"] = traceback.format_exc()
@@ -298,6 +301,13 @@ def main(argv=None) -> int:
     ap.add_argument("--patch", type=int, nargs=3, default=[48, 96, 96])
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--shift-hu", type=float, default=0.0,
+                    help="augmentation: CT-number offsets up to +- this many HU")
+    ap.add_argument("--shift-probability", type=float, default=0.0)
+    ap.add_argument("--host-batches", action="store_true",
+                    help="crop and augment on the CPU (TrainConfig.batches_on_device=False)")
+    ap.add_argument("--max-patients", type=int, default=None,
+                    help="use only the first N patients of each split (dry runs)")
     ap.add_argument("--calibration-iters", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", help="folder of <variant>_<branch>.soars.pt files: continue training "
