@@ -27,7 +27,7 @@ timeout "${TRAIN_TIMEOUT:-520}" python3 training/openkbp/train_default.py \
   --patch 48 96 96 --batch "${BATCH:-2}" --threads "${THREADS:-5}" \
   --shift-hu "${SHIFT_HU:-0}" --shift-probability "${SHIFT_P:-0}" \
   --variants "${VARIANTS:-searched,plain,one}" ${INIT:+--init $INIT} $HOST \
-  2>&1 | grep -v -i "warning" | tee "$OUT/train_log.txt"
+  2>&1 | grep --line-buffered -v -i "warning" | tee "$OUT/train_log.txt"
 python3 - "$OUT" <<'PY'
 import sys, glob, os, torch
 for f in glob.glob("/tmp/run/*/*/model.soars.pt"):
