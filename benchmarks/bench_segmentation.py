@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 #: The default architecture size: that of the packaged model (TrainConfig's defaults).
-DEFAULT_WIDTHS = (12, 24, 48, 96, 128)
+DEFAULT_WIDTHS = (16, 32, 64, 80, 96)
 
 
 # =========================================================================== workers

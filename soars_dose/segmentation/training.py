@@ -139,7 +139,7 @@ class TrainConfig:
 
     branch: str = B.ANCHOR
     # network
-    widths: tuple[int, ...] = (12, 24, 48, 96, 128)  # the packaged model's size
+    widths: tuple[int, ...] = (16, 32, 64, 80, 96)  # the packaged model's size
     ops: tuple[str, ...] | None = None  # fixed ops without search (default: all "3d_3")
     up: str = "trilinear"
     # schedule

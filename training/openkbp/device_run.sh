@@ -5,8 +5,8 @@
 # for a continued run the models to start from in .devdata/init/ (INIT=.devdata/init), and,
 # where pydicom is missing, its wheel in .whl/. Outputs under $OUT (default ./run_out):
 # the logs (run_logs.tar.gz), results.json and every model as float16 (<variant>_<branch>.soars.pt).
-# Run 1: BUDGET_S=280. Run 3 (the shipped model): BUDGET_S=380 VARIANTS=plain BATCH=4 THREADS=8
-# WIDTHS="16 32 64 80 96" SHIFT_HU=300 SHIFT_P=0.2.
+# Run 1: BUDGET_S=280 WIDTHS="12 24 48 96 128". Run 3 (the shipped model): BUDGET_S=340
+# TRAIN_TIMEOUT=540 VARIANTS=plain BATCH=4 THREADS=8 WIDTHS="16 32 64 80 96" SHIFT_HU=300 SHIFT_P=0.2.
 set -o pipefail
 OUT=${OUT:-run_out}
 mkdir -p "$OUT"
@@ -23,7 +23,7 @@ timeout 120 python3 training/openkbp/smoke_device.py --device cuda 2>&1 | tail -
 echo "smoke test: ${HOST:-batches on the GPU}" | tee -a "$OUT/smoke.txt"
 timeout "${TRAIN_TIMEOUT:-520}" python3 training/openkbp/train_default.py \
   --train .devdata/train.npz --val .devdata/validation.npz --out /tmp/run \
-  --device cuda --budget-s "${BUDGET_S:-300}" --widths ${WIDTHS:-12 24 48 96 128} \
+  --device cuda --budget-s "${BUDGET_S:-300}" --widths ${WIDTHS:-16 32 64 80 96} \
   --patch 48 96 96 --batch "${BATCH:-2}" --threads "${THREADS:-5}" \
   --shift-hu "${SHIFT_HU:-0}" --shift-probability "${SHIFT_P:-0}" \
   --variants "${VARIANTS:-searched,plain,one}" ${INIT:+--init $INIT} $HOST \

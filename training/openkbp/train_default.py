@@ -297,7 +297,7 @@ def main(argv=None) -> int:
                     help="training seconds per variant (both branches together)")
     ap.add_argument("--anchor-share", type=float, default=0.4)
     ap.add_argument("--variants", default="searched,plain,one")
-    ap.add_argument("--widths", type=int, nargs=5, default=[16, 32, 64, 128, 160])
+    ap.add_argument("--widths", type=int, nargs=5, default=[16, 32, 64, 80, 96])
     ap.add_argument("--patch", type=int, nargs=3, default=[48, 96, 96])
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
