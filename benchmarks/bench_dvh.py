@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -69,6 +68,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the closed-form truth lives in tests/
+
+from benchmarks.machine import machine  # noqa: E402
 
 from soars_dose.dicom.rtdose import read_rtdose  # noqa: E402
 from soars_dose.dicom.rtstruct import read_rtstruct  # noqa: E402
@@ -106,27 +107,6 @@ TARGET_S, TARGET_GB = 5.0, 1.5
 
 
 # ------------------------------------------------------------------ environment
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-    except OSError:
-        pass
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "nproc": nproc, "ram": ram}
-
-
 def versions() -> dict:
     out = {}
     for pkg in ("soars-dose", "numpy", "scipy", "pandas", "pydicom", "scikit-image", "shapely"):

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
@@ -54,6 +53,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import machine  # noqa: E402
+
 import nrrd  # noqa: E402
 import surface_distance as sdm  # noqa: E402
 
@@ -61,27 +62,6 @@ from soars_dose.analysis import metrics as M  # noqa: E402
 from soars_dose.names import AliasTable  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "deepmind_two_observer" / "validation"
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-    except OSError:
-        pass
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu": cpu, "nproc": nproc, "ram": ram}
 
 
 def versions() -> dict:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import shlex
@@ -49,6 +48,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import machine  # noqa: E402
 
 #: The default architecture size: that of the packaged model (TrainConfig's defaults).
 DEFAULT_WIDTHS = (16, 32, 64, 80, 96)
@@ -307,19 +308,11 @@ def _arch(ops, in_ch=1, out_ch=10) -> dict:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     import torch
 
-    return (f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, "
-            f"{mem:.1f} GiB; Python {platform.python_version()}, torch {torch.__version__} "
+    m = machine()
+    return (f"{platform.system()} {platform.machine()}, {m['cpu']}, {m['nproc']} cores, "
+            f"{m['ram']}; Python {m['python']}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads)")
 
 

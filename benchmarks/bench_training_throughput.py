@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "training" / "openkbp"))
+
+from benchmarks.machine import machine  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -54,8 +54,9 @@ def main(argv=None) -> int:
         torch.backends.cudnn.benchmark = True
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     print("command:", " ".join([sys.executable] + sys.argv), flush=True)
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"GPU {gpu}", flush=True)
+    m = machine()
+    print(f"machine: {m['platform']}, {m['cpu']}, {m['nproc']} CPUs, {m['ram']}, "
+          f"torch {torch.__version__}, GPU {gpu}", flush=True)
     t0 = time.perf_counter()
     cases = T.load_cases(args.arrays, args.patients)
     spacing = tuple(float(np.median([c.grid.spacing[a] for c in cases])) for a in range(3))

@@ -380,7 +380,7 @@ def _payload(mf: ModelFile, weights: str = "float32") -> dict[str, Any]:
 
 
 def save_bundle(path: "str | os.PathLike", source, *, overwrite: bool = False,
-                half: bool = False, weights: str | None = None) -> Path:
+                weights: str = "float32") -> Path:
     """Pack branch models into one bundle file (atomically).
 
     Parameters
@@ -390,9 +390,7 @@ def save_bundle(path: "str | os.PathLike", source, *, overwrite: bool = False,
     source : path, list of paths or SoarsModels
         Anything :func:`load_models` accepts.
     overwrite : bool
-    half : bool
-        Store the weights as float16 (same as ``weights="float16"``).
-    weights : {"float32", "float16", "int8"}, optional
+    weights : {"float32", "float16", "int8"}
         Storage of the weights. float16 halves the file (each weight
         rounded to a relative 5e-4); int8 quarters it: convolution kernels
         as int8 with a float32 scale per output channel
@@ -407,7 +405,6 @@ def save_bundle(path: "str | os.PathLike", source, *, overwrite: bool = False,
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    weights = weights or ("float16" if half else "float32")
     if weights not in WEIGHT_FORMATS:
         raise InputError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
     models = load_models(source)

@@ -21,11 +21,9 @@ Only numpy and pydicom are used; this module does not import torch.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from ..dicom.uids import new_uid
 from ..dicom.write import CTSeriesInfo, masks_to_contours, write_rtstruct
 from ..errors import FrameOfReferenceError, GeometryError, InputError, OutputExistsError, warn
 from ..grid import Grid
+from ..outputs import atomic_write_file
 from ..structures import Structure
 from . import catalogue
 
@@ -384,19 +383,12 @@ def write_nifti_labels(label_volume: np.ndarray, grid: Grid, path: "str | os.Pat
         raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
     payload = _nifti_header(grid.shape, grid, code, bitpix, hi, description) + \
         np.ascontiguousarray(lv, dtype=dt).tobytes(order="C")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if path.suffix == ".gz":
-                with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
-                    gz.write(payload)
-            else:
-                f.write(payload)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+
+    def write(f):
+        if path.suffix == ".gz":
+            with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
+                gz.write(payload)
+        else:
+            f.write(payload)
+
+    return atomic_write_file(path, write)

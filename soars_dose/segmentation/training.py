@@ -1070,6 +1070,9 @@ def _train(dataset: Path, run_dir: Path, config: TrainConfig, resume: bool, over
                                                    window_hu=config.window_hu)
         split = {"train": [s.case_id for s in train_s], "held_out": [s.case_id for s in hold_s]}
         n_cases = len(train_s) + len(hold_s)
+    if config.shift_hu > 0 and preprocessing.intensity != "window":
+        raise TrainingError(f"shift_hu moves CT numbers within the HU window; this run's "
+                            f"intensities are {preprocessing.intensity!r}: set shift_hu=0")
     if main:
         _write_json(run_dir / "split.json", split)
     task = _Task(role, config, anchor_names, names).to(
@@ -1263,7 +1266,7 @@ def _step(so: _Stage, opt, task: _Task, samples: list[Sample], batch, patch, rng
     total = 0.0
     n = len(batch)
     dev = next(_unwrap(so.net).parameters()).device
-    if task.role != B.SH_SEG and n > 1:
+    if task.role != B.SH_SEG:
         made = [task.make(samples[i], c, patch, rng, config.augment) for i, c in batch]
         x, target, ann = (torch.stack([m[k] for m in made]).to(dev, non_blocking=True)
                           for k in range(3))
@@ -1272,17 +1275,17 @@ def _step(so: _Stage, opt, task: _Task, samples: list[Sample], batch, patch, rng
         loss = task.loss(out.float(), target, ann)
         loss.backward()
         total = float(loss.detach())
-        n = 0  # nothing left for the per-example loop below
-    for b, (i, c) in enumerate(batch[:n]):
-        x, target, ann = task.make(samples[i], c, patch, rng, config.augment)
-        x, target, ann = (t.to(dev, non_blocking=True) for t in (x, target, ann))
-        ctx = (so.model.no_sync() if world > 1 and b < n - 1 else contextlib.nullcontext())
-        with ctx:
-            with _autocast(dev):
-                out = so.model(x[None])
-            loss = task.loss(out.float(), target[None], ann[None]) / n
-            loss.backward()
-        total += float(loss.detach())
+    else:
+        for b, (i, c) in enumerate(batch):
+            x, target, ann = task.make(samples[i], c, patch, rng, config.augment)
+            x, target, ann = (t.to(dev, non_blocking=True) for t in (x, target, ann))
+            ctx = (so.model.no_sync() if world > 1 and b < n - 1 else contextlib.nullcontext())
+            with ctx:
+                with _autocast(dev):
+                    out = so.model(x[None])
+                loss = task.loss(out.float(), target[None], ann[None]) / n
+                loss.backward()
+            total += float(loss.detach())
     if clip:
         torch.nn.utils.clip_grad_norm_(list(_unwrap(so.net).parameters()), clip)
     if step:

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from soars_dose.errors import OutputExistsError  # noqa: E402
+from soars_dose.errors import InputError, OutputExistsError  # noqa: E402
 from soars_dose.segmentation import bundle, catalogue, inference, phantom42  # noqa: E402
 from soars_dose.segmentation.modelfile import (  # noqa: E402
     NotAModelFileError,
@@ -143,7 +143,7 @@ def test_int8_bundle_is_smaller_and_segments_like_the_float_one(tmp_path):
         pa = torch.softmax(a["anchor"].net(x), 1)
         pb = torch.softmax(b["anchor"].net(x), 1)
     assert float((pa - pb).abs().max()) < 0.05
-    with pytest.raises(Exception, match="weights must be one of"):
+    with pytest.raises(InputError, match="weights must be one of"):
         bundle.save_bundle(tmp_path / "x.pt", files, weights="int4")
 
 

@@ -125,6 +125,13 @@ def test_hu_shift_moves_tissue_by_the_offset_and_keeps_the_window():
     assert info0["shift"] == 0.0 and torch.equal(x3, x)
 
 
+def test_hu_shift_is_refused_for_z_score_intensities(tmp_path, small_samples):
+    cfg = small_config(shift_hu=200.0, shift_probability=0.5)
+    pre = Preprocessing(target_spacing_mm=SMALL["spacing"], intensity="zscore")
+    with pytest.raises(training.TrainingError, match="shift_hu"):
+        training.train("x", tmp_path / "run", cfg, samples=small_samples, preprocessing=pre)
+
+
 def test_one_batch_step_gives_the_cross_entropy_of_the_examples(small_samples):
     """A batch of equal patches goes through the network at once: same CE as one by one."""
     train_s, _ = small_samples

@@ -68,7 +68,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import shlex
 import shutil
 import sys
@@ -422,22 +421,14 @@ def _ms(summary: pd.DataFrame, oar: str, metric: str, scale=1.0, digits=1) -> tu
 def machine_info(device) -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
-    except OSError:
-        pass
-    info = {"platform": platform.platform(), "processor": cpu, "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "device": str(device or "cpu")}
+    from benchmarks.machine import machine
+
+    m = machine()
+    info = {"platform": m["platform"], "processor": m["cpu"], "cpu_count": os.cpu_count(),
+            "cpu_affinity": m["nproc"], "ram": m["ram"], "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "device": str(device or "cpu")}
     if device and str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    try:
-        info["cpu_affinity"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
     return info
 
 
