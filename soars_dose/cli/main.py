@@ -153,6 +153,51 @@ def cmd_cohort(args) -> int:
     return 0 if res.n_failed == 0 else 3
 
 
+def cmd_tps_check(args) -> int:
+    from ..dose.tps import Tolerances, compare_with_tps
+
+    if args.out is not None:
+        from ..outputs import check_writable
+
+        check_writable(args.out, args.overwrite)
+    factor = args.supersample
+    if factor != "auto":
+        try:
+            factor = int(factor)
+        except ValueError:
+            raise InputError(f"--supersample must be an integer or 'auto', got {factor!r}")
+        if factor < 1:
+            raise InputError(f"--supersample must be >= 1, got {factor}")
+    if not 0 < args.bin_width <= 1:
+        raise InputError(f"--bin-width must be in (0, 1] Gy, got {args.bin_width}")
+    if args.nominal_spacing_mm is not None and not args.nominal_spacing_mm > 0:
+        raise InputError(f"--nominal-spacing-mm must be > 0, got {args.nominal_spacing_mm}")
+    try:
+        tol = Tolerances(volume_pct=args.volume_tol_pct, volume_cc=args.volume_tol_cc,
+                         dose_pct=args.dose_tol_pct, dose_gy=args.dose_tol_gy)
+    except ValueError as exc:
+        raise InputError(f"tolerances: {exc}") from None
+    result = compare_with_tps(args.rtdose, args.rtstruct, prescription_gy=args.prescription_gy,
+                              nominal_spacing_mm=args.nominal_spacing_mm, tolerances=tol,
+                              bin_width=args.bin_width, factor=factor)
+    for m in result.messages:
+        print(f"note: {m}", file=sys.stderr)
+    if args.out is None:
+        cols = ["roi_number", "roi", "status", "metric", "ours", "theirs", "diff", "tolerance",
+                "cause"]
+        print(result.table.reindex(columns=cols).to_string(index=False, na_rep="",
+                                                            float_format=lambda v: f"{v:.4g}"))
+        return 0
+    from ..analysis.tps_report import write_tps_outputs
+
+    out = write_tps_outputs(result, args.out, overwrite=args.overwrite,
+                            command=shlex.join(sys.argv))
+    n = int((result.table["cause"] != "").sum())
+    print(f"{len(result.curves)} ROI(s) compared, {n} difference(s) above tolerance; "
+          f"results in {out}", file=sys.stderr)
+    return 0
+
+
 def _require_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
@@ -325,6 +370,40 @@ def build_parser() -> argparse.ArgumentParser:
                                     "torchrun with CUDA: the GPU LOCAL_RANK)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    k = sub.add_parser(
+        "tps-check", help="our DVHs beside the planning system's DVHs stored in the RTDOSE",
+        description="Reads the DVHSequence of an RTDOSE (cumulative or differential; CM3, "
+                    "PERCENT or VOXELS; GY, CGY or RELATIVE), computes our DVH of each "
+                    "referenced ROI of the RTSTRUCT on the same dose, and tabulates volume, "
+                    "mean, max, D95, D50, D2 and D0.03cc (ours, theirs, difference) with the "
+                    "likely cause of each difference above tolerance: end caps, clipped, bin "
+                    "width or none of these. Without --out the table goes to stdout.")
+    k.add_argument("--rtdose", required=True, type=Path,
+                   help="RTDOSE holding the planning system's DVHSequence")
+    k.add_argument("--rtstruct", required=True, type=Path,
+                   help="RTSTRUCT whose ROI numbers the DVHSequence refers to")
+    k.add_argument("--out", type=Path, help="output folder for tps_check.csv/.parquet/.html "
+                                            "and provenance.json (default: print the table)")
+    k.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    k.add_argument("--prescription-gy", type=float,
+                   help="dose (Gy) that 1.0 stands for, required for RELATIVE dose units")
+    k.add_argument("--nominal-spacing-mm", type=float,
+                   help="contour spacing (CT slice thickness, mm) for our end caps (default: "
+                        "the most common gap between contour planes)")
+    k.add_argument("--supersample", default="auto",
+                   help="in-plane supersampling factor (even integer) or 'auto' (default)")
+    k.add_argument("--bin-width", type=float, default=0.01, help="our DVH bin width in Gy (0.01)")
+    k.add_argument("--volume-tol-pct", type=float, default=2.0,
+                   help="volume tolerance in %% of the TPS volume (2); the larger of the two counts")
+    k.add_argument("--volume-tol-cc", type=float, default=0.1,
+                   help="volume tolerance in cc (0.1); the larger of the two counts")
+    k.add_argument("--dose-tol-pct", type=float, default=1.0,
+                   help="dose tolerance in %% of our maximum dose of the ROI (1); the larger of "
+                        "the two counts")
+    k.add_argument("--dose-tol-gy", type=float, default=0.1,
+                   help="dose tolerance in Gy (0.1); the larger of the two counts")
+    k.set_defaults(func=cmd_tps_check)
 
     from ..cohort import manifest_help
 

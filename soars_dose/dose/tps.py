@@ -414,7 +414,8 @@ class TPSCheckResult:
     table : DataFrame
         One row per (ROI, metric); see :func:`compare_with_tps`.
     curves : dict
-        ``roi name -> {"ours": DVH, "theirs": DVH}`` for the overlay plots.
+        ``"name (ROI n)" -> {"ours": DVH, "theirs": DVH, "roi_number": n}`` for the
+        overlay plots.
     messages : list of str
         Items and ROIs that were not compared, and why.
     settings : dict
@@ -603,7 +604,8 @@ def compare_with_tps(
             row.update(diff=d, diff_pct=100.0 * d / t if t else float("nan"), tolerance=tol,
                        within_tolerance=within, cause=cause, detail=detail)
             rows.append(row)
-        curves[f"{st.name} (ROI {num})"] = {"ours": ours_dvh, "theirs": theirs_dvh}
+        curves[f"{st.name} (ROI {num})"] = {"ours": ours_dvh, "theirs": theirs_dvh,
+                                             "roi_number": num}
     for st in ss:
         if st.number not in seen and not any(r.roi_number == st.number for r in tps):
             msg = f"ROI {st.name!r} (number {st.number}) has no DVH in {rtdose_path}"
@@ -613,6 +615,9 @@ def compare_with_tps(
             "diff_pct", "tolerance", "within_tolerance", "cause", "detail", "tps_dvh_type",
             "tps_volume_units", "tps_bin_width_gy", "note"]
     table = pd.DataFrame(rows).reindex(columns=cols)
+    table["within_tolerance"] = table["within_tolerance"].astype("boolean")
+    for c in ("cause", "detail", "note", "metric", "unit", "tps_dvh_type", "tps_volume_units"):
+        table[c] = table[c].fillna("").astype(str)
     settings = {"tolerances": asdict(tolerances), "bin_width_gy": bin_width,
                 "supersample": factor, "nominal_spacing_mm": nominal,
                 "nominal_spacing_source": nominal_note, "prescription_gy": prescription_gy,
