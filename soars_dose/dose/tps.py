@@ -208,6 +208,30 @@ def _float(item, keyword: str) -> float:
         return float("nan")
 
 
+def _dvh_data(item) -> np.ndarray | None:
+    """DVHData as an (n, 2) float array, None when absent or malformed.
+
+    A DVHData longer than 64 kB cannot be written as DS in explicit VR, so
+    writers (pydicom among them) fall back to UN: raw backslash-separated
+    text, decoded here.
+    """
+    if "DVHData" not in item:
+        return None
+    raw = item["DVHData"].value
+    try:
+        if isinstance(raw, (bytes, bytearray)):
+            vals = [float(t) for t in raw.decode("ascii").strip(" \x00").split("\\") if t.strip()]
+        elif isinstance(raw, (str, float, int)):
+            vals = [float(raw)]
+        else:
+            vals = [float(v) for v in raw]
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None
+    if len(vals) < 2 or len(vals) % 2:
+        return None
+    return np.asarray(vals, float).reshape(-1, 2)
+
+
 def _voxel_cc(ds, path: Path) -> float:
     """Voxel volume (cm^3) of the RTDOSE's own grid."""
     try:
@@ -272,8 +296,8 @@ def read_tps_dvhs(rtdose_path: "str | Path", *, prescription_gy: float | None = 
             rec.refused = f"unknown DVHType {dvh_type!r}"
         elif vunits not in ("CM3", "PERCENT", "VOXELS"):
             rec.refused = f"unknown DVHVolumeUnits {vunits!r}"
-        elif "DVHData" not in item or len(item.DVHData) < 2 or len(item.DVHData) % 2:
-            rec.refused = "DVHData missing or not (bin width, value) pairs"
+        elif _dvh_data(item) is None:
+            rec.refused = "DVHData missing, unreadable or not (bin width, value) pairs"
         if rec.refused:
             warn(f"{where}: not compared: {rec.refused}")
             out.append(rec)
@@ -296,7 +320,7 @@ def read_tps_dvhs(rtdose_path: "str | Path", *, prescription_gy: float | None = 
             warn(f"{where}: not compared: {rec.refused}")
             out.append(rec)
             continue
-        data = np.asarray(item.DVHData, float).reshape(-1, 2)
+        data = _dvh_data(item)
         widths = data[:, 0] * rec.dose_scaling * to_gy
         if np.any(widths <= 0) or not np.all(np.isfinite(data)):
             rec.refused = "DVHData has non-positive or non-finite bin widths"
@@ -345,11 +369,22 @@ def binned_statistics(dvh: DVH) -> dict[str, float]:
 
 
 def our_statistics(dvh: DVH) -> dict[str, float]:
-    """The compared statistics of our DVH (``volume_cc`` the whole object's volume)."""
+    """The compared statistics of our DVH (``volume_cc`` the whole object's volume).
+
+    ``max_gy`` is the larger of the DVH's ``max_gy`` and the upper edge of
+    the last bin of our curve holding volume (the rule applied to theirs):
+    a kernel that reports sample-centre extremes lies below the object's
+    maximum in a gradient, while the curve reaches it within one bin; with
+    exact extremes the two agree within a bin.
+    """
     s = dvh.statistics(d_pct=(2, 50, 95), d_cc=(0.03,))
-    return {k: float(s[k]) for k in ("volume_cc", "volume_in_grid_cc", "coverage", "mean_gy",
-                                     "min_gy", "max_gy", "d95_gy", "d50_gy", "d2_gy",
-                                     "d0_03cc_gy")}
+    out = {k: float(s[k]) for k in ("volume_cc", "volume_in_grid_cc", "coverage", "mean_gy",
+                                    "min_gy", "max_gy", "d95_gy", "d50_gy", "d2_gy",
+                                    "d0_03cc_gy")}
+    occupied = np.nonzero(dvh.cumulative_cc > 0)[0]
+    if occupied.size and occupied[-1] + 1 < dvh.edges_gy.size:
+        out["max_gy"] = max(out["max_gy"], float(dvh.edges_gy[occupied[-1] + 1]))
+    return out
 
 
 def rebinned(dvh: DVH, edges_gy: np.ndarray) -> DVH:
@@ -556,6 +591,11 @@ def compare_with_tps(
             rows.append(base(rec, st, f"error: {exc}"))
             continue
         ours = our_statistics(ours_dvh)
+        if ours["coverage"] < FULL_COVERAGE:
+            msg = (f"{rtstruct_path}: ROI {st.name!r}: only {100 * ours['coverage']:.1f} % of "
+                   "its volume lies inside the dose grid; our dose statistics cover that part")
+            messages.append(msg)
+            warn(msg)
         theirs_dvh = rec.to_dvh(st.name, total_cc=ours["volume_cc"])
         theirs = binned_statistics(theirs_dvh)
         nocap_s = without_end_caps(samples, st, nominal) if nominal else None
