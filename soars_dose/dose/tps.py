@@ -369,22 +369,11 @@ def binned_statistics(dvh: DVH) -> dict[str, float]:
 
 
 def our_statistics(dvh: DVH) -> dict[str, float]:
-    """The compared statistics of our DVH (``volume_cc`` the whole object's volume).
-
-    ``max_gy`` is the larger of the DVH's ``max_gy`` and the upper edge of
-    the last bin of our curve holding volume (the rule applied to theirs):
-    a kernel that reports sample-centre extremes lies below the object's
-    maximum in a gradient, while the curve reaches it within one bin; with
-    exact extremes the two agree within a bin.
-    """
+    """The compared statistics of our DVH (``volume_cc`` the whole object's volume)."""
     s = dvh.statistics(d_pct=(2, 50, 95), d_cc=(0.03,))
-    out = {k: float(s[k]) for k in ("volume_cc", "volume_in_grid_cc", "coverage", "mean_gy",
-                                    "min_gy", "max_gy", "d95_gy", "d50_gy", "d2_gy",
-                                    "d0_03cc_gy")}
-    occupied = np.nonzero(dvh.cumulative_cc > 0)[0]
-    if occupied.size and occupied[-1] + 1 < dvh.edges_gy.size:
-        out["max_gy"] = max(out["max_gy"], float(dvh.edges_gy[occupied[-1] + 1]))
-    return out
+    return {k: float(s[k]) for k in ("volume_cc", "volume_in_grid_cc", "coverage", "mean_gy",
+                                     "min_gy", "max_gy", "d95_gy", "d50_gy", "d2_gy",
+                                     "d0_03cc_gy")}
 
 
 def rebinned(dvh: DVH, edges_gy: np.ndarray) -> DVH:

@@ -27,7 +27,7 @@ def files(tmp_path_factory):
     write_rtstruct([prism(HOSTILE, 1, 1.0), prism("Other", 2, -20.0)], d / "rs.dcm",
                    frame_of_reference_uid=FRAME)
     x = GRID.origin[0] + GRID.spacing[2] * np.arange(GRID.shape[2])
-    dose = np.broadcast_to(20.0 + 0.5 * x, GRID.shape).astype(np.float32)
+    dose = np.broadcast_to(20.0 + 0.2 * x, GRID.shape).astype(np.float32)
     write_rtdose(dose, GRID, d / "plain.dcm", frame_of_reference_uid=FRAME)
     ds = pydicom.dcmread(d / "plain.dcm")
     ds.DVHSequence = Sequence([cumulative_item(1, FINE, true_cumulative(1.0, FINE, 18.0))])
