@@ -102,19 +102,22 @@ def files(tmp_path_factory):
     x = GRID.origin[0] + GRID.spacing[2] * np.arange(GRID.shape[2])
     dose = np.broadcast_to(20.0 + 0.2 * x, GRID.shape).astype(np.float32)
     write_rtdose(dose, GRID, d / "plain.dcm", frame_of_reference_uid=FRAME)
+    z = GRID.origin[2] + GRID.spacing[0] * np.arange(GRID.shape[0])
+    zdose = np.broadcast_to((20.0 + 0.2 * z)[:, None, None], GRID.shape).astype(np.float32)
+    write_rtdose(zdose, GRID, d / "zgrad.dcm", frame_of_reference_uid=FRAME)
     return d
 
 
-def rtdose_with(files, name: str, items: list[Dataset]):
-    ds = pydicom.dcmread(files / "plain.dcm")
+def rtdose_with(files, name: str, items: list[Dataset], base: str = "plain.dcm"):
+    ds = pydicom.dcmread(files / base)
     ds.DVHSequence = Sequence(items)
     path = files / f"{name}.dcm"
     ds.save_as(path)
     return path
 
 
-def compare(files, name, items, **kw):
-    path = rtdose_with(files, name, items)
+def compare(files, name, items, base="plain.dcm", **kw):
+    path = rtdose_with(files, name, items, base)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return compare_with_tps(path, files / "rs.dcm", **kw)
@@ -155,6 +158,43 @@ def test_b_no_end_caps_is_named(files):
     # the dose distribution is uniform along z, so only the volume moves
     assert set(r["cause"]) <= {"", "end caps"}
     assert r.drop(index="volume_cc")["within_tolerance"].all()
+
+
+def test_b_no_end_caps_in_a_superior_inferior_gradient(files):
+    # D = 20 + 0.2 z: the caps hold the extreme doses, so the statistics move too.
+    # Truth without caps: z uniform on [-9, 9] mm over the polygon's area A.
+    area = Polygon(polygon(1.0)).area
+    cum = np.clip((9.0 - 5.0 * (FINE - 20.0)) / 18.0, 0.0, 1.0) * area * 18e-3
+    res = compare(files, "bz", [cumulative_item(1, FINE, cum)], base="zgrad.dcm")
+    r = rows(res, "Cyl")
+    assert r.loc["volume_cc", "cause"] == "end caps"
+    assert r.loc["max_gy", "theirs"] == pytest.approx(21.8, abs=0.011)
+    flagged = r[~r["within_tolerance"].astype(bool)]
+    assert len(flagged) >= 2  # the volume and at least one extreme dose
+    assert (flagged["cause"] == "end caps").all(), flagged[["diff", "tolerance", "cause"]]
+
+
+@pytest.mark.parametrize("planes,length_mm", [
+    (Z_PLANES, 18.0),                                  # one stack
+    (np.array([-9.0, -6.0, -3.0, 6.0, 9.0]), 9.0),     # a break of 9 mm (> 1.5 x 3 mm)
+    (np.array([-9.0, 0.0, 9.0]), 0.0),                 # only isolated planes
+])
+def test_without_end_caps_volume_is_areas_times_spacing(planes, length_mm):
+    from soars_dose.rasterize import sample_structure
+    from soars_dose.dose.tps import without_end_caps
+
+    p = polygon(1.0)
+    st = Structure("s", 1, [np.c_[p, np.full(len(p), z)] for z in planes])
+    samples = sample_structure(st, GRID, nominal_spacing_mm=3.0)
+    trimmed = without_end_caps(samples, st, 3.0)
+    if length_mm == 0:
+        assert trimmed is None
+        return
+    assert trimmed.volume_mm3 == pytest.approx(Polygon(p).area * length_mm, rel=1e-3)
+    # the caps removed are half a nominal spacing at each end of each run
+    n_ends = 2 if length_mm == 18.0 else 4
+    assert samples.volume_mm3 - trimmed.volume_mm3 == pytest.approx(
+        Polygon(p).area * 1.5 * n_ends, rel=1e-3)
 
 
 def test_c_clipped_structure_is_named(files):
