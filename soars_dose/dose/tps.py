@@ -454,14 +454,36 @@ class TPSCheckResult:
     inputs: list[dict]
 
 
+class _NoCap:
+    """Statistics of our object without end caps, computed on first use only."""
+
+    def __init__(self, samples, structure, nominal, dose, bin_width, volume_cc):
+        self._args = (samples, structure, nominal, dose, bin_width)
+        self._volume_cc = volume_cc
+        self._stats: "dict | None | bool" = False
+
+    @property
+    def stats(self) -> "dict | None":
+        if self._stats is False:
+            samples, structure, nominal, dose, bin_width = self._args
+            trimmed = without_end_caps(samples, structure, nominal) if nominal else None
+            self._stats = None if trimmed is None else our_statistics(
+                dvh_of_samples(trimmed, dose, structure.name, bin_width))
+        return self._stats
+
+    @property
+    def cap_cc(self) -> float:
+        return self._volume_cc - (self.stats["volume_cc"] if self.stats else 0.0)
+
+
 def _classify(metric: str, ours: float, theirs: float, tol: float, alt: dict) -> tuple[str, str]:
     """First cause that brings ``metric`` within ``tol`` of ``theirs``, and its numbers."""
-    nocap = alt["nocap"]
+    nocap = alt["nocap"].stats
     if nocap is not None:
         v = nocap[metric]
         if np.isfinite(v) and abs(v - theirs) <= tol:
             return "end caps", (f"ours without end caps {v:.4g} vs theirs {theirs:.4g} "
-                                f"(ours with caps {ours:.4g}; caps {alt['cap_cc']:.4g} cc)")
+                                f"(ours with caps {ours:.4g}; caps {alt['nocap'].cap_cc:.4g} cc)")
     if metric == "volume_cc" and alt["coverage"] < FULL_COVERAGE:
         v = alt["in_grid_cc"]
         if abs(v - theirs) <= tol:
@@ -587,12 +609,7 @@ def compare_with_tps(
             warn(msg)
         theirs_dvh = rec.to_dvh(st.name, total_cc=ours["volume_cc"])
         theirs = binned_statistics(theirs_dvh)
-        nocap_s = without_end_caps(samples, st, nominal) if nominal else None
-        nocap = None
-        if nocap_s is not None:
-            nocap = our_statistics(dvh_of_samples(nocap_s, dose, st.name, bin_width))
-        alt = {"nocap": nocap,
-               "cap_cc": ours["volume_cc"] - (nocap["volume_cc"] if nocap else 0.0),
+        alt = {"nocap": _NoCap(samples, st, nominal, dose, bin_width, ours["volume_cc"]),
                "coverage": ours["coverage"], "in_grid_cc": ours["volume_in_grid_cc"],
                "rebinned": binned_statistics(rebinned(ours_dvh, rec.edges_gy)),
                "their_bin_gy": rec.bin_width_gy, "our_bin_gy": bin_width}
