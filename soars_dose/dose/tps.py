@@ -428,6 +428,46 @@ def without_end_caps(samples: StructureSamples, structure: Structure,
                             notes=list(samples.notes))
 
 
+def no_cap_volume_mm3(structure: Structure, grid, nominal_mm: float) -> float:
+    """Volume (mm^3) of the contour stack without end caps, from the planar areas alone.
+
+    Each plane's even-odd area (shapely, independent of the sampling
+    kernel) times the length of its slab between the half-way boundaries
+    with joined neighbours, cut at the plane itself where the slab would
+    end in an end cap. Used to check :func:`without_end_caps`.
+    """
+    import shapely
+    from shapely.geometry import Polygon
+
+    axis, planes = contour_planes(structure, grid)
+    others = [a for a in range(3) if a != axis]
+    px_area = grid.spacing[others[0]] * grid.spacing[others[1]]
+    pos = np.array([p for p, _ in planes])
+    nominal = nominal_mm / grid.spacing[axis]
+    lo, hi = slab_bounds(pos, nominal)
+    joined = np.diff(pos) <= GAP_BREAK_FACTOR * nominal
+    keep_lo = np.where(np.r_[False, joined], lo, pos)
+    keep_hi = np.where(np.r_[joined, False], hi, pos)
+    volume = 0.0
+    for (_, polys), a, b in zip(planes, keep_lo, keep_hi):
+        if b - a <= 0:
+            continue
+        region = None
+        for q in polys:
+            g = shapely.make_valid(Polygon(q)) if len(q) >= 3 else None
+            if g is None or g.is_empty:
+                continue
+            region = g if region is None else region.symmetric_difference(g)
+        if region is not None:
+            volume += region.area * px_area * (b - a) * grid.spacing[axis]
+    return float(volume)
+
+
+#: Largest relative difference between the trimmed samples' volume and the
+#: planar-area formula for the trimmed samples' dose statistics to be used.
+NOCAP_VOLUME_CHECK = 0.005
+
+
 # ------------------------------------------------------------------- comparison
 @dataclass
 class TPSCheckResult:
@@ -464,11 +504,28 @@ class _NoCap:
 
     @property
     def stats(self) -> "dict | None":
+        """Our statistics without end caps; the volume from the planar areas.
+
+        The dose statistics come from the trimmed samples when their volume
+        agrees with the planar-area formula (else NaN: the kernel's samples
+        are not laid out as :func:`without_end_caps` expects).
+        """
         if self._stats is False:
             samples, structure, nominal, dose, bin_width = self._args
-            trimmed = without_end_caps(samples, structure, nominal) if nominal else None
-            self._stats = None if trimmed is None else our_statistics(
-                dvh_of_samples(trimmed, dose, structure.name, bin_width))
+            self._stats = None
+            if nominal:
+                vol = no_cap_volume_mm3(structure, samples.grid, nominal)
+                if vol > 0:
+                    trimmed = without_end_caps(samples, structure, nominal)
+                    if (trimmed is not None and abs(trimmed.volume_mm3 / vol - 1)
+                            <= NOCAP_VOLUME_CHECK):
+                        st = our_statistics(dvh_of_samples(trimmed, dose, structure.name,
+                                                           bin_width))
+                    else:
+                        st = {k: float("nan") for k, _ in METRICS}
+                        st.update(min_gy=float("nan"))
+                    st["volume_cc"] = vol / 1000.0
+                    self._stats = st
         return self._stats
 
     @property

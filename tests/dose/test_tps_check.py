@@ -197,6 +197,27 @@ def test_without_end_caps_volume_is_areas_times_spacing(planes, length_mm):
         Polygon(p).area * 1.5 * n_ends, rel=1e-3)
 
 
+@pytest.mark.parametrize("hole", [False, True])
+def test_no_cap_volume_formula_matches_the_trimmed_samples(hole):
+    from soars_dose.dose.tps import no_cap_volume_mm3, without_end_caps
+    from soars_dose.rasterize import sample_structure
+
+    planes = np.array([-9.0, -6.0, -3.0, 0.0, 9.0])  # a 9 mm break before the last plane
+    outer = polygon(1.0)
+    inner = (outer - [1.0, 0.0]) * 0.5 + [1.0, 0.0]
+    contours = []
+    for z in planes:
+        contours.append(np.c_[outer, np.full(len(outer), z)])
+        if hole:
+            contours.append(np.c_[inner[::-1], np.full(len(inner), z)])
+    st = Structure("s", 1, contours)
+    area = Polygon(outer).area - (Polygon(inner).area if hole else 0.0)
+    vol = no_cap_volume_mm3(st, GRID, 3.0)
+    assert vol == pytest.approx(area * 9.0, rel=1e-9)  # -9..0 mm; the lone plane keeps none
+    trimmed = without_end_caps(sample_structure(st, GRID, nominal_spacing_mm=3.0), st, 3.0)
+    assert trimmed.volume_mm3 == pytest.approx(vol, rel=2e-3)
+
+
 def test_c_clipped_structure_is_named(files):
     cum = true_cumulative(35.0, FINE * 1.6, 21.0, x_max=X_EDGE)  # dose up to 27.8 Gy
     edges = FINE * 1.6
