@@ -648,6 +648,9 @@ def compare_with_tps(
             rows.append(base(rec, None, "ROI not in RTSTRUCT"))
             continue
         seen.add(num)
+        if rec.notes:
+            messages.append(f"DVHSequence item {rec.item} (ROI {st.name!r}): "
+                            + "; ".join(rec.notes))
         try:
             samples = sample_structure(st, dose.grid, factor=factor, nominal_spacing_mm=nominal,
                                        source=str(rtstruct_path))
