@@ -69,6 +69,10 @@ from .compute import FULL_COVERAGE, dvh_of_samples
 from .dosegrid import DoseGrid
 from .dvh import BIN_WIDTH_GY, DVH
 
+__all__ = ["CAUSES", "METRICS", "TPSCheckResult", "TPSDVH", "Tolerances", "binned_statistics",
+           "compare_with_tps", "no_cap_volume_mm3", "our_statistics", "read_tps_dvhs",
+           "rebinned", "tps_check", "without_end_caps"]
+
 #: The statistics compared, in table order: (metric, unit).
 METRICS = (("volume_cc", "cc"), ("mean_gy", "Gy"), ("max_gy", "Gy"), ("d95_gy", "Gy"),
            ("d50_gy", "Gy"), ("d2_gy", "Gy"), ("d0_03cc_gy", "Gy"))
