@@ -179,7 +179,8 @@ def cmd_tps_check(args) -> int:
         raise InputError(f"tolerances: {exc}") from None
     result = compare_with_tps(args.rtdose, args.rtstruct, prescription_gy=args.prescription_gy,
                               nominal_spacing_mm=args.nominal_spacing_mm, tolerances=tol,
-                              bin_width=args.bin_width, factor=factor)
+                              bin_width=args.bin_width, factor=factor,
+                              allow_frame_mismatch=args.allow_frame_mismatch)
     for m in result.messages:
         print(f"note: {m}", file=sys.stderr)
     if args.out is None:
@@ -388,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     k.add_argument("--prescription-gy", type=float,
                    help="dose (Gy) that 1.0 stands for, required for RELATIVE dose units")
+    k.add_argument("--allow-frame-mismatch", action="store_true",
+                   help="accept structures whose FrameOfReferenceUID differs from the dose's")
     k.add_argument("--nominal-spacing-mm", type=float,
                    help="contour spacing (CT slice thickness, mm) for our end caps (default: "
                         "the most common gap between contour planes)")

@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..case import Case, check_frames
 from ..dicom.common import read_dataset, sha256, uid
 from ..dicom.rtdose import read_rtdose
 from ..dicom.rtstruct import read_rtstruct
@@ -575,6 +576,7 @@ def compare_with_tps(
     tolerances: Tolerances = Tolerances(),
     bin_width: float = BIN_WIDTH_GY,
     factor: "int | str" = "auto",
+    allow_frame_mismatch: bool = False,
 ) -> TPSCheckResult:
     """Our DVH of every ROI beside the planning system's DVH stored in the RTDOSE.
 
@@ -594,6 +596,8 @@ def compare_with_tps(
         Our DVH bin width (Gy).
     factor : int or "auto"
         In-plane supersampling factor of our kernel.
+    allow_frame_mismatch : bool
+        Accept an RTSTRUCT whose FrameOfReferenceUID differs from the dose's.
 
     Returns
     -------
@@ -612,18 +616,21 @@ def compare_with_tps(
     ------
     DicomReadError
         Unreadable files, or an RTDOSE without DVHSequence.
+    FrameOfReferenceError
+        Dose and structures in different frames of reference.
     """
     rtdose_path, rtstruct_path = Path(rtdose_path), Path(rtstruct_path)
     tps = read_tps_dvhs(rtdose_path, prescription_gy=prescription_gy)
     dose: DoseGrid = read_rtdose(rtdose_path, prescription_gy=prescription_gy)
     ss = read_rtstruct(rtstruct_path)
+    messages: list[str] = check_frames(Case(dose=dose, sets={"rtstruct": ss}),
+                                       allow_mismatch=allow_frame_mismatch)
     by_number = {s.number: s for s in ss}
     nominal = nominal_spacing_mm
     nominal_note = "given"
     if nominal is None:
         nominal = _nominal_of_set(list(ss), dose.grid)
         nominal_note = "most common gap between contour planes of the structure set"
-    messages: list[str] = []
     rows: list[dict] = []
     curves: dict = {}
     seen: set[int] = set()
@@ -731,7 +738,7 @@ def compare_with_tps(
     settings = {"tolerances": asdict(tolerances), "bin_width_gy": bin_width,
                 "supersample": factor, "nominal_spacing_mm": nominal,
                 "nominal_spacing_source": nominal_note, "prescription_gy": prescription_gy,
-                "between_planes": "stack"}
+                "between_planes": "stack", "allow_frame_mismatch": allow_frame_mismatch}
     inputs = []
     for p, modality in ((rtdose_path, "RTDOSE"), (rtstruct_path, "RTSTRUCT")):
         ds = read_dataset(p, modality, stop_before_pixels=True)

@@ -91,3 +91,12 @@ def test_bad_options_exit_2(files, capsys, extra):
                str(files / "rs.dcm"), *extra])
     assert rc == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_frame_mismatch_exits_2_unless_allowed(files, tmp_path, capsys):
+    other = tmp_path / "rs_other.dcm"
+    write_rtstruct([prism("Cyl", 1, 1.0)], other, frame_of_reference_uid=FRAME + ".9")
+    args = ["tps-check", "--rtdose", str(files / "rd.dcm"), "--rtstruct", str(other)]
+    assert main(args) == 2
+    assert "FrameOfReferenceUID" in capsys.readouterr().err
+    assert main(args + ["--allow-frame-mismatch"]) == 0
