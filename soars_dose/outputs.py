@@ -4,7 +4,8 @@ Every table soars-dose writes goes through :func:`write_output_dir`, the
 one CSV writer: string cells that a spreadsheet would run as a formula
 (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) are
 prefixed with ``'`` in the CSV file (OWASP's advice against CSV
-injection); the Parquet twin keeps the raw value. A write that fails for
+injection); the Parquet twin keeps the raw value. CSV rows end in CRLF
+(RFC 4180), so a cell holding a line break is quoted and reads back whole. A write that fails for
 a full disk, a read-only file system or missing permissions raises
 :class:`~soars_dose.errors.OutputWriteError` naming the folder and the
 cause, and leaves nothing half-written behind.
@@ -194,7 +195,9 @@ def write_output_dir(
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         for name, df in tables.items():
             if "csv" in formats:
-                csv_safe(df).to_csv(tmp / f"{name}.csv", index=False)
+                # CRLF rows (RFC 4180): the csv writer then quotes any cell holding a bare
+                # CR, which with LF rows would silently split the row in two when read back
+                csv_safe(df).to_csv(tmp / f"{name}.csv", index=False, lineterminator="\r\n")
             if "parquet" in formats:
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
         with open(tmp / "provenance.json", "w", encoding="utf-8") as f:
