@@ -1302,12 +1302,20 @@ def _finish(out, rows, records, resumed, meta_cols, notes, settings, manifest, a
         print(f"cohort: {n_ok} of {len(rows)} patients ok ({len(resumed)} resumed), "
               f"{len(rows) - n_ok} failed, {elapsed:.1f} s; tables in {out / 'cohort'}",
               file=sys.stderr)
-        for f in failures:
-            where = (f" in step {f['step']}" if f["step"] else "") + \
-                    (f" reading {f['file']}" if f["file"] else "")
-            print(f"  {f['patient']} (line {f['line']}){where}: {f['error']}: "
-                  f"{f['message'].splitlines()[0] if f['message'] else ''}", file=sys.stderr)
+        for line in failure_lines(tables["failures"]):
+            print(line, file=sys.stderr)
     return CohortResult(out=out, provenance=record, **tables)
+
+
+def failure_lines(failures: pd.DataFrame) -> list[str]:
+    """One console line per failed patient: id, manifest line, step, file, error, message."""
+    lines = []
+    for _, f in failures.iterrows():
+        where = (f" in step {f['step']}" if f.get("step") else "") + \
+                (f" reading {f['file']}" if f.get("file") else "")
+        message = str(f["message"]).splitlines()[0] if f["message"] else ""
+        lines.append(f"  {f['patient']} (line {f['line']}){where}: {f['error']}: {message}")
+    return lines
 
 
 def _install_sigterm():

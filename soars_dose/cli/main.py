@@ -194,6 +194,11 @@ def cmd_cohort(args) -> int:
     except cohort.CohortInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130
+    if args.quiet and res.n_failed:  # without --quiet the run's summary listed them
+        print(f"cohort: {res.n_failed} of {len(res.patients)} patients failed (see "
+              f"{res.out / 'cohort' / 'failures.csv'}):", file=sys.stderr)
+        for line in cohort.failure_lines(res.failures):
+            print(line, file=sys.stderr)
     return 0 if res.n_failed == 0 else 3
 
 
