@@ -351,7 +351,7 @@ def test_corrupt_cohort_provenance_in_report(small, tmp_path, capsys):
 # ------------------------------------------------- class 8: warnings on the console
 def test_cohort_warnings_reach_stderr_per_patient(tmp_path, capsys):
     # P1: a reference ROI the alias table does not know; P2: a structure partly outside the
-    # dose grid (x from 27 to 39 mm; the grid's voxel centres end at x = 36.25 mm)
+    # dose grid (x up to 39 mm; the grid ends at x = 37.5 mm)
     p1 = case(tmp_path / "P1", ref_names=("Parotid_L", "Mystery_Block"))
     from soars_dose.structures import Structure
 
@@ -375,10 +375,11 @@ def test_cohort_warnings_reach_stderr_per_patient(tmp_path, capsys):
     for _, r in rows.iterrows():
         pct = f"{100 * r['coverage']:.0f} %"
         assert f"Parotid_R (set {r['set']}) {pct}" in partial[0]
-    # closed form: a disc of r = 6 mm centred 3.25 mm (reference) inside a boundary at the
-    # voxel centres keeps 82.7 % of its area, 92.8 % at the voxel edge; the shifted one less
+    # closed form: the share of a disc (r 6 mm, centre 33 or 34 mm) left of the grid's
+    # edge at x = 37.5 mm (last voxel centre 36.25 mm): 92.8 % and 84.8 %
     cov = rows.set_index("set")["coverage"]
-    assert 0.80 <= cov["reference"] <= 0.94 and cov["auto"] < cov["reference"]
+    assert cov["reference"] == pytest.approx(0.928, abs=0.015)
+    assert cov["auto"] == pytest.approx(0.848, abs=0.015)
     assert len(lines) == len(set(lines))  # each warning once
 
 
