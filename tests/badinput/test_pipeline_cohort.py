@@ -135,6 +135,36 @@ def test_lock_is_held_during_the_run_and_released_on_error(small, tmp_path, monk
     assert not (tmp_path / "fresh" / LOCK_FILE).exists()
 
 
+def test_two_real_runs_at_once(tmp_path, capsys):
+    """A real second process runs on the folder; a resume started meanwhile is refused."""
+    ids = [f"P{i}" for i in range(1, 7)]
+    m = make_cohort(tmp_path, ids=ids)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soars_dose.cli.main", "cohort", str(m), "--out", str(out),
+         "--jobs", "1", "--quiet", "--supersample", "8"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (out / LOCK_FILE).exists() and proc.poll() is None:
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            pytest.skip("the first run ended before the second could start")
+        rc, err = cli(["cohort", m, "--out", out, "--resume", "--jobs", "1", "--quiet",
+                       "--supersample", "8"], capsys)
+        still_running = proc.poll() is None
+    finally:
+        _, first_err = proc.communicate(timeout=300)
+    if not still_running and rc == 0:
+        pytest.skip("the first run ended while the second was starting")
+    assert rc == 2 and f"PID {proc.pid}" in err and "another soars-dose cohort run" in err
+    assert proc.returncode == 0, first_err  # the first run is not disturbed
+    assert not (out / LOCK_FILE).exists()
+    res = load_cohort(out)
+    assert res.n_ok == len(ids) and not res.patients["resumed"].any()
+
+
 def test_acquire_twice_in_one_process(tmp_path):
     lock = acquire_lock(tmp_path, "first")
     with pytest.raises(OutputLockedError, match=f"PID {os.getpid()}"):
@@ -273,6 +303,9 @@ def test_unexpected_error_in_one_patient_is_recorded(tmp_path, monkeypatch, caps
         assert f["file"] == bad_ref
     if step == "write":
         assert f["file"] == str(out / "patients" / "P2")
+    if step == "dvh":  # the RTSTRUCT whose structure was being computed
+        assert f["file"] in (str(tmp_path / "P2" / "rs_ref.dcm"),
+                             str(tmp_path / "P2" / "rs_auto.dcm"))
     failed = json.loads((out / "patients" / "P2" / "FAILED.json").read_text())
     assert failed["step"] == step and failed["error"] == type(exc).__name__
     assert failed["file"] == f["file"]
