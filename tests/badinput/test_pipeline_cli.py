@@ -4,7 +4,6 @@ warnings on the console in dvh / compare (class 8), and no traceback ever (class
 from __future__ import annotations
 
 import errno
-import os
 import tempfile
 from pathlib import Path
 

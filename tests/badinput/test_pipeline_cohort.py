@@ -21,7 +21,6 @@ from soars_dose.cohort import LOCK_FILE, acquire_lock, load_cohort, release_lock
 from soars_dose.errors import InputError, OutputLockedError, SoarsDoseWarning
 
 from .pipeline_builders import MEAN_GY, case, cli, cohort as make_cohort, leftovers, manifest
-from .pipeline_builders import structures
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -237,18 +236,13 @@ def test_interrupt_of_a_pool_by_process_group_sigint(tmp_path):
 
 # ------------------------------------------- class 5: unexpected errors in one patient
 def _patch_for(monkeypatch, target, attr, patient_file: str, exc: BaseException):
-    """Make ``target.attr`` raise ``exc`` when called for ``patient_file``'s patient."""
+    """Make the reader ``target.attr(path, ...)`` raise ``exc`` for ``patient_file`` only."""
     real = getattr(target, attr)
-    folder = str(Path(patient_file).parent)
 
-    def deep(*a, **k):
-        path = patient_file  # noqa: F841 - the file being read, as a reader frame holds it
-        text = repr(a) + repr(k)
-        if folder in text or any(folder in str(getattr(x, "source", "")) for x in a) or \
-                any(folder in str(getattr(getattr(x, "sets", None), "values", lambda: [])())
-                    for x in a):
+    def deep(path, *a, **k):
+        if str(path) == patient_file:
             raise exc
-        return real(*a, **k)
+        return real(path, *a, **k)
 
     monkeypatch.setattr(target, attr, deep)
 

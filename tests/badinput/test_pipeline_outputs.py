@@ -14,7 +14,7 @@ from soars_dose import outputs
 from soars_dose.errors import OutputWriteError
 from soars_dose.outputs import write_output_dir
 
-from .pipeline_builders import MEAN_GY, case, cli, cohort, leftovers, structures
+from .pipeline_builders import MEAN_GY, case, cli, cohort, leftovers
 
 HOSTILE = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1:A2)", "\tTAB", "\rCR",
            "=cmd|' /C calc'!A0"]
