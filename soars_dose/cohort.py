@@ -372,7 +372,7 @@ def read_manifest(path: "str | Path", *, sum_doses: bool = False
                 bad(line, f"{who}: sum_doses {cell['sum_doses']!r} is not true/false")
         if len(doses) > 1 and not (default_sum if row_sum is None else row_sum):
             bad(line, f"{who}: {len(doses)} rtdose files given; they are added only with "
-                      "sum_doses = true in this row (or --sum-doses): give one file or "
+                      f"sum_doses = true in this row (or {option('sum_doses')}): give one file or "
                       "set sum_doses to true")
         rx: float | None = None
         if cell.get("prescription_gy"):
@@ -689,7 +689,8 @@ class _DaskBackend:
         try:
             from distributed import Client
         except ImportError as exc:  # pragma: no cover - a dependency
-            raise InputError(f"--scheduler needs dask.distributed ({exc})") from None
+            raise InputError(f"{'--scheduler' if in_cli() else 'scheduler='} needs "
+                             f"dask.distributed ({exc})") from None
         self._own = not isinstance(scheduler, Client)
         if self._own:
             try:

@@ -73,7 +73,8 @@ def partial_coverage_line(stats: pd.DataFrame, patient: "str | None" = None) -> 
     items = []
     for _, r in part.iterrows():
         cov = r.get("coverage")
-        pct = f"{100 * float(cov):.0f} %" if cov is not None and pd.notna(cov) else "coverage unknown"
+        known = cov is not None and pd.notna(cov)
+        pct = f"{100 * float(cov):.0f} %" if known else "coverage unknown"
         items.append(f"{r['roi']} (set {r['set']}) {pct}")
     n = len(items)
     head = f"{patient}: " if patient else ""

@@ -124,8 +124,10 @@ def write_error(exc: OSError, target: "str | Path", what: str = "write") -> Outp
         _errno.ENOSPC: "free space on that disk or choose another output folder",
         _errno.EDQUOT: "your disk quota is used up; free space or choose another output folder",
         _errno.EROFS: "the file system is read-only; choose an output folder on a writable disk",
-        _errno.EACCES: "you may not write there; choose another output folder or fix its permissions",
-        _errno.EPERM: "you may not write there; choose another output folder or fix its permissions",
+        _errno.EACCES: "you may not write there; choose another output folder or fix its "
+                       "permissions",
+        _errno.EPERM: "you may not write there; choose another output folder or fix its "
+                      "permissions",
     }.get(exc.errno, "check the disk and the folder, or choose another output folder")
     return OutputWriteError(f"{target}: cannot {what} the output ({cause}); {advice}. "
                             "Nothing was left half-written.", path=str(target), errno=exc.errno)
