@@ -129,7 +129,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .console import dedupe, in_cli, option, partial_coverage_line
+from .console import console_messages, dedupe, in_cli, option
 from .errors import (InputError, OutputExistsError, OutputLockedError, SoarsDoseError,
                      SoarsDoseWarning)
 
@@ -475,8 +475,7 @@ def run_patient(task: PatientTask) -> dict:
         step = "write"
         messages = list(result.messages) + [str(w.message) for w in caught
                                             if issubclass(w.category, SoarsDoseWarning)]
-        partial = partial_coverage_line(result.stats)
-        rec["warnings"] = dedupe(messages + ([partial] if partial else []))
+        rec["warnings"] = console_messages(messages, result.stats)
         names = result.names.copy()
         if "patient" not in names.columns:
             names.insert(0, "patient", row.patient)

@@ -63,7 +63,7 @@ def partial_coverage_line(stats: pd.DataFrame, patient: "str | None" = None) -> 
     Built from a ``stats`` table: rows with ``status == "partial"`` and
     their ``coverage`` (fraction of the structure's volume inside the dose
     grid, 0-1), shown in percent, e.g. ``P003: 2 structures partly outside
-    the dose grid: Brainstem (set reference) 87 %, Parotid_L (set soars) 95 %``.
+    the dose grid (...): Brainstem (set reference) 87.0 %, Parotid_L (set soars) 95.2 %``.
     """
     if not len(stats) or "status" not in stats.columns:
         return None
@@ -74,9 +74,29 @@ def partial_coverage_line(stats: pd.DataFrame, patient: "str | None" = None) -> 
     for _, r in part.iterrows():
         cov = r.get("coverage")
         known = cov is not None and pd.notna(cov)
-        pct = f"{100 * float(cov):.0f} %" if known else "coverage unknown"
+        pct = f"{100 * float(cov):.1f} %" if known else "coverage unknown"
         items.append(f"{r['roi']} (set {r['set']}) {pct}")
     n = len(items)
     head = f"{patient}: " if patient else ""
     return (f"{head}{n} structure{'s' if n > 1 else ''} partly outside the dose grid "
             f"(statistics cover only the part inside): {', '.join(items)}")
+
+
+def console_messages(messages, stats: pd.DataFrame, patient: "str | None" = None) -> list[str]:
+    """The warnings to print for one case: each once, the partial-coverage ones as one line.
+
+    The per-structure notes about a structure only partly inside the dose
+    grid (kept in full in provenance.json) are replaced by the single
+    :func:`partial_coverage_line`.
+    """
+    line = partial_coverage_line(stats, patient)
+    if line is None:
+        return dedupe(messages)
+    part = stats[stats["status"] == "partial"]
+    names = {repr(str(n)) for col in ("roi", "roi_original") if col in part.columns
+             for n in part[col].dropna() if str(n)}
+
+    def about_partial(m: str) -> bool:
+        return "dose grid" in m and any(n in m for n in names)
+
+    return [m for m in dedupe(messages) if not about_partial(m)] + [line]

@@ -22,7 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..console import cli_interface, cli_spelling, dedupe, partial_coverage_line
+from ..console import cli_interface, cli_spelling, console_messages, dedupe
 from ..errors import InputError, SoarsDoseError, SoarsDoseWarning
 
 
@@ -119,9 +119,7 @@ def cmd_dvh(args) -> int:
                                sum_doses=args.sum_doses, prescription_gy=args.prescription_gy,
                                allow_frame_mismatch=args.allow_frame_mismatch)
         result = audit.dvh_all(case, settings)
-        say(result.messages)
-        partial = partial_coverage_line(result.stats, case.patient)
-        say([partial] if partial else [])
+        say(console_messages(result.messages, result.stats, case.patient))
     out = audit.write_result(result, case, args.out, settings=settings,
                              command=shlex.join(sys.argv), overwrite=args.overwrite)
     _report(result, out)
@@ -146,9 +144,7 @@ def cmd_compare(args) -> int:
                                allow_frame_mismatch=args.allow_frame_mismatch)
         matched = match_sets(case, table)
         result = audit.compare(case, settings, table, matched_sets=matched)
-        say(result.messages)
-        partial = partial_coverage_line(result.stats, case.patient)
-        say([partial] if partial else [])
+        say(console_messages(result.messages, result.stats, case.patient))
         metrics = contour_metrics_for_case(case, aliases=table, matched_sets=matched)
     out = audit.write_result(result, case, args.out, settings=settings,
                              command=shlex.join(sys.argv), overwrite=args.overwrite,

@@ -133,11 +133,13 @@ def test_partial_structures_one_line(tmp_path, capsys):
         assert rc == 0
         lines = [x for x in err.splitlines() if "partly outside the dose grid" in x]
         assert len(lines) == 1 and f"{n} structures partly outside" in lines[0]
+        # one line for the case: no per-structure coverage lines beside it
+        assert sum("dose grid" in x for x in err.splitlines()) == 1, err
         st = pd.read_csv(Path(argv[-1]) / "stats.csv")
         part = st[st["status"] == "partial"]
         assert len(part) == n
         for _, r in part.iterrows():
-            assert f"{r['roi']} (set {r['set']}) {100 * r['coverage']:.0f} %" in lines[0]
+            assert f"{r['roi']} (set {r['set']}) {100 * r['coverage']:.1f} %" in lines[0]
             # closed form: the share of the disc's area left of the grid's edge at x = 37.5 mm
             assert r["coverage"] == pytest.approx(_disc_share(r["roi"]), abs=0.015)
         # the fully inside structure is not listed

@@ -396,11 +396,12 @@ def test_cohort_warnings_reach_stderr_per_patient(tmp_path, capsys):
     assert any(x.startswith("warning: P1: ") and "Mystery_Block" in x for x in lines)
     partial = [x for x in lines if "partly outside the dose grid" in x]
     assert len(partial) == 1 and partial[0].startswith("warning: P2: 2 structures")
+    assert sum("dose grid" in x for x in lines) == 1, err  # one line for the patient
     stats = pd.read_parquet(tmp_path / "out" / "cohort" / "stats.parquet")
     rows = stats[(stats["patient"] == "P2") & (stats["status"] == "partial")]
     assert sorted(rows["set"]) == ["auto", "reference"] and set(rows["roi"]) == {"Parotid_R"}
     for _, r in rows.iterrows():
-        pct = f"{100 * r['coverage']:.0f} %"
+        pct = f"{100 * r['coverage']:.1f} %"
         assert f"Parotid_R (set {r['set']}) {pct}" in partial[0]
     # closed form: the share of a disc (r 6 mm, centre 33 or 34 mm) left of the grid's
     # edge at x = 37.5 mm (last voxel centre 36.25 mm): 92.8 % and 84.8 %
