@@ -63,10 +63,32 @@ Output folder
                                        (manifest metadata, status, seconds) and
                                        ``failures``; CSV + Parquet + provenance.json
 
-A failing patient (any exception) is recorded and the run goes on. An
-interrupted run (Ctrl-C, SIGTERM) keeps every finished patient; rerun with
-``--resume`` to compute only the others (and the ones that failed).
-``--resume`` refuses a folder computed with other settings or alias file.
+A failing patient (any exception, also an unexpected one such as a
+``KeyError`` or ``MemoryError`` from deep code) is recorded with the step
+it failed in (``load``, ``match``, ``dvh``, ``metrics``, ``write``), the
+file being read when the traceback names one, the exception type and its
+message, and the run goes on (exit status 3). An interrupted run (Ctrl-C,
+SIGTERM) stops at once: queued patients are not started, patients running
+in local worker processes are stopped (worker processes ignore Ctrl-C; the
+main process ends them) and are lost, every finished patient is kept, and
+the message lists which were kept, which were lost while running and which
+were never started. On Dask, running patients cannot be stopped and may
+still be written. Rerun with ``--resume`` to compute only the others (and
+the ones that failed). ``--resume`` refuses a folder computed with other
+settings or alias file, and recomputes a patient whose Parquet tables are
+damaged.
+
+Only one run at a time may use an output folder: ``DIR/cohort.lock``
+names the holder (PID, host, start time, command). A second run on the
+same folder is refused; a lock left by a dead process on this host (its
+PID no longer runs) is taken over with a warning; a lock from another
+host is never taken over (delete it by hand once that run is gone). The
+lock is released when the run ends, fails or is interrupted.
+
+Each patient's warnings (and one line listing its structures only partly
+inside the dose grid) are re-issued in the main process as
+:class:`~soars_dose.errors.SoarsDoseWarning`, prefixed with the patient id,
+as that patient finishes: the command line prints them on stderr.
 
 Execution
 ---------
@@ -86,6 +108,7 @@ Python
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -106,7 +129,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .errors import InputError, OutputExistsError, SoarsDoseError, SoarsDoseWarning
+from .console import console_messages, dedupe, in_cli, option
+from .errors import (InputError, OutputExistsError, OutputLockedError, SoarsDoseError,
+                     SoarsDoseWarning)
 
 __all__ = [
     "CohortResult", "CohortInterrupted", "ManifestRow", "PatientTask", "manifest_help",
@@ -128,6 +153,9 @@ _TRUE = {"true", "yes", "1", "y", "t"}
 _FALSE = {"false", "no", "0", "n", "f"}
 FAILED_FILE = "FAILED.json"
 RUN_FILE = "run.json"
+LOCK_FILE = "cohort.lock"
+#: Steps of one patient's work, as recorded in ``FAILED.json`` and the failures table.
+STEPS = ("load", "match", "dvh", "metrics", "write")
 
 
 def manifest_help() -> str:
@@ -344,7 +372,7 @@ def read_manifest(path: "str | Path", *, sum_doses: bool = False
                 bad(line, f"{who}: sum_doses {cell['sum_doses']!r} is not true/false")
         if len(doses) > 1 and not (default_sum if row_sum is None else row_sum):
             bad(line, f"{who}: {len(doses)} rtdose files given; they are added only with "
-                      "sum_doses = true in this row (or --sum-doses): give one file or "
+                      f"sum_doses = true in this row (or {option('sum_doses')}): give one file or "
                       "set sum_doses to true")
         rx: float | None = None
         if cell.get("prescription_gy"):
@@ -422,8 +450,10 @@ def run_patient(task: PatientTask) -> dict:
 
     row = task.row
     t0 = time.perf_counter()
-    rec = {"patient": row.patient, "status": "ok", "seconds": 0.0, "error": "", "message": "",
-           "traceback": ""}
+    rec = {"patient": row.patient, "status": "ok", "seconds": 0.0, "step": "", "file": "",
+           "error": "", "message": "", "traceback": "", "warnings": []}
+    step = "load"
+    caught: list = []
     try:
         from .analysis.contours import contour_metrics_for_case
         from .dose.compare import match_sets
@@ -436,11 +466,16 @@ def run_patient(task: PatientTask) -> dict:
                 row.rtdose, {audit.REFERENCE: row.reference, **row.sets}, ct=row.ct,
                 patient=row.patient, sum_doses=sum_doses, prescription_gy=rx,
                 allow_frame_mismatch=task.allow_frame_mismatch)
+            step = "match"
             matched = match_sets(case, task.aliases)  # names matched once for both
+            step = "dvh"
             result = audit.compare(case, task.settings, task.aliases, matched_sets=matched)
+            step = "metrics"
             cm = contour_metrics_for_case(case, aliases=task.aliases, matched_sets=matched)
+        step = "write"
         messages = list(result.messages) + [str(w.message) for w in caught
                                             if issubclass(w.category, SoarsDoseWarning)]
+        rec["warnings"] = console_messages(messages, result.stats)
         names = result.names.copy()
         if "patient" not in names.columns:
             names.insert(0, "patient", row.patient)
@@ -465,12 +500,52 @@ def run_patient(task: PatientTask) -> dict:
         rec["seconds"] = seconds
         return rec
     except Exception as exc:  # one bad patient never stops the cohort
-        rec.update(status="failed", error=type(exc).__name__, message=str(exc),
-                   seconds=round(time.perf_counter() - t0, 3))
+        where = _file_of(exc, row) or (task.folder if step == "write" else "")
+        rec.update(status="failed", step=step, file=where, error=type(exc).__name__,
+                   message=str(exc) or repr(exc), seconds=round(time.perf_counter() - t0, 3))
+        if not rec["warnings"]:
+            rec["warnings"] = dedupe(str(w.message) for w in caught
+                                     if issubclass(w.category, SoarsDoseWarning))
         if not isinstance(exc, SoarsDoseError):
             rec["traceback"] = traceback.format_exc()
         _write_failure(task, rec)
         return rec
+
+
+def _file_of(exc: BaseException, row: ManifestRow) -> str:
+    """The input file ``exc`` arose while reading: named in its message, its ``filename``,
+    or held by the innermost frame of its traceback that holds one of the row's inputs."""
+    singles = [*row.rtdose, row.reference, *row.sets.values()]
+    folders = [row.ct] if row.ct else []
+
+    def match(value) -> str:
+        if isinstance(value, (str, os.PathLike)):
+            try:
+                text = os.path.abspath(os.fspath(value))
+            except (TypeError, ValueError):
+                return ""
+            if text in singles or any(text == f or text.startswith(f + os.sep) for f in folders):
+                return text
+        return ""
+
+    found = match(getattr(exc, "filename", None))
+    if found:
+        return found
+    message = str(exc)
+    for cand in sorted(singles + folders, key=len, reverse=True):
+        if cand and cand in message:
+            return cand
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):  # innermost first: the file actually being read
+        for value in list(frame.f_locals.values()):
+            found = match(value)
+            if found:
+                return found
+    return ""
 
 
 def _write_failure(task: PatientTask, rec: dict) -> None:
@@ -555,6 +630,9 @@ class _SerialBackend:
         for f in futures:
             f.cancel()
 
+    def started(self, fut) -> bool:
+        return fut.running()
+
     def close(self, interrupted: bool = False) -> None:
         self._queue.clear()
 
@@ -567,8 +645,10 @@ class _PoolBackend:
         from concurrent.futures import ProcessPoolExecutor
 
         self.description = f"local process pool ({jobs} processes)"
+        self._before = {p.pid for p in multiprocessing.active_children()}
         self._ex = ProcessPoolExecutor(max_workers=jobs,
-                                       mp_context=multiprocessing.get_context("spawn"))
+                                       mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_ignore_sigint)
 
     def submit(self, fn, *args):
         return self._ex.submit(fn, *args)
@@ -582,9 +662,23 @@ class _PoolBackend:
         for f in futures:
             f.cancel()
 
+    def started(self, fut) -> bool:
+        return fut.running()
+
     def close(self, interrupted: bool = False) -> None:
-        # after an interrupt, running patients finish and are written; queued ones are dropped
-        self._ex.shutdown(wait=not interrupted, cancel_futures=interrupted)
+        import multiprocessing
+
+        if not interrupted:
+            self._ex.shutdown(wait=True)
+            return
+        # Stop now: queued patients are dropped and running ones are ended, so that what
+        # the interrupt message reports from the disk afterwards is final.
+        self._ex.shutdown(wait=False, cancel_futures=True)
+        workers = [p for p in multiprocessing.active_children() if p.pid not in self._before]
+        for p in workers:
+            p.terminate()
+        for p in workers:
+            p.join(timeout=10)
 
 
 class _DaskBackend:
@@ -594,7 +688,8 @@ class _DaskBackend:
         try:
             from distributed import Client
         except ImportError as exc:  # pragma: no cover - a dependency
-            raise InputError(f"--scheduler needs dask.distributed ({exc})") from None
+            raise InputError(f"{'--scheduler' if in_cli() else 'scheduler='} needs "
+                             f"dask.distributed ({exc})") from None
         self._own = not isinstance(scheduler, Client)
         if self._own:
             try:
@@ -616,15 +711,30 @@ class _DaskBackend:
 
         return as_completed(futures)
 
+    #: Tasks already running on a Dask worker cannot be stopped from here.
+    running_may_finish = True
+
     def cancel(self, futures) -> None:
         try:
             self.client.cancel(list(futures))
         except Exception:  # pragma: no cover - a closing client
             pass
 
+    def started(self, fut) -> bool:
+        return fut.status in ("pending", "processing") and not fut.done()
+
     def close(self, interrupted: bool = False) -> None:
         if self._own:
             self.client.close()
+
+
+def _out_option() -> str:
+    return "--out" if in_cli() else "output folder"
+
+
+def _ignore_sigint() -> None:
+    """Pool workers ignore Ctrl-C: the main process alone decides what stops (see close)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_jobs() -> int:
@@ -650,7 +760,8 @@ class CohortResult:
         One row per manifest patient: ``patient, line``, metadata columns,
         ``sets, status ("ok" | "failed"), seconds, resumed, error``.
     failures : DataFrame
-        ``patient, line, error, message, traceback``.
+        ``patient, line, step`` (one of :data:`STEPS`), ``file`` (the input being read,
+        when known), ``error`` (exception type), ``message, traceback``.
     provenance : dict
     """
 
@@ -679,7 +790,7 @@ class CohortInterrupted(KeyboardInterrupt):
     """The run was interrupted; finished patients are on disk. ``str()`` says how to resume."""
 
 
-FAILURE_COLUMNS = ["patient", "line", "error", "message", "traceback"]
+FAILURE_COLUMNS = ["patient", "line", "step", "file", "error", "message", "traceback"]
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -766,8 +877,6 @@ def run_cohort(
     CohortInterrupted
         Ctrl-C or SIGTERM; finished patients are kept, the message says how to resume.
     """
-    from tqdm import tqdm
-
     from .dose.compare import Settings
     from .names import AliasTable
     from .outputs import version
@@ -777,10 +886,10 @@ def run_cohort(
     out = Path(os.path.abspath(os.path.expanduser(str(out))))
     settings = settings or Settings()
     if resume and overwrite:
-        raise InputError("--resume keeps the finished patients of an earlier run and "
-                         "--overwrite replaces them: give one of the two")
+        raise InputError(f"{option('resume')} keeps the finished patients of an earlier run "
+                         f"and {option('overwrite')} replaces them: give one of the two")
     if jobs is not None and jobs < 1:
-        raise InputError(f"--jobs must be >= 1, got {jobs}")
+        raise InputError(f"{'--jobs' if in_cli() else 'jobs'} must be >= 1, got {jobs}")
 
     # ---- validate everything before running anything
     problems: list[str] = []
@@ -799,12 +908,13 @@ def run_cohort(
     inputs = {manifest.resolve()} | {Path(p) for r in rows for p in
                                      r.rtdose + [r.reference, *r.sets.values()] + ([r.ct] if r.ct else [])}
     if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: exists and is not a folder")
+        raise OutputExistsError(f"{out}: exists and is not a folder; choose another "
+                                f"{_out_option()}")
     if out.exists() and (resume or overwrite):
         inside = sorted(str(p) for p in inputs if _contains(out, p))
         if inside and overwrite:
-            raise InputError(f"{out}: --overwrite would delete input files inside it "
-                             f"(e.g. {inside[0]}); choose another --out")
+            raise InputError(f"{out}: {option('overwrite')} would delete input files inside it "
+                             f"(e.g. {inside[0]}); choose another {_out_option()}")
     aliases_file = str(Path(aliases_file).resolve()) if aliases_file else None
     run_doc = {"tool": "soars-dose", "version": version(), "settings": settings.as_dict(),
                "alias_file": aliases_file, "alias_sha256": _sha256(aliases_file),
@@ -812,16 +922,18 @@ def run_cohort(
                                 "allow_frame_mismatch": allow_frame_mismatch}}
     run_file = out / RUN_FILE
     if out.exists() and not resume and not overwrite:
-        raise OutputExistsError(f"{out}: already exists; pass --resume to continue that run, "
-                                "--overwrite to replace it, or choose another --out")
-    if resume and out.exists() and any(out.iterdir()):
+        raise OutputExistsError(f"{out}: already exists; pass {option('resume')} to continue "
+                                f"that run, {option('overwrite')} to replace it, or choose "
+                                f"another {_out_option()}")
+    if resume and out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         if not run_file.is_file():
-            raise InputError(f"{out}: not a cohort output folder (no {RUN_FILE}); "
-                             "choose another --out or use --overwrite")
+            raise InputError(f"{out}: not a cohort output folder (no {RUN_FILE}); choose "
+                             f"another {_out_option()} or use {option('overwrite')}")
         try:
             before = json.loads(run_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise InputError(f"{run_file}: unreadable ({exc}); use --overwrite") from None
+            raise InputError(f"{run_file}: unreadable ({exc}); use {option('overwrite')} "
+                             "to recompute everything") from None
         diff = [k for k in ("settings", "alias_sha256", "load_options")
                 if json.loads(json.dumps(before.get(k), default=str)) !=
                 json.loads(json.dumps(run_doc[k], default=str))]
@@ -830,8 +942,30 @@ def run_cohort(
                 f"{out}: the finished patients there were computed with other "
                 f"{' and '.join(d.replace('_sha256', ' file').replace('_', ' ') for d in diff)} "
                 f"(earlier: {json.dumps({d: before.get(d) for d in diff}, default=str)}; now: "
-                f"{json.dumps({d: run_doc[d] for d in diff}, default=str)}); rerun --resume "
-                "with the same options, or use --overwrite to recompute everything")
+                f"{json.dumps({d: run_doc[d] for d in diff}, default=str)}); rerun with "
+                f"{option('resume')} and the same options, or use {option('overwrite')} to "
+                "recompute everything")
+
+    command = command if command is not None else f"soars_dose.cohort.run_cohort({str(manifest)!r})"
+    lock: Path | None = None
+    try:
+        if out.exists():  # a second run on this folder stops here, before reading it
+            lock = acquire_lock(out, command)
+        return _run_locked(out, manifest, rows, meta_cols, aliases, aliases_file, settings,
+                           run_doc, run_file, resume, overwrite, jobs, scheduler, progress,
+                           sum_doses, prescription_gy, allow_frame_mismatch, command, t0, lock)
+    finally:
+        if lock is not None:
+            release_lock(lock)
+
+
+def _run_locked(out, manifest, rows, meta_cols, aliases, aliases_file, settings, run_doc,
+                run_file, resume, overwrite, jobs, scheduler, progress, sum_doses,
+                prescription_gy, allow_frame_mismatch, command, t0, lock) -> CohortResult:
+    """The part of :func:`run_cohort` that reads and writes ``out`` (the lock is held or taken)."""
+    from tqdm import tqdm
+
+    from .outputs import write_error
 
     # ---- what to run
     todo: list[ManifestRow] = []
@@ -845,11 +979,15 @@ def run_cohort(
                     prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     prov = {}
-                if prov.get("cohort", {}).get("inputs") == r.inputs():
+                damaged = _damaged_tables(folder)
+                if damaged:
+                    notes.append(f"patient {r.patient!r}: recomputed ({damaged} is damaged)")
+                elif prov.get("cohort", {}).get("inputs") == r.inputs():
                     resumed[r.patient] = prov
                     continue
-                notes.append(f"patient {r.patient!r}: recomputed (its inputs in the manifest "
-                             "changed since it was computed)")
+                else:
+                    notes.append(f"patient {r.patient!r}: recomputed (its inputs in the manifest "
+                                 "changed since it was computed)")
             todo.append(r)
     else:
         todo = list(rows)
@@ -864,45 +1002,221 @@ def run_cohort(
     try:
         if out.exists() and overwrite:
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
+            os.replace(out, old)  # the lock (if any) goes with the old folder
             shutil.rmtree(old, ignore_errors=True)
+            lock = None
         (out / "patients").mkdir(parents=True, exist_ok=True)
+        if lock is None:
+            lock = acquire_lock(out, command)
         shutil.rmtree(out / "cohort", ignore_errors=True)  # rebuilt from patients/ at the end
         for stale in (out / "patients").glob(".*.tmp-*"):  # left by a killed run
             shutil.rmtree(stale, ignore_errors=True)
         _atomic_file(run_file, json.dumps({**run_doc, "manifest": str(manifest.resolve())},
                                           indent=2, default=str))
+    except OSError as exc:
+        backend.close(interrupted=True)
+        raise write_error(exc, out, "prepare") from exc
     except BaseException:
         backend.close(interrupted=True)
         raise
+    try:
+        return _run_tasks(out, manifest, rows, todo, resumed, meta_cols, notes, aliases,
+                          aliases_file, settings, run_doc, backend, progress, sum_doses,
+                          prescription_gy, allow_frame_mismatch, command, t0, tqdm)
+    finally:
+        if lock is not None:
+            release_lock(lock)
 
-    command = command if command is not None else f"soars_dose.cohort.run_cohort({str(manifest)!r})"
+
+def _run_tasks(out, manifest, rows, todo, resumed, meta_cols, notes, aliases, aliases_file,
+               settings, run_doc, backend, progress, sum_doses, prescription_gy,
+               allow_frame_mismatch, command, t0, tqdm) -> CohortResult:
     tasks = {r.patient: PatientTask(
         row=r, folder=str(patient_dir(out, r.patient)), settings=settings, aliases=aliases,
         aliases_file=aliases_file, sum_doses=sum_doses, prescription_gy=prescription_gy,
         allow_frame_mismatch=allow_frame_mismatch, command=command,
         manifest=str(manifest.resolve())) for r in todo}
     records: dict[str, dict] = {}
+    running: list[str] = []
     bar = tqdm(total=len(rows), initial=len(resumed), desc="patients", unit="patient",
                disable=not progress, file=sys.stderr)
     restore = _install_sigterm()
     try:
-        _collect(backend, tasks, records, bar)
+        _collect(backend, tasks, records, bar, running)
         return _finish(out, rows, records, resumed, meta_cols, notes, settings, manifest,
                        aliases_file, run_doc, command, backend.description, t0, progress)
-    except KeyboardInterrupt:
-        done = [r.patient for r in rows if is_complete(patient_dir(out, r.patient))]
-        raise CohortInterrupted(
-            f"interrupted: {len(done)} of {len(rows)} patients are finished and kept in "
-            f"{out / 'patients'} (patients still running finish and are kept too); the cohort "
-            f"tables were not written. Resume with: soars-dose cohort {manifest} --out {out} "
-            "--resume (and the same options)") from None
+    except KeyboardInterrupt as exc:
+        for stale in (out / "patients").glob(".*.tmp-*"):  # a stopped worker's unfinished folder
+            shutil.rmtree(stale, ignore_errors=True)
+        raise CohortInterrupted(interrupt_message(
+            out, manifest, rows, tasks, running, signal_text=str(exc.args[0]) if exc.args else "",
+            may_finish=getattr(backend, "running_may_finish", False))) from None
     finally:
         restore()
 
 
-def _collect(backend, tasks: dict, records: dict, bar) -> None:
-    """Submit every task and record each result as it completes (one path for every backend)."""
+def interrupt_message(out: Path, manifest: Path, rows: list[ManifestRow], tasks: dict,
+                      running: list[str], *, signal_text: str = "",
+                      may_finish: bool = False) -> str:
+    """What an interrupted run kept and lost, read from the disk after the workers stopped.
+
+    ``running``: patients whose work had started and not finished when the
+    interrupt came; ``may_finish``: those may still be written (Dask).
+    """
+    kept = [r.patient for r in rows if is_complete(patient_dir(out, r.patient))]
+    failed = [r.patient for r in rows if r.patient not in kept
+              and (patient_dir(out, r.patient) / FAILED_FILE).is_file()]
+    lost = [p for p in running if p not in kept and p not in failed]
+    not_started = [p for p in tasks if p not in kept and p not in failed and p not in lost]
+
+    def names(ids: list[str]) -> str:
+        return ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+
+    how = signal_text.replace("signal 15", "SIGTERM") if signal_text else "Ctrl-C"
+    parts = [f"interrupted ({how}): {len(kept)} of {len(rows)} patients are finished and kept "
+             f"in {out / 'patients'}" + (f" ({names(kept)})" if kept else "")]
+    if failed:
+        parts.append(f"{len(failed)} finished with an error and are recomputed on resume "
+                     f"({names(failed)})")
+    if lost:
+        parts.append(f"{len(lost)} were running and " +
+                     ("may still finish on the Dask workers (kept if they do)" if may_finish
+                      else "were stopped; their work is lost") + f" ({names(lost)})")
+    if not_started:
+        parts.append(f"{len(not_started)} were not started ({names(not_started)})")
+    parts.append("the cohort tables were not written")
+    if in_cli():
+        resume = (f"Resume with: soars-dose cohort {manifest} --out {out} --resume "
+                  "(and the same options)")
+    else:
+        resume = f"Resume with run_cohort({str(manifest)!r}, {str(out)!r}, resume=True) " \
+                 "and the same options"
+    return "; ".join(parts) + ". " + resume
+
+
+def acquire_lock(out: Path, command: str = "") -> Path:
+    """Take ``out/cohort.lock`` for this process, or refuse when a live run holds it.
+
+    A lock whose PID no longer runs on this host is stale: it is taken over
+    with a warning. Returns the lock path (give it to :func:`release_lock`).
+
+    Raises
+    ------
+    OutputLockedError
+        Another live run (or a run on another host, or an unreadable lock) holds it.
+    """
+    import socket
+    from datetime import datetime, timezone
+
+    from .errors import warn
+
+    path = out / LOCK_FILE
+    doc = {"pid": os.getpid(), "host": socket.gethostname(),
+           "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "command": command, "token": uuid.uuid4().hex}
+    for _ in range(3):
+        if _create_exclusive(path, json.dumps(doc, indent=2)):
+            return path
+        holder = _read_lock(path)
+        if holder is None:
+            if not path.exists():
+                continue  # released meanwhile
+            raise OutputLockedError(
+                f"{path}: a lock file that cannot be read holds this output folder; if no other "
+                f"soars-dose cohort run uses {out}, delete {path} and rerun")
+        who = (f"PID {holder.get('pid')} on host {holder.get('host')!r}, started "
+               f"{holder.get('started_utc')}, command: {holder.get('command') or '?'}")
+        if holder.get("host") == doc["host"] and not _pid_alive(holder.get("pid")):
+            warn(f"{path}: taking over a stale lock ({who}): that process no longer runs")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            continue
+        where = ("" if holder.get("host") == doc["host"] else
+                 " (on another host, so its liveness cannot be checked from here)")
+        raise OutputLockedError(
+            f"{out}: another soars-dose cohort run is using this output folder ({who}){where}; "
+            f"wait for it to finish or choose another {_out_option()}; if that run "
+            f"is gone, delete {path}")
+    raise OutputLockedError(f"{path}: could not take the lock (another run keeps taking it); "
+                            "retry when the other run has finished")
+
+
+def release_lock(path: Path) -> None:
+    """Remove the lock at ``path`` if this process still holds it."""
+    holder = _read_lock(path)
+    if holder is not None and holder.get("pid") == os.getpid():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _create_exclusive(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` unless it exists; never shows a half-written lock."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        os.link(tmp, path)  # atomic, and fails when the lock exists
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(text)
+            return True
+        except FileExistsError:
+            return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def _damaged_tables(folder: Path) -> str:
+    """The first of a patient folder's Parquet tables whose footer cannot be read, or ''."""
+    import pyarrow.parquet as pq
+
+    for t in PATIENT_TABLES:
+        p = folder / f"{t}.parquet"
+        if p.is_file():
+            try:
+                pq.read_metadata(p)
+            except Exception:
+                return str(p)
+    return ""
+
+
+def _collect(backend, tasks: dict, records: dict, bar, running: list | None = None) -> None:
+    """Submit every task and record each result as it completes (one path for every backend).
+
+    Each patient's warnings are re-issued here, prefixed by its id, as it
+    finishes. On an interrupt, ``running`` receives the patients whose work
+    had started and not finished.
+    """
     futures: dict[Any, str] = {}
     interrupted = False
     try:
@@ -914,17 +1228,22 @@ def _collect(backend, tasks: dict, records: dict, bar) -> None:
                 rec = fut.result()
             except Exception as exc:  # the worker itself died (killed, unpicklable, ...)
                 rec = {"patient": pid, "status": "failed", "seconds": float("nan"),
-                       "error": type(exc).__name__,
+                       "step": "", "file": "", "error": type(exc).__name__,
                        "message": f"the worker running this patient failed: {exc}",
-                       "traceback": "".join(traceback.format_exception(exc))}
+                       "traceback": "".join(traceback.format_exception(exc)), "warnings": []}
                 _write_failure(tasks[pid], rec)
             records[pid] = rec
+            for message in rec.get("warnings", ()):
+                warnings.warn(f"{pid}: {message}", SoarsDoseWarning, stacklevel=2)
             n_failed = sum(r["status"] != "ok" for r in records.values())
             bar.set_postfix_str(f"{pid} {rec['status']}" + (f", {n_failed} failed" if n_failed else ""),
                                 refresh=False)
             bar.update(1)
     except KeyboardInterrupt:
         interrupted = True
+        if running is not None:
+            running.extend(pid for f, pid in futures.items()
+                           if pid not in records and backend.started(f))
         backend.cancel([f for f, pid in futures.items() if pid not in records])
         raise
     finally:
@@ -935,7 +1254,7 @@ def _collect(backend, tasks: dict, records: dict, bar) -> None:
 def _finish(out, rows, records, resumed, meta_cols, notes, settings, manifest, aliases_file,
             run_doc, command, backend_description, t0, progress) -> CohortResult:
     """Build the cohort tables from the patient folders and write ``out/cohort`` atomically."""
-    from .outputs import provenance, write_output_dir
+    from .outputs import provenance, read_table, write_output_dir
 
     frames: dict[str, list[pd.DataFrame]] = {t: [] for t in PATIENT_TABLES}
     patient_rows, failures = [], []
@@ -950,13 +1269,17 @@ def _finish(out, rows, records, resumed, meta_cols, notes, settings, manifest, a
         elif rec is not None:
             prow.update(status=rec["status"], seconds=rec["seconds"], error=rec["error"])
             if rec["status"] != "ok":
-                failures.append({"patient": r.patient, "line": r.line, "error": rec["error"],
-                                 "message": rec["message"], "traceback": rec["traceback"]})
+                failures.append({"patient": r.patient, "line": r.line,
+                                 "step": rec.get("step", ""), "file": rec.get("file", ""),
+                                 "error": rec["error"], "message": rec["message"],
+                                 "traceback": rec["traceback"]})
         if prow["status"] == "ok":
             for t in PATIENT_TABLES:
                 p = folder / f"{t}.parquet"
                 if p.is_file():
-                    frames[t].append(pd.read_parquet(p))
+                    frames[t].append(read_table(p, advice=(
+                        f"Delete {folder} and rerun with {option('resume')} to recompute "
+                        "this patient")))
         patient_rows.append(prow)
     tables = {t: _concat(frames[t]) for t in PATIENT_TABLES}
     tables["patients"] = pd.DataFrame(patient_rows)
@@ -979,10 +1302,20 @@ def _finish(out, rows, records, resumed, meta_cols, notes, settings, manifest, a
         print(f"cohort: {n_ok} of {len(rows)} patients ok ({len(resumed)} resumed), "
               f"{len(rows) - n_ok} failed, {elapsed:.1f} s; tables in {out / 'cohort'}",
               file=sys.stderr)
-        for f in failures:
-            print(f"  {f['patient']} (line {f['line']}): {f['error']}: "
-                  f"{f['message'].splitlines()[0] if f['message'] else ''}", file=sys.stderr)
+        for line in failure_lines(tables["failures"]):
+            print(line, file=sys.stderr)
     return CohortResult(out=out, provenance=record, **tables)
+
+
+def failure_lines(failures: pd.DataFrame) -> list[str]:
+    """One console line per failed patient: id, manifest line, step, file, error, message."""
+    lines = []
+    for _, f in failures.iterrows():
+        where = (f" in step {f['step']}" if f.get("step") else "") + \
+                (f" reading {f['file']}" if f.get("file") else "")
+        message = str(f["message"]).splitlines()[0] if f["message"] else ""
+        lines.append(f"  {f['patient']} (line {f['line']}){where}: {f['error']}: {message}")
+    return lines
 
 
 def _install_sigterm():
@@ -1013,8 +1346,15 @@ def load_cohort(out: "str | Path") -> CohortResult:
     missing = [t for t in COHORT_TABLES if not (folder / f"{t}.parquet").is_file()]
     if missing or not (folder / "provenance.json").is_file():
         raise InputError(f"{out}: no finished cohort tables in {folder} (missing: "
-                         f"{', '.join(missing) or 'provenance.json'}); run soars-dose cohort, "
-                         "or rerun it with --resume to finish an interrupted run")
-    tables = {t: pd.read_parquet(folder / f"{t}.parquet") for t in COHORT_TABLES}
-    prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+                         f"{', '.join(missing) or 'provenance.json'}); run the cohort, "
+                         f"or rerun it with {option('resume')} to finish an interrupted run")
+    from .outputs import read_table
+
+    advice = (f"The cohort tables are rebuilt from the patient folders: rerun the cohort "
+              f"with {option('resume')} into {out}")
+    tables = {t: read_table(folder / f"{t}.parquet", advice=advice) for t in COHORT_TABLES}
+    try:
+        prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{folder / 'provenance.json'}: unreadable ({exc}). {advice}") from None
     return CohortResult(out=out, provenance=prov, **tables)

@@ -42,6 +42,27 @@ class OutputExistsError(SoarsDoseError):
     """An output already exists and ``overwrite`` was not requested."""
 
 
+class OutputWriteError(SoarsDoseError):
+    """An output could not be written (disk full, read-only file system, permissions).
+
+    Attributes
+    ----------
+    path : str
+        The output file or folder.
+    errno : int or None
+        The operating system's error number (e.g. ``errno.ENOSPC``).
+    """
+
+    def __init__(self, message: str, path: str = "", errno: "int | None" = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
+
+
+class OutputLockedError(SoarsDoseError):
+    """Another live run holds the lock file of an output folder."""
+
+
 class InputError(SoarsDoseError):
     """A user-supplied argument or file (alias table, manifest...) is invalid."""
 

@@ -1,8 +1,20 @@
-"""Atomic, non-clobbering output folders with tidy tables and a provenance JSON."""
+"""Atomic, non-clobbering output folders with tidy tables and a provenance JSON.
+
+Every table soars-dose writes goes through :func:`write_output_dir`, the
+one CSV writer: string cells that a spreadsheet would run as a formula
+(starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) are
+prefixed with ``'`` in the CSV file (OWASP's advice against CSV
+injection); the Parquet twin keeps the raw value. CSV rows end in CRLF
+(RFC 4180), so a cell holding a line break is quoted and reads back whole. A write that fails for
+a full disk, a read-only file system or missing permissions raises
+:class:`~soars_dose.errors.OutputWriteError` naming the folder and the
+cause, and leaves nothing half-written behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno as _errno
 import json
 import os
 import platform
@@ -16,7 +28,14 @@ from typing import Mapping
 
 import pandas as pd
 
-from .errors import OutputExistsError
+from .console import option
+from .errors import InputError, OutputExistsError, OutputWriteError
+
+#: First characters that make a spreadsheet evaluate a cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: Operating-system errors that mean "this output cannot be written here".
+_WRITE_ERRNOS = frozenset({_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EACCES,
+                           _errno.EPERM, _errno.EFBIG, _errno.EIO})
 
 
 def version() -> str:
@@ -51,27 +70,76 @@ def atomic_write_file(path: "str | Path", write) -> Path:
     Path
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(exc, path) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise write_error(exc, path) from exc
         raise
     return path
+
+
+def csv_safe_cell(value):
+    """``value`` prefixed with ``'`` when it is a string a spreadsheet would run as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose string cells cannot become spreadsheet formulas.
+
+    Only object, string and categorical columns are touched, so negative
+    numbers in numeric columns stay numbers.
+    """
+    out = None
+    for col in df.columns:
+        s = df[col]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            s = s.astype(object)
+        elif not (s.dtype == object or pd.api.types.is_string_dtype(s.dtype)):
+            continue
+        safe = s.map(csv_safe_cell)
+        if not safe.equals(df[col]):
+            if out is None:
+                out = df.copy()
+            out[col] = safe
+    return df if out is None else out
+
+
+def write_error(exc: OSError, target: "str | Path", what: str = "write") -> OutputWriteError:
+    """An :class:`OutputWriteError` naming ``target`` and the cause of ``exc``."""
+    cause = exc.strerror or str(exc)
+    advice = {
+        _errno.ENOSPC: "free space on that disk or choose another output folder",
+        _errno.EDQUOT: "your disk quota is used up; free space or choose another output folder",
+        _errno.EROFS: "the file system is read-only; choose an output folder on a writable disk",
+        _errno.EACCES: "you may not write there; choose another output folder or fix its "
+                       "permissions",
+        _errno.EPERM: "you may not write there; choose another output folder or fix its "
+                      "permissions",
+    }.get(exc.errno, "check the disk and the folder, or choose another output folder")
+    return OutputWriteError(f"{target}: cannot {what} the output ({cause}); {advice}. "
+                            "Nothing was left half-written.", path=str(target), errno=exc.errno)
 
 
 def check_writable(out_dir: "str | Path", overwrite: bool) -> Path:
     """Fail early when ``out_dir`` exists and ``overwrite`` is not set."""
     out = Path(out_dir)
     if out.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{out}: already exists; choose another --out or pass --overwrite to replace it"
-        )
+        how = ("choose another --out or pass --overwrite" if option("overwrite") == "--overwrite"
+               else "choose another folder or pass overwrite=True")
+        raise OutputExistsError(f"{out}: already exists; {how} to replace it")
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out}: exists and is not a folder; refusing to replace it")
     return out
@@ -123,12 +191,15 @@ def write_output_dir(
         ``out_dir`` exists and ``overwrite`` is False.
     """
     out = check_writable(out_dir, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp: Path | None = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         for name, df in tables.items():
             if "csv" in formats:
-                df.to_csv(tmp / f"{name}.csv", index=False)
+                # CRLF rows (RFC 4180): the csv writer then quotes any cell holding a bare
+                # CR, which with LF rows would silently split the row in two when read back
+                csv_safe(df).to_csv(tmp / f"{name}.csv", index=False, lineterminator="\r\n")
             if "parquet" in formats:
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
         with open(tmp / "provenance.json", "w", encoding="utf-8") as f:
@@ -137,14 +208,53 @@ def write_output_dir(
             os.fsync(f.fileno())
         # mkdtemp makes the folder private; the result follows the user's umask
         os.chmod(tmp, 0o777 & ~_umask())
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        _replace_folder(tmp, out)
+    except OSError as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(exc, out) from exc
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _replace_folder(new: Path, dest: Path) -> None:
+    """Rename ``new`` to ``dest``; an existing ``dest`` is replaced, or kept if that fails."""
+    if not dest.exists():
+        os.replace(new, dest)
+        return
+    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(dest, old)
+    try:
+        os.replace(new, dest)
+    except BaseException:
+        # put the previous result back: a failed replace must not lose it
+        with contextlib.suppress(OSError):
+            os.replace(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_table(path: "str | Path", *, advice: str = "") -> pd.DataFrame:
+    """Read one Parquet table written by soars-dose, refusing a damaged file by name.
+
+    Raises
+    ------
+    InputError
+        The file is missing, truncated, empty or not Parquet at all (e.g. a
+        CSV file renamed); ``advice`` says what to do and ends the message.
+    """
+    path = Path(path)
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found. {advice}".strip()) from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ValueError...
+        size = path.stat().st_size if path.exists() else 0
+        raise InputError(f"{path}: not a readable Parquet table ({size} bytes; "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+                         f"{advice}".strip()) from None

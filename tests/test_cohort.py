@@ -179,7 +179,8 @@ def test_resume_recomputes_only_missing_patient(serial, data, tmp_path):
     shutil.rmtree(out / "patients" / "PHANTOM_002")
     kept = out / "patients" / "PHANTOM_001" / "provenance.json"
     before = kept.stat().st_mtime_ns
-    with pytest.raises(OutputExistsError, match="--resume"):
+    # from Python the message names the Python argument (the CLI test checks --resume)
+    with pytest.raises(OutputExistsError, match="resume=True"):
         run_cohort(data["manifest"], out, jobs=1, progress=False)
     res = run_cohort(data["manifest"], out, jobs=1, resume=True, progress=False)
     assert list(res.patients["resumed"]) == [True, False, True]
@@ -212,10 +213,16 @@ def test_interrupt_keeps_finished_patients(data, tmp_path, monkeypatch):
     monkeypatch.setattr(cohort, "run_patient", terminated_at_second)
     out = tmp_path / "out"
     handler = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(cohort.CohortInterrupted, match="--resume") as exc:
+    # from Python the message names the Python argument (the CLI spells --resume)
+    with pytest.raises(cohort.CohortInterrupted, match="resume=True") as exc:
         run_cohort(manifest, out, jobs=1, progress=False)
     assert signal.getsignal(signal.SIGTERM) == handler  # restored
     assert "1 of 2 patients are finished" in str(exc.value)
+    # exactly what happened: the running patient was stopped and is lost
+    assert "(PHANTOM_001)" in str(exc.value) and "SIGTERM" in str(exc.value)
+    assert "1 were running and were stopped; their work is lost (PHANTOM_002)" in str(exc.value)
+    assert "finish and are kept too" not in str(exc.value)
+    assert not (out / cohort.LOCK_FILE).exists()  # released on the interrupt
     assert cohort.is_complete(out / "patients" / "PHANTOM_001")
     assert not (out / "patients" / "PHANTOM_002").exists()
     assert not (out / "cohort").exists()

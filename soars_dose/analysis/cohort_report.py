@@ -26,7 +26,8 @@ import pandas as pd
 
 from ..case import REFERENCE
 from ..errors import InputError, OutputExistsError
-from ..outputs import check_writable, provenance, write_output_dir
+from ..console import option
+from ..outputs import check_writable, provenance, read_table, write_output_dir
 from . import constraints as C
 from . import revisions as R
 from . import statistics as S
@@ -41,13 +42,28 @@ MAX_DVH_PATIENTS = 30
 
 
 def load_tables(cohort_dir: Path) -> dict[str, pd.DataFrame]:
-    """Read the union tables of a cohort run (``DIR/cohort``)."""
+    """Read the union tables of a cohort run (``DIR/cohort``).
+
+    A damaged Parquet file (truncated, empty, random bytes, a CSV file
+    renamed) is refused by name; the CSV twin is *not* used instead, since
+    it holds spreadsheet-safe text (``'=...``) and loses the column types.
+    The cohort tables are rebuilt from the patient folders by rerunning the
+    cohort with ``--resume``.
+
+    Raises
+    ------
+    InputError
+        A required table is missing, or any table cannot be read.
+    """
     folder = cohort_dir / "cohort"
+    advice = (f"The cohort tables are rebuilt from the patient folders: rerun the cohort into "
+              f"{cohort_dir} with {option('resume')} (and the same options); if it names a "
+              f"damaged file in a patient folder, delete that folder first")
     tables = {}
     for name in ("stats", "dvh", "contour_metrics", "names", "patients", "failures"):
         p = folder / f"{name}.parquet"
         if p.exists():
-            tables[name] = pd.read_parquet(p)
+            tables[name] = read_table(p, advice=advice)
         elif name in REQUIRED:
             raise InputError(f"{folder}: no {name}.parquet; run `soars-dose cohort` into "
                              f"{cohort_dir} first")
@@ -169,7 +185,11 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
     prov_in = {}
     p = cohort_dir / "cohort" / "provenance.json"
     if p.exists():
-        prov_in = json.loads(p.read_text())
+        try:
+            prov_in = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{p}: unreadable ({exc}); rerun the cohort into {cohort_dir} "
+                             f"with {option('resume')} to rebuild it") from None
     record = provenance({"revisions": str(revisions) if revisions else None,
                          "constraints": str(constraints) if constraints else "packaged default",
                          "from_scratch_min": from_scratch_min,

@@ -1,18 +1,28 @@
 """``soars-dose``: dose audit of contour sets from the command line.
 
-Every sub-command prints warnings to stderr, writes its results atomically
-and refuses to replace an existing output folder without ``--overwrite``.
-Exit status: 0 success, 2 bad input (message on stderr), 1 unexpected error.
+Every sub-command prints warnings to stderr (one line each, each once:
+``warning: ...``), writes its results atomically and refuses to replace an
+existing output folder without ``--overwrite``.
+
+Exit status: 0 success, 2 bad input or an output that cannot be written
+(one paragraph on stderr naming the file and what to do), 3 some cohort
+patients failed, 130 interrupted, 1 an unexpected internal error: a bug.
+For a bug, stderr gets a short message and the full traceback is saved to
+a log file in the temporary folder (``$TMPDIR/soars-dose-error-*.log``;
+the message gives its path), never printed as a Python traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import shlex
 import sys
 import warnings
 from pathlib import Path
 
+from ..console import cli_interface, cli_spelling, console_messages, dedupe
 from ..errors import InputError, SoarsDoseError, SoarsDoseWarning
 
 
@@ -77,15 +87,39 @@ def _parse_sets(items: list[str]) -> dict[str, Path]:
     return sets
 
 
+@contextlib.contextmanager
+def _case_warnings():
+    """Collect the warnings of loading and computing a case; print each once on exit.
+
+    ``say(messages)`` adds messages recorded elsewhere (a result's
+    ``messages``: warnings that the computation caught for provenance).
+    """
+    shown: list[str] = []
+
+    def say(messages) -> None:
+        shown.extend(messages)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SoarsDoseWarning)
+        try:
+            yield say
+        finally:
+            recorded = [str(w.message) for w in caught if issubclass(w.category, SoarsDoseWarning)]
+            for message in dedupe(recorded + shown):
+                print(f"warning: {message}", file=sys.stderr)
+
+
 def cmd_dvh(args) -> int:
     from .. import audit
 
     settings = _settings(args)
     audit.check_writable(args.out, args.overwrite)
-    case = audit.load_case(args.rtdose, {"rtstruct": args.rtstruct}, ct=args.ct,
-                           sum_doses=args.sum_doses, prescription_gy=args.prescription_gy,
-                           allow_frame_mismatch=args.allow_frame_mismatch)
-    result = audit.dvh_all(case, settings)
+    with _case_warnings() as say:
+        case = audit.load_case(args.rtdose, {"rtstruct": args.rtstruct}, ct=args.ct,
+                               sum_doses=args.sum_doses, prescription_gy=args.prescription_gy,
+                               allow_frame_mismatch=args.allow_frame_mismatch)
+        result = audit.dvh_all(case, settings)
+        say(console_messages(result.messages, result.stats, case.patient))
     out = audit.write_result(result, case, args.out, settings=settings,
                              command=shlex.join(sys.argv), overwrite=args.overwrite)
     _report(result, out)
@@ -101,15 +135,17 @@ def cmd_compare(args) -> int:
     if len(sets) < 2:
         raise InputError("compare needs at least one --set NAME=RTSTRUCT besides --reference")
     table = audit.AliasTable.load(args.names)
-    case = audit.load_case(args.rtdose, sets, ct=args.ct, sum_doses=args.sum_doses,
-                           prescription_gy=args.prescription_gy,
-                           allow_frame_mismatch=args.allow_frame_mismatch)
     from ..analysis.contours import contour_metrics_for_case
     from ..dose.compare import match_sets
 
-    matched = match_sets(case, table)
-    result = audit.compare(case, settings, table, matched_sets=matched)
-    metrics = contour_metrics_for_case(case, aliases=table, matched_sets=matched)
+    with _case_warnings() as say:
+        case = audit.load_case(args.rtdose, sets, ct=args.ct, sum_doses=args.sum_doses,
+                               prescription_gy=args.prescription_gy,
+                               allow_frame_mismatch=args.allow_frame_mismatch)
+        matched = match_sets(case, table)
+        result = audit.compare(case, settings, table, matched_sets=matched)
+        say(console_messages(result.messages, result.stats, case.patient))
+        metrics = contour_metrics_for_case(case, aliases=table, matched_sets=matched)
     out = audit.write_result(result, case, args.out, settings=settings,
                              command=shlex.join(sys.argv), overwrite=args.overwrite,
                              extra={"alias_file": str(args.names) if args.names else None},
@@ -128,6 +164,10 @@ def cmd_demo(args) -> int:
 
 def cmd_report(args) -> int:
     from ..analysis.cohort_report import build_report
+
+    if (args.dir / "report").exists() and not args.overwrite:
+        raise InputError(f"{args.dir / 'report'}: a report already exists; pass --overwrite "
+                         "to replace it (report always writes into DIR/report)")
 
     path = build_report(args.dir, revisions=args.revisions, constraints=args.constraints,
                         overwrite=args.overwrite, from_scratch_min=args.from_scratch_min,
@@ -150,6 +190,11 @@ def cmd_cohort(args) -> int:
     except cohort.CohortInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130
+    if args.quiet and res.n_failed:  # without --quiet the run's summary listed them
+        print(f"cohort: {res.n_failed} of {len(res.patients)} patients failed (see "
+              f"{res.out / 'cohort' / 'failures.csv'}):", file=sys.stderr)
+        for line in cohort.failure_lines(res.failures):
+            print(line, file=sys.stderr)
     return 0 if res.n_failed == 0 else 3
 
 
@@ -451,22 +496,74 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _save_traceback(exc: BaseException, argv) -> str:
+    """Write the traceback of an unexpected error to a log file; its path, or '' if impossible."""
+    import datetime
+    import os
+    import tempfile
+    import traceback
+
+    from ..outputs import version
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"soars-dose-error-{stamp}-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"soars-dose {version()}\ncommand: {shlex.join(map(str, argv))}\n\n")
+            f.write("".join(traceback.format_exception(exc)))
+        return path
+    except Exception:  # a full or read-only temporary folder: say so instead
+        return ""
+
+
+def _os_error_message(exc: OSError) -> str:
+    name = exc.filename if exc.filename is not None else ""
+    target = f"{name}: " if name else ""
+    advice = {errno.ENOENT: "check the path", errno.EACCES: "check its permissions",
+              errno.EPERM: "check its permissions",
+              errno.ENOSPC: "the disk is full; free space or choose another --out",
+              errno.EROFS: "the file system is read-only; choose another --out",
+              errno.EISDIR: "a folder was given where a file is needed",
+              errno.ENOTDIR: "a file was given where a folder is needed"}.get(
+                  exc.errno, "check the file and the disk")
+    return f"{target}{exc.strerror or exc}; {advice}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"warning: {message}", file=sys.stderr)
 
+    old_show = warnings.showwarning
     warnings.showwarning = show
     warnings.simplefilter("default", SoarsDoseWarning)
     try:
-        return int(args.func(args) or 0)
+        with cli_interface():
+            return int(args.func(args) or 0)
     except SoarsDoseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_spelling(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written for the unfinished work", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file we were given or write to: bad input, not a bug
+        print(f"error: {_os_error_message(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; the input is larger than this machine can hold (try "
+              "a smaller --supersample, or a machine with more memory)", file=sys.stderr)
+        return 2
+    except Exception as exc:  # anything else is a bug in soars-dose, never a traceback
+        log = _save_traceback(exc, sys.argv if argv is None else ["soars-dose", *argv])
+        where = (f"the traceback was saved to {log}" if log
+                 else "the traceback could not be saved (the temporary folder is not writable)")
+        print(f"error: internal error in soars-dose (a bug, not your input's fault): "
+              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; {where}. "
+              "Please report it with that file.", file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = old_show
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -112,7 +112,8 @@ def test_outputs_atomic_and_not_overwritten(tmp_path):
     first = dvh.groupby(["set", "roi"]).first()
     np.testing.assert_allclose(first["volume_pct"], 100.0)
     before = (out / "stats.csv").read_bytes()
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    # from Python the message names the Python argument (issue 11; the CLI says --overwrite)
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
         audit.write_result(res, case, out, settings=s)
     assert (out / "stats.csv").read_bytes() == before
     audit.write_result(res, case, out, settings=s, overwrite=True)
