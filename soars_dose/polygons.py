@@ -110,7 +110,7 @@ def duplicate_contours(contours: "list[np.ndarray]",
     return pairs
 
 
-def self_intersection(points: np.ndarray, *, block: int = 256) -> "tuple[int, int] | None":
+def self_intersection(points: np.ndarray, *, max_pairs: int = 1 << 20) -> "tuple[int, int] | None":
     """First pair of crossing edges of a closed planar polygon, or None.
 
     Edge ``e`` joins vertex ``e`` to vertex ``e + 1`` (the last edge closes
@@ -118,18 +118,22 @@ def self_intersection(points: np.ndarray, *, block: int = 256) -> "tuple[int, in
     lie strictly on opposite sides of the other's line; edges that only
     touch or overlap along a line are not counted.
 
+    Only edge pairs whose bounding boxes overlap are tested (edges sorted
+    by their lowest first coordinate), so a smooth contour of ``n`` points
+    costs about ``O(n log n)`` rather than ``n**2`` tests.
+
     Parameters
     ----------
     points : ndarray
         ``(n, 3)`` LPS points (mm) in one axis-aligned plane, or ``(n, 2)``
         in-plane coordinates.
-    block : int
-        Edges compared at once (bounds memory to ``block x n`` values).
+    max_pairs : int
+        Candidate pairs tested at once (bounds memory).
 
     Returns
     -------
     (int, int) or None
-        0-based indices of two crossing edges.
+        0-based indices of two crossing edges, the lower first.
     """
     pts = np.asarray(points, dtype=float)
     if pts.shape[1] == 3:
@@ -139,34 +143,51 @@ def self_intersection(points: np.ndarray, *, block: int = 256) -> "tuple[int, in
         return None
     p = pts
     q = np.roll(pts, -1, axis=0)
-    d = q - p
+    lo, hi = np.minimum(p, q), np.maximum(p, q)
+    order = np.argsort(lo[:, 0], kind="stable")
+    lo_x = lo[order, 0]
+    # Edge order[k] can only meet edges order[k+1 .. last[k]-1] among later ones.
+    last = np.searchsorted(lo_x, hi[order, 0], side="right")
+    counts = last - np.arange(1, n + 1)
     # Orientation tests are products of mm lengths; the tolerance scales with
     # the polygon so that round-off on collinear points never counts.
     scale = float(np.max(np.ptp(pts, axis=0))) or 1.0
     eps = 1e-9 * scale * scale
-    idx = np.arange(n)
-    for s in range(0, n, block):
-        a = slice(s, min(n, s + block))
-        ia = idx[a][:, None]
-        pa, da = p[a][:, None, :], d[a][:, None, :]
+    csum = np.cumsum(counts)
+    start = 0
+    while start < n:
+        # Take as many sorted edges as keep the candidate list under max_pairs.
+        base = csum[start - 1] if start else 0
+        stop = int(np.searchsorted(csum, base + max_pairs, side="right"))
+        stop = max(stop, start + 1)
+        k = np.arange(start, min(stop, n))
+        c = counts[k]
+        a_sorted = np.repeat(k, c)
+        offs = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+        b_sorted = a_sorted + 1 + offs
+        start = int(k[-1]) + 1
+        if a_sorted.size == 0:
+            continue
+        a, b = order[a_sorted], order[b_sorted]
+        i, j = np.minimum(a, b), np.maximum(a, b)
+        gap = j - i
+        keep = (gap > 1) & (gap < n - 1)  # adjacent edges share a vertex
+        keep &= (lo[i, 1] <= hi[j, 1]) & (lo[j, 1] <= hi[i, 1])
+        i, j = i[keep], j[keep]
+        if i.size == 0:
+            continue
+        di, dj = q[i] - p[i], q[j] - p[j]
 
         def cross(u, v):
-            return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+            return u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]
 
-        o1 = cross(da, p[None] - pa)
-        o2 = cross(da, q[None] - pa)
-        o3 = cross(d[None], pa - p[None])
-        o4 = cross(d[None], (q[a][:, None, :]) - p[None])
-        hit = (o1 * o2 < -eps * eps) & (o3 * o4 < -eps * eps)
-        hit &= np.abs(o1) > eps
-        hit &= np.abs(o2) > eps
-        hit &= np.abs(o3) > eps
-        hit &= np.abs(o4) > eps
-        gap = np.abs(ia - idx[None])
-        hit &= (gap > 1) & (gap < n - 1)  # adjacent edges share a vertex
-        hit &= ia < idx[None]
-        found = np.argwhere(hit)
-        if found.size:
-            i, j = found[0]
-            return int(ia[i, 0]), int(j)
+        o1, o2 = cross(di, p[j] - p[i]), cross(di, q[j] - p[i])
+        o3, o4 = cross(dj, p[i] - p[j]), cross(dj, q[i] - p[j])
+        hit = (o1 * o2 < 0) & (o3 * o4 < 0)
+        for o in (o1, o2, o3, o4):
+            hit &= np.abs(o) > eps
+        if np.any(hit):
+            sel = np.flatnonzero(hit)
+            best = sel[np.lexsort((j[sel], i[sel]))[0]]
+            return int(i[best]), int(j[best])
     return None

@@ -216,7 +216,7 @@ def _contour_points(c, where: str) -> "np.ndarray | None":
         return None
     vals = data if isinstance(data, (list, tuple, MultiValue)) else [data]
     try:
-        arr = np.array([float(v) for v in vals], dtype=float)
+        arr = np.asarray(vals, dtype=float).ravel()
     except (TypeError, ValueError):
         bad = next((text(v) for v in vals if not _is_number(v)), "?")
         warn(f"{where}: ContourData holds a non-numeric value {bad!r}; skipped")
