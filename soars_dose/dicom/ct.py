@@ -133,6 +133,12 @@ def _check_slice_pixels(p: Path, ds, layout) -> str | None:
     return None
 
 
+def _has_dicom_magic(p: Path) -> bool:
+    with open(p, "rb") as f:
+        f.seek(128)
+        return f.read(4) == b"DICM"
+
+
 def _is_ct(ds) -> bool:
     return str(ds.get("Modality", "")).upper() == "CT" or str(
         ds.get("SOPClassUID", "")
@@ -167,14 +173,20 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
     if not directory.is_dir():
         raise DicomReadError(f"{directory}: not a folder (expected a folder of CT slices)")
     by_series: dict[str, list] = {}
+    layouts: dict[Path, object] = {}
     for p in sorted(directory.rglob("*")):
         if not p.is_file():
             continue
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True)
-        except Exception:
+        except Exception as exc:
+            if _has_dicom_magic(p):
+                file_layout(p)  # names a truncated file
+                warn(f"{p}: a DICOM file in the CT folder cannot be read ({exc}); ignored")
             continue  # non-DICOM files (notes, thumbnails) live in CT folders
         if _is_ct(ds):
+            # Completeness first: a cut slice reads "successfully" with fewer values.
+            layouts[p] = file_layout(p)
             by_series.setdefault(text(ds.get("SeriesInstanceUID", "")), []).append((p, ds))
     if not by_series:
         raise DicomReadError(f"{directory}: no CT image found (looked for Modality CT files)")
@@ -216,7 +228,7 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
                 "copy of a slice or two exports mixed together"
             )
         uids[u] = p
-        why = _check_slice_pixels(p, ds, file_layout(p))
+        why = _check_slice_pixels(p, ds, layouts[p])
         if why:
             undecodable.append(why)
     if undecodable:

@@ -170,7 +170,7 @@ def read_rtdose(
             )
         if np.ptp(steps) > 1e-3 * max(1.0, steps.mean()):
             raise GeometryError(
-                f"{path}: dose frames are unevenly spaced (steps "
+                f"{path}: dose frames (GridFrameOffsetVector) are unevenly spaced (steps "
                 f"{np.unique(np.round(steps, 3)).tolist()} mm); resample the dose to a "
                 "regular grid in the planning system"
             )
