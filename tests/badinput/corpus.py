@@ -86,10 +86,10 @@ def _(f):
 @hostile("dose_pixels_odd_length", "rtdose", DicomReadError, "481 bytes", "480 bytes")
 def _(f):
     # pydicom pads an odd value on writing, so the odd length is patched in the bytes:
-    # PixelData is the last element; its 4-byte length follows tag, VR 'OB' and 2 reserved.
+    # PixelData is the last element; its 4-byte length follows tag, VR OW and 2 reserved.
     p = _dose(f, lambda ds: setattr(ds, "PixelData", ds.PixelData + b"\x07\x00"))
     data = bytearray(p.read_bytes())
-    at = data.rfind(b"\xe0\x7f\x10\x00OB")
+    at = data.rfind(b"\xe0\x7f\x10\x00OW")
     assert at > 0 and int.from_bytes(data[at + 8:at + 12], "little") == 482
     data[at + 8:at + 12] = (481).to_bytes(4, "little")
     p.write_bytes(bytes(data[:-1]))
