@@ -114,9 +114,11 @@ def self_intersection(points: np.ndarray, *, max_pairs: int = 1 << 20) -> "tuple
     """First pair of crossing edges of a closed planar polygon, or None.
 
     Edge ``e`` joins vertex ``e`` to vertex ``e + 1`` (the last edge closes
-    the polygon). Two non-adjacent edges cross when each one's end points
-    lie strictly on opposite sides of the other's line; edges that only
-    touch or overlap along a line are not counted.
+    the polygon), counted after dropping zero-length edges (a point written
+    twice in a row, the closing point repeated). The polygon is not simple
+    when two non-adjacent edges share any point: they cross, one touches
+    the other (a figure-eight drawn through a vertex), or they overlap
+    along a line.
 
     Only edge pairs whose bounding boxes overlap are tested (edges sorted
     by their lowest first coordinate), so a smooth contour of ``n`` points
@@ -138,6 +140,10 @@ def self_intersection(points: np.ndarray, *, max_pairs: int = 1 << 20) -> "tuple
     pts = np.asarray(points, dtype=float)
     if pts.shape[1] == 3:
         pts = _in_plane(pts, contour_plane(pts).axis)
+    # Zero-length edges (a point written twice in a row, or the closing point
+    # repeated) would make their neighbours touch: drop them first.
+    keep_pt = np.any(pts != np.roll(pts, -1, axis=0), axis=1)
+    pts = pts[keep_pt]
     n = len(pts)
     if n < 4:
         return None
@@ -149,8 +155,8 @@ def self_intersection(points: np.ndarray, *, max_pairs: int = 1 << 20) -> "tuple
     # Edge order[k] can only meet edges order[k+1 .. last[k]-1] among later ones.
     last = np.searchsorted(lo_x, hi[order, 0], side="right")
     counts = last - np.arange(1, n + 1)
-    # Orientation tests are products of mm lengths; the tolerance scales with
-    # the polygon so that round-off on collinear points never counts.
+    # Orientation values are products of mm lengths; a vertex within about
+    # 1e-9 of the contour's size from another edge counts as touching it.
     scale = float(np.max(np.ptp(pts, axis=0))) or 1.0
     eps = 1e-9 * scale * scale
     csum = np.cumsum(counts)
@@ -183,11 +189,13 @@ def self_intersection(points: np.ndarray, *, max_pairs: int = 1 << 20) -> "tuple
 
         o1, o2 = cross(di, p[j] - p[i]), cross(di, q[j] - p[i])
         o3, o4 = cross(dj, p[i] - p[j]), cross(dj, q[i] - p[j])
-        hit = (o1 * o2 < 0) & (o3 * o4 < 0)
-        for o in (o1, o2, o3, o4):
-            hit &= np.abs(o) > eps
+        # Closed segments meet (cross, touch, or overlap when collinear, the
+        # bounding boxes already overlapping) when neither lies strictly on
+        # one side of the other's line.
+        hit = (o1 * o2 <= eps * eps) & (o3 * o4 <= eps * eps)
         if np.any(hit):
             sel = np.flatnonzero(hit)
             best = sel[np.lexsort((j[sel], i[sel]))[0]]
             return int(i[best]), int(j[best])
     return None
+

@@ -39,7 +39,9 @@ def _check_contour(pts: np.ndarray, where: str) -> tuple[np.ndarray | None, str 
             f"{spread.round(3).tolist()} mm); oblique or non-planar contours are not supported"
         )
     keep = [a for a in range(3) if a != axis]
-    if _polygon_area(pts[:, keep]) < 1e-6:
+    # A figure-eight has zero signed area but encloses area (even-odd): only a
+    # contour that does not cross itself is degenerate at zero signed area.
+    if _polygon_area(pts[:, keep]) < 1e-6 and self_intersection(pts[:, keep]) is None:
         return None, f"{where}: zero area (degenerate contour)"
     return pts, None
 
