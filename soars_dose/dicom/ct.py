@@ -184,6 +184,13 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
                 file_layout(p)  # names a truncated file
                 warn(f"{p}: a DICOM file in the CT folder cannot be read ({exc}); ignored")
             continue  # non-DICOM files (notes, thumbnails) live in CT folders
+        if not _is_ct(ds):
+            if "Modality" not in ds and "SOPClassUID" not in ds:
+                # Neither CT nor anything else: perhaps a slice cut before its Modality.
+                file_layout(p)
+                warn(f"{p}: a DICOM file in the CT folder has no Modality or SOPClassUID; "
+                     "ignored")
+            continue  # another modality (an RTSTRUCT kept beside the slices)
         if _is_ct(ds):
             # Completeness first: a cut slice reads "successfully" with fewer values.
             layouts[p] = file_layout(p)
