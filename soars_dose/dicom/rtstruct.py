@@ -76,7 +76,8 @@ def read_rtstruct(path: "str | Path") -> StructureSet:
       :func:`~soars_dose.dicom.common.file_layout`); a StructureSetROISequence
       item without ROINumber or a ROIContourSequence item without
       ReferencedROINumber (what a file cut mid-sequence leaves); a repeated
-      ROINumber; no StructureSetROISequence.
+      ROINumber; no StructureSetROISequence, an empty one, or no ROI with a
+      usable ROINumber.
     * **skipped with a warning** naming ROI, contour and file: an ROI whose
       ROINumber is not a whole number (``"abc"``; its contours cannot be
       linked to it safely); a contour whose ContourData is not numeric
@@ -104,6 +105,11 @@ def read_rtstruct(path: "str | Path") -> StructureSet:
     if "StructureSetROISequence" not in ds:
         raise DicomReadError(
             f"{path}: RTSTRUCT without StructureSetROISequence; it lists no ROI"
+        )
+    if len(ds.StructureSetROISequence) == 0:
+        raise DicomReadError(
+            f"{path}: RTSTRUCT lists no ROI (StructureSetROISequence is empty; PS3.3 requires "
+            "one or more items); export the structure set again with its ROIs"
         )
     frames = set()
     structures: dict[int, Structure] = {}
@@ -134,6 +140,11 @@ def read_rtstruct(path: "str | Path") -> StructureSet:
             name=name,
             number=num,
             generation_algorithm=text(item.get("ROIGenerationAlgorithm", "")) or None,
+        )
+    if not structures:
+        raise DicomReadError(
+            f"{path}: none of its {len(ds.StructureSetROISequence)} ROI(s) has a usable "
+            "ROINumber; the file is malformed"
         )
     if "RTROIObservationsSequence" not in ds:
         warn(f"{path}: no RTROIObservationsSequence (a required module); ROI types are "

@@ -291,6 +291,19 @@ def _(f):
     return b.write(ds, f / "rs.dcm")
 
 
+@hostile("rtstruct_zero_rois", "rtstruct", DicomReadError, "lists no ROI")
+def _(f):
+    return b.write(b.rtstruct([]), f / "rs.dcm")
+
+
+@hostile("rtstruct_every_roi_number_bad", "rtstruct", DicomReadError, "none of its 3 ROI(s)")
+def _(f):
+    ds = b.rtstruct(good_rois())
+    for item in ds.StructureSetROISequence:
+        b.set_raw(item, "ROINumber", "n/a")
+    return b.write(ds, f / "rs.dcm")
+
+
 # ---------------------------------------------------------------- CT series
 
 def _ct(edit=None, k_bad=1, **kw):
