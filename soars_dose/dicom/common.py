@@ -87,7 +87,7 @@ def sha256(path: "str | Path") -> str:
 def uid(ds, keyword: str) -> str | None:
     """A UID attribute as ``str`` or None when absent."""
     v = ds.get(keyword)
-    return str(v) if v else None
+    return text(v).strip() or None if v else None
 
 
 # --------------------------------------------------------------------------

@@ -158,10 +158,28 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
     Raises
     ------
     DicomReadError
-        No CT slice found, several series without ``series_uid``, or slices
-        missing geometry attributes.
+        No CT slice found, several series without ``series_uid``; a slice
+        that is truncated (checked on the bytes, see
+        :func:`~soars_dose.dicom.common.file_layout`), lacks SOPInstanceUID
+        or shares another slice's, has malformed geometry (PixelSpacing not
+        2 positive finite values, ImagePositionPatient not 3, Rows/Columns
+        not positive whole numbers), or native PixelData whose length
+        disagrees with Rows x Columns x SamplesPerPixel x BitsAllocated/8
+        (the one pad byte of an odd length is allowed). Each message names
+        the slice file.
     GeometryError
-        Oblique or inconsistent orientations, or duplicate slice positions.
+        A degenerate, non-unit or oblique ImageOrientationPatient; slices
+        that differ in Rows, Columns, PixelSpacing or ImageOrientationPatient
+        (the message names two disagreeing files and both values: the series
+        is never gridded from its first slice); duplicate slice positions.
+
+    Warns
+    -----
+    SoarsDoseWarning
+        A slice whose pixels cannot be decoded here (no pixel data, or a
+        compressed transfer syntax without an installed decoder), even
+        though only :meth:`CTSeries.load_hu` needs the pixels; a DICOM file
+        in the folder that pydicom cannot read or that has no Modality.
 
     Notes
     -----

@@ -19,7 +19,7 @@ READERS = {"rtdose": read_rtdose, "rtstruct": read_rtstruct, "ct": read_ct_serie
 def test_corpus_is_large_and_covers_every_reader():
     kinds = {h.kind for h in CORPUS.values()}
     assert kinds == {"rtdose", "rtstruct", "ct"}
-    assert len(CORPUS) >= 70
+    assert len(CORPUS) >= 75
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
