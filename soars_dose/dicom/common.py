@@ -12,7 +12,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
-from ..errors import DicomReadError, GeometryError
+from ..errors import DicomReadError, GeometryError, warn
 
 #: SOP classes we read, by modality.
 SOP_CLASS = {
@@ -107,9 +107,9 @@ NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.
 class _Cut(Exception):
     """Raised inside the walk when an element runs past the end of its container."""
 
-    def __init__(self, offset: int, what: str):
+    def __init__(self, offset: int, what: str, at_end: bool = True):
         super().__init__(what)
-        self.offset, self.what = offset, what
+        self.offset, self.what, self.at_end = offset, what, at_end
 
 
 @dataclass
@@ -149,7 +149,7 @@ def _walk_dataset(f, size: int, end: "int | None", explicit: bool, endian: str,
         pos = f.tell()
         if end is not None and pos >= end:
             if pos > end:
-                raise _Cut(pos, "an element runs past the end of its item")
+                raise _Cut(pos, "an element runs past the end of its item", at_end=end >= size)
             return
         head = f.read(8)
         if len(head) < 8:
@@ -158,7 +158,7 @@ def _walk_dataset(f, size: int, end: "int | None", explicit: bool, endian: str,
         if group == 0xFFFE:
             if elem == 0xE00D and end is None:
                 return
-            raise _Cut(pos, f"unexpected delimiter (FFFE,{elem:04X})")
+            raise _Cut(pos, f"unexpected delimiter (FFFE,{elem:04X})", at_end=False)
         if explicit:
             vr = head[4:6]
             if vr in _LONG_VRS:
@@ -172,14 +172,17 @@ def _walk_dataset(f, size: int, end: "int | None", explicit: bool, endian: str,
             (length,) = struct.unpack(endian + "L", head[4:8])
         tag = (group << 16) | elem
         if length == _UNDEFINED:
-            _walk_items(f, size, explicit, endian, layout)
+            # An undefined-length UN holds an implicit VR little endian sequence (PS3.5 6.2.2).
+            un = explicit and vr == b"UN"
+            _walk_items(f, size, explicit and not un, "<" if un else endian, layout)
             if top and tag == _PIXEL_DATA:
                 layout.encapsulated = True
             continue
         stop = f.tell() + length
         if stop > size or (end is not None and stop > end):
             raise _Cut(pos, f"element ({group:04X},{elem:04X}) declares {length} bytes but "
-                            f"only {min(size, end or size) - f.tell()} remain")
+                            f"only {min(size, end or size) - f.tell()} remain",
+                       at_end=stop > size)
         if top and tag == _PIXEL_DATA:
             layout.pixel_data_length = length
         f.seek(stop)
@@ -196,7 +199,8 @@ def _walk_items(f, size: int, explicit: bool, endian: str, layout: FileLayout) -
         if (group, elem) == (0xFFFE, 0xE0DD):
             return
         if (group, elem) != (0xFFFE, 0xE000):
-            raise _Cut(pos, f"expected a sequence item, found ({group:04X},{elem:04X})")
+            raise _Cut(pos, f"expected a sequence item, found ({group:04X},{elem:04X})",
+                       at_end=False)
         if length == _UNDEFINED:
             _walk_dataset(f, size, None, explicit, endian, False, layout)
         else:
@@ -258,6 +262,12 @@ def file_layout(path: "str | Path") -> FileLayout:
             endian = ">" if ts == "1.2.840.10008.1.2.2" else "<"
             _walk_dataset(f, size, size, explicit, endian, True, layout)
         except _Cut as cut:
+            if not cut.at_end:
+                # Not a cut file but an element structure this walk does not
+                # follow; pydicom may still read it, so only say so.
+                warn(f"{path}: unusual element structure at byte {cut.offset} ({cut.what}); "
+                     "read as pydicom reads it, check the values")
+                return layout
             raise DicomReadError(
                 f"{path}: the file is truncated or corrupt at byte {cut.offset} of {size} "
                 f"({cut.what}); it was probably cut short while copying: copy or export it again"
