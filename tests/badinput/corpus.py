@@ -176,6 +176,22 @@ def _(f):
     return _dose(f, edit)
 
 
+@hostile("dose_header_asks_for_terabytes", "rtdose", DicomReadError, "2147418112500000 bytes",
+         "480 bytes")
+def _(f):
+    # Refused from the lengths alone, before anything of that size is allocated.
+    def edit(ds):
+        ds.Rows = ds.Columns = 65535
+        ds.NumberOfFrames = 125000
+        ds.GridFrameOffsetVector = [0.0]
+    return _dose(f, edit)
+
+
+@hostile("dose_zero_frames", "rtdose", DicomReadError, "NumberOfFrames = 0")
+def _(f):
+    return _dose(f, lambda ds: setattr(ds, "NumberOfFrames", 0))
+
+
 # ---------------------------------------------------------------- class 7: RTDOSE numbers
 
 def _dose_raw(keyword, value):
@@ -252,7 +268,8 @@ def _cut_rs(at, *, undefined=False, implicit=False, needle=None, shift=0):
 
 
 for _enc, _kw in [("explicit", {}), ("undefined", {"undefined": True}),
-                  ("implicit", {"implicit": True, "undefined": True})]:
+                  ("implicit", {"implicit": True, "undefined": True}),
+                  ("implicit_defined", {"implicit": True})]:
     for _at in (0.1, 0.5, 0.9):
         CORPUS[f"rtstruct_{_enc}_cut_at_{int(_at * 100)}pct"] = Hostile(
             "rtstruct", _cut_rs(_at, **_kw), DicomReadError, ("truncated",))
@@ -358,6 +375,11 @@ _ct_hostile("ct_spacing_one_value", lambda ds: b.set_raw(ds, "PixelSpacing", "0.
             DicomReadError, "PixelSpacing", "1 value(s)")
 _ct_hostile("ct_spacing_zero", lambda ds: b.set_raw(ds, "PixelSpacing", "0\\0.9"),
             DicomReadError, "must be > 0")
+_ct_hostile("ct_spacing_negative", lambda ds: b.set_raw(ds, "PixelSpacing", "0.8\\-0.9"),
+            DicomReadError, "must be > 0")
+_ct_hostile("ct_orientation_not_orthogonal",
+            lambda ds: b.set_raw(ds, "ImageOrientationPatient", "1\\0\\0\\0.6\\0.8\\0"),
+            GeometryError, "non-orthogonal", k_bad=0)
 _ct_hostile("ct_spacing_nan", lambda ds: b.set_raw(ds, "PixelSpacing", "0.8\\nan"),
             DicomReadError, "non-finite")
 _ct_hostile("ct_position_two_values", lambda ds: b.set_raw(ds, "ImagePositionPatient", "1\\2"),
