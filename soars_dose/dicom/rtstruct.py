@@ -90,7 +90,10 @@ def read_rtstruct(path: "str | Path") -> StructureSet:
       duplicate contours on one plane (within
       :data:`~soars_dose.polygons.DUPLICATE_TOL_MM`) and self-intersecting
       contours (see :mod:`soars_dose.polygons`); the rasteriser decides
-      what they mean. A missing RTROIObservationsSequence is warned about.
+      what they mean (at most :data:`MAX_CONTOUR_WARNINGS` listed per ROI,
+      the rest counted). A missing RTROIObservationsSequence is warned
+      about: a file cut exactly between two top-level elements still holds
+      whole contours, and nothing else can tell it was cut there.
 
     Contour numbers in messages are 1-based positions in the ROI's
     ContourSequence.
@@ -263,9 +266,17 @@ def _is_number(v) -> bool:
     return True
 
 
+#: Contour problems warned about one by one per ROI; the rest are summed up.
+MAX_CONTOUR_WARNINGS = 5
+
+
 def warn_contour_problems(structure: Structure, source: "str | Path",
                           contour_numbers: "list[int] | None" = None) -> int:
     """Warn about exact duplicate and self-intersecting contours of one ROI.
+
+    One warning per problem names the file, the ROI, the plane (mm) and the
+    contour number, up to :data:`MAX_CONTOUR_WARNINGS` per ROI; one more
+    warning then counts the rest, so a bad export does not flood the console.
 
     Parameters
     ----------
@@ -280,21 +291,26 @@ def warn_contour_problems(structure: Structure, source: "str | Path",
     Returns
     -------
     int
-        How many problems were warned about.
+        How many problems were found.
     """
     numbers_ = contour_numbers or list(range(1, len(structure.contours) + 1))
-    found = 0
+    problems: list[str] = []
     for i, j in duplicate_contours(structure.contours):
         pl = contour_plane(structure.contours[j])
-        warn(f"{source}: ROI {structure.name!r} contour {numbers_[j]} on plane {pl} repeats "
-             f"contour {numbers_[i]} exactly; kept (an exact duplicate adds no volume)")
-        found += 1
+        problems.append(f"{source}: ROI {structure.name!r} contour {numbers_[j]} on plane {pl} "
+                        f"repeats contour {numbers_[i]} exactly; kept (an exact duplicate adds "
+                        "no volume)")
     for k, c in enumerate(structure.contours):
         hit = self_intersection(c)
         if hit is not None:
             pl = contour_plane(c)
-            warn(f"{source}: ROI {structure.name!r} contour {numbers_[k]} on plane {pl} "
-                 f"crosses itself (edges {hit[0] + 1} and {hit[1] + 1}); kept, its area follows "
-                 "the even-odd rule")
-            found += 1
-    return found
+            problems.append(f"{source}: ROI {structure.name!r} contour {numbers_[k]} on plane "
+                            f"{pl} crosses itself (edges {hit[0] + 1} and {hit[1] + 1}); kept, "
+                            "its area follows the even-odd rule")
+    for msg in problems[:MAX_CONTOUR_WARNINGS]:
+        warn(msg)
+    if len(problems) > MAX_CONTOUR_WARNINGS:
+        warn(f"{source}: ROI {structure.name!r} has {len(problems) - MAX_CONTOUR_WARNINGS} more "
+             "duplicate or self-intersecting contour(s) not listed; check it in the planning "
+             "system")
+    return len(problems)

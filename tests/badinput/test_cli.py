@@ -96,3 +96,14 @@ def test_cli_shows_reader_warnings_and_still_computes(tmp_path, capsys):
                in ln for ln in err.splitlines())
     assert any("beam_rd.dcm" in ln and "DoseSummationType BEAM" in ln for ln in err.splitlines())
     assert any("beam_rd.dcm" in ln and "no FrameOfReferenceUID" in ln for ln in err.splitlines())
+
+
+@pytest.mark.parametrize("name", ["ct_missing_sop_instance_uid", "ct_slice_cut_mid_pixel_data"])
+def test_segment_refuses_a_bad_ct_by_name(name, tmp_path, capsys):
+    pytest.importorskip("torch")
+    h = CORPUS[name]
+    target = h.make(tmp_path / "bad")
+    code = main(["segment", str(target), "--out", str(tmp_path / "o.dcm"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert h.named(target) in err and not (tmp_path / "o.dcm").exists()

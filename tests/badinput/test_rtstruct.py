@@ -251,3 +251,12 @@ def test_cut_before_observations_is_warned(tmp_path):
     ss, warns = _read(cut)
     _assert_contours(ss, good_rois())
     assert any("no RTROIObservationsSequence" in w and "rs.dcm" in w for w in warns)
+
+
+def test_many_problems_are_summed_up_after_five(tmp_path):
+    contours = [_bowtie(float(z)) for z in range(8)] + [b.square(0, 0, 0.0)] * 2
+    ss, warns = _read(b.write(b.rtstruct([(4, "Oral_Cavity", contours)]), tmp_path / "rs.dcm"))
+    assert len(ss["Oral_Cavity"].contours) == 10
+    listed = [w for w in warns if "crosses itself" in w or "repeats" in w]
+    assert len(listed) == 5
+    assert any("4 more duplicate or self-intersecting" in w for w in warns)
