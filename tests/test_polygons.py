@@ -21,7 +21,8 @@ def _brute_simple(pts2):
         return (v > 0) - (v < 0)
 
     def on_seg(a, b, c):
-        return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
+        return (min(a[0], b[0]) <= c[0] <= max(a[0], b[0])
+                and min(a[1], b[1]) <= c[1] <= max(a[1], b[1]))
 
     def meet(s, t):
         (a, b), (c, d) = s, t
@@ -63,7 +64,7 @@ def test_known_shapes():
     assert self_intersection(sq) is None
     assert self_intersection(np.vstack([sq, sq[:1]])) is None  # closing point repeated
     assert self_intersection(sq[[0, 1, 1, 2, 3]]) is None  # a point written twice
-    assert self_intersection(sq[[0, 2, 1, 3]]) == (0, 2)  # bow tie: edges 0-2 and 1-3... cross
+    assert self_intersection(sq[[0, 2, 1, 3]]) == (0, 2)  # bow tie: its edges 0 and 2 cross
     t = np.arange(5) * 4 * np.pi / 5
     assert self_intersection(np.c_[np.cos(t), np.sin(t)]) is not None  # pentagram
     # a square whose right side is touched by a spike from the left: not simple

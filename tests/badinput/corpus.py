@@ -15,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 from pydicom.encaps import encapsulate
-from pydicom.sequence import Sequence
 
 from soars_dose.errors import DicomReadError, GeometryError
 

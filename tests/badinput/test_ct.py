@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.encaps import encapsulate
 
@@ -43,7 +44,7 @@ def test_odd_8_bit_slice_with_its_pad_byte_is_accepted(tmp_path):
     """3 x 5 pixels of 8 bits = 15 bytes, stored as 16 with the DICOM pad byte."""
     hu = (np.arange(45).reshape(3, 3, 5) - 100).astype(float)
     paths = b.ct_series(tmp_path / "ct", hu, bits=8, intercept=-100.0)
-    assert all(len(b.rtdose.__globals__["pydicom"].dcmread(p).PixelData) == 16 for p in paths)
+    assert all(len(pydicom.dcmread(p).PixelData) == 16 for p in paths)
     ct, warns = _read(tmp_path / "ct")
     assert warns == []
     np.testing.assert_array_equal(ct.load_hu(), hu)
@@ -71,7 +72,8 @@ def test_undecodable_slice_warned_at_read_and_refused_at_load(tmp_path, syntax):
 
 
 def test_slice_without_pixel_data_warned_at_read(tmp_path):
-    b.ct_series(tmp_path / "ct", b.ct_truth(), edit=lambda k, ds: k == 2 and delattr(ds, "PixelData"))
+    b.ct_series(tmp_path / "ct", b.ct_truth(),
+                edit=lambda k, ds: k == 2 and delattr(ds, "PixelData"))
     ct, warns = _read(tmp_path / "ct")
     assert any("ct_002.dcm" in w and "no pixel data" in w for w in warns)
     with pytest.raises(DicomReadError, match="ct_002.dcm.*no pixel data"):

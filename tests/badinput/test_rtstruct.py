@@ -1,4 +1,4 @@
-"""RTSTRUCT reader on hostile files: what is kept, skipped and warned about, with the values read."""
+"""RTSTRUCT reader on hostile files: what is kept, skipped or warned about, and the values."""
 
 from __future__ import annotations
 
@@ -238,11 +238,15 @@ def test_absurd_coordinates_skip_that_contour(tmp_path, value, shown):
     assert len(w) == 1 and shown in w[0] and "rs.dcm" in w[0]
 
 
-def test_absurd_limit_is_a_patient_scale():
-    assert 2000 < ABSURD_COORDINATE_MM <= 1e5
+def test_coordinates_just_inside_the_limit_are_kept(tmp_path):
+    """A contour 9 m from the origin is odd but not refused: the limit is 10 m."""
+    far = b.square(ABSURD_COORDINATE_MM - 1000.0, 0, 0.0)
+    ss, warns = _read(b.write(b.rtstruct([(1, "Far", [far])]), tmp_path / "rs.dcm"))
+    np.testing.assert_allclose(ss["Far"].contours[0], far)
+    assert warns == []
 
 
-# ------------------------------------------------------------------ truncation at an element boundary
+# ------------------------------------------------------------------ cut at an element boundary
 
 def test_cut_before_observations_is_warned(tmp_path):
     """A cut exactly between two top-level elements leaves every contour whole: warned."""
