@@ -133,6 +133,10 @@ def _check_slice_pixels(p: Path, ds, layout) -> str | None:
     return None
 
 
+#: Media Storage Directory (DICOMDIR): an index file, not an image.
+_DICOMDIR = "1.2.840.10008.1.3.10"
+
+
 def _has_dicom_magic(p: Path) -> bool:
     with open(p, "rb") as f:
         f.seek(128)
@@ -203,16 +207,16 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
                 warn(f"{p}: a DICOM file in the CT folder cannot be read ({exc}); ignored")
             continue  # non-DICOM files (notes, thumbnails) live in CT folders
         if not _is_ct(ds):
-            if "Modality" not in ds and "SOPClassUID" not in ds:
+            meta_sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
+            if "Modality" not in ds and "SOPClassUID" not in ds and meta_sop != _DICOMDIR:
                 # Neither CT nor anything else: perhaps a slice cut before its Modality.
                 file_layout(p)
                 warn(f"{p}: a DICOM file in the CT folder has no Modality or SOPClassUID; "
                      "ignored")
             continue  # another modality (an RTSTRUCT kept beside the slices)
-        if _is_ct(ds):
-            # Completeness first: a cut slice reads "successfully" with fewer values.
-            layouts[p] = file_layout(p)
-            by_series.setdefault(text(ds.get("SeriesInstanceUID", "")), []).append((p, ds))
+        # Completeness first: a cut slice reads "successfully" with fewer values.
+        layouts[p] = file_layout(p)
+        by_series.setdefault(text(ds.get("SeriesInstanceUID", "")), []).append((p, ds))
     if not by_series:
         raise DicomReadError(f"{directory}: no CT image found (looked for Modality CT files)")
     if series_uid is not None:
