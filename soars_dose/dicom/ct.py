@@ -10,7 +10,8 @@ import pydicom
 
 from ..errors import DicomReadError, GeometryError, warn
 from ..grid import AXIS_TOLERANCE, Grid
-from .common import require
+from .common import (NATIVE_SYNTAXES, check_pixel_length, decoder_available, file_layout,
+                     integer, numbers, orientation, require, text)
 
 
 @dataclass
@@ -52,14 +53,94 @@ class CTSeries:
         return float(self.grid.spacing[0])
 
     def load_hu(self) -> np.ndarray:
-        """Read every slice; return HU as float32 ``[k, j, i]`` on :attr:`grid`."""
+        """Read every slice; return HU as float32 ``[k, j, i]`` on :attr:`grid`.
+
+        Raises
+        ------
+        DicomReadError
+            A slice that cannot be decoded (unsupported compression, wrong
+            size) or with a non-numeric RescaleSlope / RescaleIntercept; the
+            message names the slice file.
+        """
         out = np.empty(self.grid.shape, dtype=np.float32)
         for k, p in enumerate(self.paths):
-            ds = pydicom.dcmread(p)
-            slope = float(ds.get("RescaleSlope", 1.0))
-            icpt = float(ds.get("RescaleIntercept", 0.0))
-            out[k] = ds.pixel_array.astype(np.float32) * slope + icpt
+            try:
+                ds = pydicom.dcmread(p)
+            except Exception as exc:
+                raise DicomReadError(f"{p}: CT slice cannot be read ({exc})") from exc
+            slope = _rescale(ds, p, "RescaleSlope", 1.0)
+            icpt = _rescale(ds, p, "RescaleIntercept", 0.0)
+            if "PixelData" not in ds:
+                raise DicomReadError(f"{p}: CT slice has no pixel data; re-export the series")
+            try:
+                arr = np.asarray(ds.pixel_array)
+            except Exception as exc:
+                raise DicomReadError(
+                    f"{p}: CT pixel data cannot be decoded (transfer syntax "
+                    f"{getattr(ds.file_meta, 'TransferSyntaxUID', '?')}: {exc}); export the "
+                    "series uncompressed"
+                ) from exc
+            if arr.shape != tuple(self.grid.shape[1:]):
+                raise DicomReadError(
+                    f"{p}: CT pixels decode to shape {arr.shape}, the series grid needs "
+                    f"{tuple(self.grid.shape[1:])} (Rows x Columns); re-export the series"
+                )
+            out[k] = arr.astype(np.float32) * slope + icpt
         return out
+
+
+def _rescale(ds, path: Path, keyword: str, default: float) -> float:
+    if keyword not in ds or ds[keyword].value in (None, "", b""):
+        return default
+    return float(numbers(ds, path, keyword, 1)[0])
+
+
+#: Header fields every slice of one series must share, with how to read them.
+_SHARED = ("Rows", "Columns", "PixelSpacing", "ImageOrientationPatient")
+
+
+def _slice_geometry(p: Path, ds) -> dict:
+    """The checked geometry of one slice (refuses malformed values naming ``p``)."""
+    require(ds, p, "SOPInstanceUID")
+    return {
+        "Rows": integer(ds, p, "Rows"),
+        "Columns": integer(ds, p, "Columns"),
+        "PixelSpacing": numbers(ds, p, "PixelSpacing", 2, positive=True),
+        "ImageOrientationPatient": orientation(ds, p),
+        "ImagePositionPatient": numbers(ds, p, "ImagePositionPatient", 3),
+    }
+
+
+def _check_slice_pixels(p: Path, ds, layout) -> str | None:
+    """Refuse a native PixelData of the wrong length; return why pixels can't be decoded.
+
+    Uses the byte walk of the file (no pixel data is read). Returns a
+    warning text for a slice whose pixels this installation cannot decode
+    (none, or a compressed syntax without decoder), or None.
+    """
+    ts = layout.transfer_syntax or str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")
+                                        or "") or None
+    if not layout.walked:
+        return None  # no preamble: pydicom will decide when the pixels are read
+    if layout.pixel_data_length is None and not layout.encapsulated:
+        return f"{p}: CT slice has no pixel data"
+    if layout.encapsulated or (ts is not None and ts not in NATIVE_SYNTAXES):
+        if not decoder_available(ts):
+            return (f"{p}: CT pixel data is compressed (transfer syntax {ts}) and no decoder "
+                    "for it is installed; commands that need the CT numbers will fail")
+        return None
+    check_pixel_length(ds, p, layout.pixel_data_length, allowed_bits=(8, 16, 32))
+    return None
+
+
+#: Media Storage Directory (DICOMDIR): an index file, not an image.
+_DICOMDIR = "1.2.840.10008.1.3.10"
+
+
+def _has_dicom_magic(p: Path) -> bool:
+    with open(p, "rb") as f:
+        f.seek(128)
+        return f.read(4) == b"DICM"
 
 
 def _is_ct(ds) -> bool:
@@ -81,10 +162,28 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
     Raises
     ------
     DicomReadError
-        No CT slice found, several series without ``series_uid``, or slices
-        missing geometry attributes.
+        No CT slice found, several series without ``series_uid``; a slice
+        that is truncated (checked on the bytes, see
+        :func:`~soars_dose.dicom.common.file_layout`), lacks SOPInstanceUID
+        or shares another slice's, has malformed geometry (PixelSpacing not
+        2 positive finite values, ImagePositionPatient not 3, Rows/Columns
+        not positive whole numbers), or native PixelData whose length
+        disagrees with Rows x Columns x SamplesPerPixel x BitsAllocated/8
+        (the one pad byte of an odd length is allowed). Each message names
+        the slice file.
     GeometryError
-        Oblique or inconsistent orientations, or duplicate slice positions.
+        A degenerate, non-unit or oblique ImageOrientationPatient; slices
+        that differ in Rows, Columns, PixelSpacing or ImageOrientationPatient
+        (the message names two disagreeing files and both values: the series
+        is never gridded from its first slice); duplicate slice positions.
+
+    Warns
+    -----
+    SoarsDoseWarning
+        A slice whose pixels cannot be decoded here (no pixel data, or a
+        compressed transfer syntax without an installed decoder), even
+        though only :meth:`CTSeries.load_hu` needs the pixels; a DICOM file
+        in the folder that pydicom cannot read or that has no Modality.
 
     Notes
     -----
@@ -96,15 +195,28 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
     if not directory.is_dir():
         raise DicomReadError(f"{directory}: not a folder (expected a folder of CT slices)")
     by_series: dict[str, list] = {}
+    layouts: dict[Path, object] = {}
     for p in sorted(directory.rglob("*")):
         if not p.is_file():
             continue
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True)
-        except Exception:
+        except Exception as exc:
+            if _has_dicom_magic(p):
+                file_layout(p)  # names a truncated file
+                warn(f"{p}: a DICOM file in the CT folder cannot be read ({exc}); ignored")
             continue  # non-DICOM files (notes, thumbnails) live in CT folders
-        if _is_ct(ds):
-            by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((p, ds))
+        if not _is_ct(ds):
+            meta_sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
+            if "Modality" not in ds and "SOPClassUID" not in ds and meta_sop != _DICOMDIR:
+                # Neither CT nor anything else: perhaps a slice cut before its Modality.
+                file_layout(p)
+                warn(f"{p}: a DICOM file in the CT folder has no Modality or SOPClassUID; "
+                     "ignored")
+            continue  # another modality (an RTSTRUCT kept beside the slices)
+        # Completeness first: a cut slice reads "successfully" with fewer values.
+        layouts[p] = file_layout(p)
+        by_series.setdefault(text(ds.get("SeriesInstanceUID", "")), []).append((p, ds))
     if not by_series:
         raise DicomReadError(f"{directory}: no CT image found (looked for Modality CT files)")
     if series_uid is not None:
@@ -122,23 +234,43 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
     else:
         series_uid, items = next(iter(by_series.items()))
 
+    geoms = [_slice_geometry(p, ds) for p, ds in items]
+    ref_path, ref = items[0][0], geoms[0]
+    for (p, _), g in zip(items[1:], geoms[1:]):
+        for key in _SHARED:
+            a, b = np.atleast_1d(ref[key]), np.atleast_1d(g[key])
+            tol = 1e-4 if key == "ImageOrientationPatient" else 1e-3
+            if a.shape != b.shape or np.max(np.abs(a - b)) > tol:
+                raise GeometryError(
+                    f"{p}: {key} {np.round(b, 6).tolist()} differs from {ref_path} "
+                    f"({np.round(a, 6).tolist()}); the slices of series {series_uid} in "
+                    f"{directory} do not share one image grid. Resample the series to one "
+                    "grid, or remove the slices that do not belong to it"
+                )
+    uids: dict[str, Path] = {}
+    undecodable: list[str] = []
     for p, ds in items:
-        require(ds, p, "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing",
-                "Rows", "Columns")
-    iops = np.array([np.asarray(ds.ImageOrientationPatient, dtype=float) for _, ds in items])
-    if np.ptp(iops, axis=0).max() > 1e-4:
-        raise GeometryError(
-            f"{directory}: slices of series {series_uid} have different ImageOrientationPatient; "
-            "a series must share one orientation"
-        )
-    iop = iops[0]
+        u = text(ds.SOPInstanceUID)
+        if u in uids:
+            raise DicomReadError(
+                f"{p}: SOPInstanceUID {u} is also the UID of {uids[u]}; the folder holds a "
+                "copy of a slice or two exports mixed together"
+            )
+        uids[u] = p
+        why = _check_slice_pixels(p, ds, layouts[p])
+        if why:
+            undecodable.append(why)
+    if undecodable:
+        more = f" (and {len(undecodable) - 1} more slice(s))" if len(undecodable) > 1 else ""
+        warn(undecodable[0] + more)
+    iop = ref["ImageOrientationPatient"]
     if np.any((np.abs(iop) > AXIS_TOLERANCE) & (np.abs(iop) < 1 - AXIS_TOLERANCE)):
         raise GeometryError(
             f"{directory}: CT orientation {iop.round(4).tolist()} is oblique; only axis-aligned "
             "orientations (HFS, HFP, FFS, FFP, decubitus) are supported: resample the CT first"
         )
     normal = np.cross(iop[:3], iop[3:])
-    ipps = np.array([np.asarray(ds.ImagePositionPatient, dtype=float) for _, ds in items])
+    ipps = np.array([g["ImagePositionPatient"] for g in geoms])
     pos = ipps @ normal
     order = np.argsort(pos)
     pos = pos[order]
@@ -150,8 +282,8 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
             f"{directory}: two CT slices at the same position {dup:.3f} mm along the normal; "
             "the folder probably mixes two acquisitions"
         )
-    rows, cols = int(items[0][1].Rows), int(items[0][1].Columns)
-    ps = [float(v) for v in items[0][1].PixelSpacing]
+    rows, cols = ref["Rows"], ref["Columns"]
+    ps = [float(v) for v in ref["PixelSpacing"]]
     notes: list[str] = []
     uneven, missing = False, 0
     if pos.size > 1:
@@ -170,14 +302,20 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
             notes.append(msg)
             warn(msg)
     else:
-        step = float(items[0][1].get("SliceThickness", 1.0) or 1.0)
+        first = items[0][1]
+        step = 1.0
+        if "SliceThickness" in first and first.SliceThickness not in (None, ""):
+            step = float(numbers(first, items[0][0], "SliceThickness", 1, positive=True)[0])
     # The nominal grid starts at the first slice and uses the median step.
-    grid = Grid(
-        shape=(pos.size, rows, cols),
-        spacing=(step, ps[0], ps[1]),
-        origin=tuple(ipps[0]),
-        direction=np.vstack([normal, iop[3:], iop[:3]]),
-    )
+    try:
+        grid = Grid(
+            shape=(pos.size, rows, cols),
+            spacing=(step, ps[0], ps[1]),
+            origin=tuple(ipps[0]),
+            direction=np.vstack([normal, iop[3:], iop[:3]]),
+        )
+    except GeometryError as exc:
+        raise GeometryError(f"{directory}: CT series {series_uid}: {exc}") from exc
     first = items[0][1]
     return CTSeries(
         paths=[p for p, _ in items],
@@ -186,7 +324,7 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
         series_uid=series_uid,
         study_uid=str(first.get("StudyInstanceUID", "")) or None,
         frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")) or None,
-        sop_instance_uids=[str(ds.SOPInstanceUID) for _, ds in items],
+        sop_instance_uids=[text(ds.SOPInstanceUID) for _, ds in items],
         patient_position=str(first.get("PatientPosition", "")) or None,
         uneven=uneven,
         missing_slices=missing,
