@@ -446,9 +446,9 @@ def check_reference_set(case: Case, ms: MatchedSets) -> None:
             "compare; check that this is the clinical RTSTRUCT with the contours")
     ref_names = ms.names[ms.names["set"] == REFERENCE] if "set" in ms.names else ms.names
     kinds = {}
-    if "status" in ref_names and "original" in ref_names:
+    if "kind" in ref_names and "original" in ref_names:
         for _, r in ref_names.iterrows():
-            kinds.setdefault(str(r["status"]), []).append(str(r["original"]))
+            kinds.setdefault(str(r["kind"]), []).append(str(r["original"]))
     matched = list(ms.rois[REFERENCE])
     if matched:  # OARs were matched, but each is empty or duplicated
         what = "; ".join(f"{o}: {v[0]}" for o, v in ms.rois[REFERENCE].items())
