@@ -29,14 +29,17 @@ from ..structures import Structure
 
 #: Default limit (GB = 1e9 bytes) on the memory one structure may take to rasterise.
 DEFAULT_MAX_MEMORY_GB = 2.0
-#: Bytes per covered sub-pixel of a plane's bounding box while its coverage is computed
-#: (coverage and two centroid arrays, float64).
-BYTES_PER_BOX_SUBPIXEL = 3 * 8
+#: Bytes per sub-pixel of a plane's bounding box while its coverage is computed: per
+#: sub-row (ROW_SUBSAMPLES of them) the three moment sums, their cumulative sums and the
+#: covered length and moment (float64, about 10 arrays), then coverage and centroids.
+BYTES_PER_BOX_SUBPIXEL = ROW_SUBSAMPLES * 8 * 10 + 3 * 8
 #: Bytes per sub-pixel kept for a plane's samples (row, column, area; float64).
 BYTES_PER_KEPT_SUBPIXEL = 3 * 8
 #: Bytes per sample while one plane's samples are expanded and their dose interpolated
 #: (index, box, gradient and their masked copies: about 28 float64 per sample, rounded up).
 BYTES_PER_SAMPLE = 256
+#: Fixed overhead (bytes) of one structure: DVH accumulators, per-plane bookkeeping.
+BASE_BYTES = 4e6
 
 
 def _normal_patient_axis(structure: Structure) -> int | None:
@@ -171,7 +174,7 @@ def estimate_sampling_bytes(
         crossings = ext_r * ROW_SUBSAMPLES * 2 * 8 * 6  # sub-row crossings, a few arrays
         peak = max(peak, box * BYTES_PER_BOX_SUBPIXEL + crossings + covered * pieces * BYTES_PER_SAMPLE)
         kept += covered * BYTES_PER_KEPT_SUBPIXEL
-    return float(peak + kept), int(f)
+    return float(BASE_BYTES + peak + kept), int(f)
 
 
 def check_sampling_size(
