@@ -208,3 +208,29 @@ def check_sampling_size(
             "--supersample or raise the limit (--max-memory-gb, Settings.max_memory_gb)"
         )
     return need
+
+
+#: Bytes per voxel of a grid on which two structures' occupancies and masks are built
+#: (float64 accumulator, float32 occupancy, boolean masks and distance work arrays).
+BYTES_PER_PAIR_VOXEL = 64
+
+
+def check_grid_size(grid: Grid, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB, *,
+                    what: str = "", source: str = "") -> float:
+    """Refuse a working grid whose voxel arrays would need more than ``max_memory_gb``.
+
+    Returns the estimate (bytes) when it fits.
+
+    Raises
+    ------
+    MemoryLimitError
+    """
+    n = float(np.prod(np.asarray(grid.shape, dtype=float)))
+    need = n * BYTES_PER_PAIR_VOXEL
+    if need > max_memory_gb * 1e9:
+        raise MemoryLimitError(
+            f"{source}: {what}: the working grid of shape {grid.shape} at "
+            f"{tuple(round(v, 4) for v in grid.spacing)} mm would need about {need / 1e9:.3g} GB, "
+            f"over the limit of {max_memory_gb:g} GB: check the contour coordinates in the file "
+            "(a contour far from the patient?)")
+    return need

@@ -266,3 +266,32 @@ def test_cli_compare_with_a_far_structure_exit_0(tmp_path, capsys):
     rc, err = cli(compare_args(paths, tmp_path / "out"), capsys)
     assert rc == 0
     assert "Brainstem: outside_grid" in err
+
+
+@pytest.mark.parametrize("extent_mm", [3e3, 1e6])
+def test_cli_compare_kilometre_structure_in_both_sets_bounded(tmp_path, capsys, extent_mm):
+    """Contour metrics build their own fine grid: it is size-checked too (status too_large)."""
+    import pandas as pd
+
+    big = Structure("SpinalCord", 2, _square(-extent_mm, extent_mm, -2, 2, np.arange(-4, 4.1, 2.5)))
+    paths = write_case(tmp_path / "in", {"reference": [oars()[0], big], "auto": [oars()[0], big]})
+    out = tmp_path / "out"
+    tracemalloc.start()
+    rc, err = cli(compare_args(paths, out), capsys)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert rc == 0
+    assert peak < 300e6
+    st = pd.read_csv(out / "stats.csv").set_index(["set", "roi"])
+    row = st.loc[("reference", "SpinalCord")]
+    cm = pd.read_csv(out / "contour_metrics.csv").set_index(["set", "roi"])
+    if extent_mm < 1e5:
+        # 6 m strip: computable; the grid holds 75 mm of its 2 x extent_mm length
+        assert row["status"] == "partial"
+        assert row["coverage"] == pytest.approx(75.0 / (2 * extent_mm), rel=0.01)
+    else:
+        assert row["status"] == "too_large"
+        assert cm.loc[("auto", "SpinalCord"), "status"] == "too_large"
+        assert str(paths["reference"]) in cm.loc[("auto", "SpinalCord"), "message"]
+    assert st.loc[("reference", "Parotid_L"), "mean_gy"] == pytest.approx(25.0, abs=1e-3)
+    assert cm.loc[("auto", "Parotid_L"), "dice"] == pytest.approx(1.0)
