@@ -58,6 +58,7 @@ def check_frames(case: Case, allow_mismatch: bool = False) -> list[str]:
     notes = []
     dose_for = case.dose.frame_of_reference_uid
     dose_src = case.dose.sources[0] if case.dose.sources else "dose"
+    notes += _warn_missing_dose_frame(case, dose_src)
     others = [(f"set {n!r} ({s.source})", s.frame_of_reference_uid) for n, s in case.sets.items()]
     if case.ct is not None:
         others.append((f"CT series {case.ct.series_uid} ({case.ct.paths[0].parent})",
@@ -83,6 +84,25 @@ def check_frames(case: Case, allow_mismatch: bool = False) -> list[str]:
                 warn(msg)
                 notes.append(msg)
     return notes
+
+
+def _warn_missing_dose_frame(case: Case, dose_src) -> list[str]:
+    """Warn once, naming the dose file, when the RTDOSE has no FrameOfReferenceUID.
+
+    Without it no structure set or CT can be checked against the dose. The
+    reader may already have warned at read time (its note in ``dose.notes``
+    names FrameOfReferenceUID); then only the note is kept, not a second
+    console line.
+    """
+    if case.dose.frame_of_reference_uid:
+        return []
+    msg = (f"{dose_src}: the RTDOSE has no FrameOfReferenceUID, so the frame-of-reference "
+           "check of the structure sets and CT against the dose was skipped; make sure they "
+           "belong to the same patient and plan")
+    already = any("FrameOfReferenceUID" in str(n) for n in case.dose.notes)
+    if not already:
+        warn(msg)
+    return [msg]
 
 
 def load_case(

@@ -74,3 +74,28 @@ class SoarsDoseWarning(UserWarning):
 def warn(message: str) -> None:
     """Emit a :class:`SoarsDoseWarning` attributed to the caller's caller."""
     warnings.warn(message, SoarsDoseWarning, stacklevel=3)
+
+
+# ---- case and comparison checks (issue 11) ------------------------------------
+class SettingsError(InputError):
+    """A :class:`~soars_dose.dose.compare.Settings` value is out of range.
+
+    The message names the field and the command-line option that sets it
+    (``factor`` / ``--supersample``, ``bin_width_gy`` / ``--bin-width``, ...).
+    """
+
+
+class NoMatchingOARError(StructureError):
+    """The reference structure set has no ROI, or none that is a usable OAR."""
+
+
+class EmptyStructureSetError(StructureError):
+    """A structure set holds no ROI at all."""
+
+
+class ZeroDoseError(SoarsDoseError):
+    """The dose is zero everywhere, or inside every structure: every statistic would be 0 Gy."""
+
+
+class MemoryLimitError(SoarsDoseError):
+    """A structure would need more memory to rasterise than the configured limit."""

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..case import REFERENCE, Case
 from ..dose.compare import MatchedSets, match_sets
-from ..errors import SoarsDoseError
+from ..errors import MemoryLimitError, SoarsDoseError
 from ..grid import Grid
 from ..names import AliasTable
 from ..rasterize import contour_planes, nominal_spacing_mm, occupancy, sample_structure
@@ -75,6 +75,19 @@ def supersampled_pair_grid(ref: Structure, structures: list[Structure], dose_gri
     shape = np.floor((hi - lo) / spacing).astype(int) + 1
     origin = lo @ dose_grid.direction  # back to LPS
     return Grid(tuple(shape), tuple(spacing), tuple(origin), dose_grid.direction)
+
+
+def _check_pair_size(pair: list[Structure], grid: Grid, nominal: float, case: Case,
+                     set_name: str, oar: str) -> None:
+    """Refuse (MemoryLimitError) a pair whose common grid or rasterisation is too large."""
+    from ..dose.precheck import check_grid_size, check_sampling_size
+
+    names = [REFERENCE, set_name]
+    for st, name in zip(pair, names):
+        src = str(case.sets[name].source or name)
+        check_sampling_size(st, grid, 1, nominal, source=src, grid_name="contour-metric grid")
+    check_grid_size(grid, what=f"contour metrics of {oar} ({set_name!r} vs {REFERENCE!r})",
+                    source=str(case.sets[REFERENCE].source or REFERENCE))
 
 
 def pair_masks(ref: Structure, sub: Structure | None, grid: Grid,
@@ -144,10 +157,12 @@ def contour_metrics_for_case(
                 else:
                     grid = supersampled_pair_grid(ref, pair, case.dose.grid, nominal, fine_mm)
                     kind = "supersampled"
+                _check_pair_size(pair, grid, nominal, case, set_name, oar)
                 m_ref, m_sub = pair_masks(ref, sub_st, grid, nominal)
                 res = M.contour_metrics(m_ref, m_sub, grid.spacing, tol)
             except SoarsDoseError as exc:
-                row.update(status="error", message=str(exc))
+                row.update(status="too_large" if isinstance(exc, MemoryLimitError) else "error",
+                           message=str(exc))
                 rows.append(row)
                 continue
             row.update(res)

@@ -18,10 +18,15 @@ import numpy as np
 import pandas as pd
 
 from ..case import REFERENCE, Case
-from ..errors import SoarsDoseError, SoarsDoseWarning
+from ..errors import (EmptyStructureSetError, NoMatchingOARError, SoarsDoseError,
+                      SoarsDoseWarning, ZeroDoseError, warn)
 from ..names import AliasTable, match_names
 from ..rasterize import nominal_spacing_mm
+from ..analysis.plausibility import (AIR_HU, BONE_HU, MAX_TISSUE_SHARE, load_volume_table,
+                                    plausibility_flags)
 from .compute import compute_dvh
+from .precheck import DEFAULT_MAX_MEMORY_GB, check_sampling_size, outside_grid
+from .settings_checks import validate_settings
 from .dvh import BIN_WIDTH_GY, DVH
 
 #: Columns every ``stats`` table starts with.
@@ -51,6 +56,24 @@ class Settings:
         Step of the written DVH table (default: the bin width).
     interpolation : {"linear", "nearest"}
         Dose between voxel centres: trilinear (default) or constant per voxel.
+    max_memory_gb : float
+        Refuse (status ``too_large``) a structure whose rasterisation would
+        need more than this many GB (1e9 bytes); see
+        :mod:`soars_dose.dose.precheck`. Default 2.
+    plausibility_volumes : str or None
+        YAML file of plausible OAR volumes overriding entries of the
+        packaged ``soars_dose/data/oar_volumes.yaml``
+        (see :mod:`soars_dose.analysis.plausibility`).
+    plausibility_air_hu, plausibility_bone_hu : float
+        HU below which a CT voxel counts as air (-500) and above which as
+        bone (300) in the plausibility check.
+    plausibility_max_share : float
+        Largest share (0-1) of a contour's volume in air or bone before it
+        is flagged (0.2).
+
+    Every value is checked when the object is made
+    (:class:`~soars_dose.errors.SettingsError` naming the field and its
+    command-line option).
     """
 
     factor: "int | str" = "auto"
@@ -61,6 +84,15 @@ class Settings:
     near_zero_gy: float = 0.05
     dvh_step_gy: float | None = None
     interpolation: str = "linear"
+    # ---- input checks (issue 11)
+    max_memory_gb: float = DEFAULT_MAX_MEMORY_GB
+    plausibility_volumes: "str | None" = None
+    plausibility_air_hu: float = AIR_HU
+    plausibility_bone_hu: float = BONE_HU
+    plausibility_max_share: float = MAX_TISSUE_SHARE
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -125,6 +157,12 @@ def _evaluate(case: Case, set_name: str, rois: dict[str, object], s: Settings,
             rows.append(row)
             continue
         row["roi_original"] = item.name
+        refused = _precheck(item, case, s, nominal, src)
+        if refused is not None:
+            row.update(status=refused[0], message=refused[1])
+            messages.append(refused[1])
+            rows.append(row)
+            continue
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", SoarsDoseWarning)
@@ -156,6 +194,8 @@ def _nominal(case: Case, set_name: str) -> float | None:
 
 def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
+    if "message" not in df:
+        df["message"] = pd.Series(dtype=object)
     for c in columns:
         if c not in df:
             df[c] = np.nan
@@ -171,6 +211,8 @@ def dvh_all(case: Case, settings: Settings | None = None) -> Result:
     """
     s = settings or Settings()
     messages = list(case.notes)
+    check_sets_not_empty(case)
+    messages += check_dose_not_zero(case, refuse=False)
     rows, dvhs, curves, name_rows = [], {}, [], []
     for set_name, sset in case.sets.items():
         counts: dict[str, int] = {}
@@ -192,6 +234,7 @@ def dvh_all(case: Case, settings: Settings | None = None) -> Result:
                               "status": "clash" if counts[st.name] > 1 else "as_written"})
         r, d, c = _evaluate(case, set_name, rois, s, _nominal(case, set_name), messages)
         rows += r; dvhs.update(d); curves += c
+    messages += check_rows_not_zero(case, rows, refuse=False)
     return Result(
         stats=_frame(rows, STAT_COLUMNS),
         dvh=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
@@ -289,6 +332,8 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
     """
     s = settings or Settings()
     ms = matched_sets or match_sets(case, aliases)
+    check_reference_set(case, ms)
+    check_dose_not_zero(case, refuse=True)
     messages = list(case.notes) + ms.messages
     matched, order = ms.rois, ms.order
     rows, dvhs, curves = [], {}, []
@@ -303,12 +348,14 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
         r, d, c = _evaluate(case, set_name, rois, s, _nominal(case, set_name), messages)
         rows += r; dvhs.update(d); curves += c
 
+    check_rows_not_zero(case, rows, refuse=True)
     stats = _frame(rows, STAT_COLUMNS)
     stats = _add_differences(stats, s.near_zero_gy)
+    stats, names = add_plausibility(case, ms, stats, s, messages)
     return Result(
         stats=stats,
         dvh=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
-        names=ms.names,
+        names=names,
         messages=list(dict.fromkeys(messages)),
         dvhs=dvhs,
     )
@@ -342,3 +389,187 @@ def _add_differences(stats: pd.DataFrame, near_zero_gy: float) -> pd.DataFrame:
         out.at[i, "diff_flag"] = ";".join(flags)
     cols = [c for c in out.columns if c not in DIFF_COLUMNS and c != "message"]
     return out[cols + DIFF_COLUMNS + ["message"]]
+
+
+# --------------------------------------------------- input checks (issue 11)
+#: A structure whose highest dose is at or below this (Gy) received no dose.
+ZERO_DOSE_GY = 1e-6
+
+
+def _precheck(structure, case: Case, s: Settings, nominal: float | None, src: str):
+    """``(status, message)`` for a structure refused before rasterising, else None.
+
+    ``outside_grid`` when its bounding box misses the dose grid (nothing is
+    rasterised); ``too_large`` when rasterising it would need more than
+    ``s.max_memory_gb``.
+    """
+    grid = case.dose.grid
+    if outside_grid(structure, grid, nominal):
+        lo, hi = structure.bounds()
+        g_lo, g_hi = grid.world_bounds()
+        return ("outside_grid",
+                f"{src}: ROI {structure.name!r} lies entirely outside the dose grid (its contours "
+                f"span {np.round(lo, 1).tolist()} to {np.round(hi, 1).tolist()} mm, the grid "
+                f"{np.round(g_lo, 1).tolist()} to {np.round(g_hi, 1).tolist()} mm); check that "
+                "the dose and the structures belong to the same patient and plan")
+    try:
+        check_sampling_size(structure, grid, s.factor, nominal, s.max_memory_gb, source=src)
+    except SoarsDoseError as exc:
+        return ("too_large", str(exc))
+    return None
+
+
+def _examples(names: list[str], n: int = 6) -> str:
+    shown = ", ".join(repr(x) for x in names[:n])
+    return shown + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def check_reference_set(case: Case, ms: MatchedSets) -> None:
+    """Refuse a comparison whose reference set has no usable OAR.
+
+    Raises
+    ------
+    NoMatchingOARError
+        The reference RTSTRUCT has no ROI, only targets / derived / unknown
+        names, or only OARs without contours; the message names the file,
+        lists some of its names and says what to do.
+    """
+    sset = case.sets[REFERENCE]
+    src = str(sset.source or REFERENCE)
+    usable = [o for o, v in ms.rois[REFERENCE].items() if not isinstance(v, tuple)]
+    if usable:
+        return
+    names = sset.names()
+    if not names:
+        raise NoMatchingOARError(
+            f"{src}: the reference structure set has no ROI at all, so there is nothing to "
+            "compare; check that this is the clinical RTSTRUCT with the contours")
+    ref_names = ms.names[ms.names["set"] == REFERENCE] if "set" in ms.names else ms.names
+    kinds = {}
+    if "kind" in ref_names and "original" in ref_names:
+        for _, r in ref_names.iterrows():
+            kinds.setdefault(str(r["kind"]), []).append(str(r["original"]))
+    matched = list(ms.rois[REFERENCE])
+    if matched:  # OARs were matched, but each is empty or duplicated
+        what = "; ".join(f"{o}: {v[0]}" for o, v in ms.rois[REFERENCE].items())
+        raise NoMatchingOARError(
+            f"{src}: none of the reference set's OARs can be used ({what}); every statistic "
+            "would be missing. Check that the RTSTRUCT holds the contours (not only ROI names) "
+            "and that no OAR name is used twice")
+    detail = "; ".join(f"{k}: {_examples(v)}" for k, v in kinds.items()) or _examples(names)
+    raise NoMatchingOARError(
+        f"{src}: none of the reference set's {len(names)} ROIs matches an OAR ({detail}). "
+        "Nothing can be compared. If these are organs under institutional names, map them to "
+        "canonical OAR names in an alias file (--names aliases.yaml; AliasTable.load(file) "
+        "from Python); otherwise check that this is the clinical RTSTRUCT")
+
+
+def check_sets_not_empty(case: Case) -> None:
+    """Refuse a structure set without any ROI (``soars-dose dvh`` has nothing to compute).
+
+    Raises
+    ------
+    EmptyStructureSetError
+    """
+    for name, sset in case.sets.items():
+        if len(sset) == 0:
+            raise EmptyStructureSetError(
+                f"{sset.source or name}: the structure set has no ROI (its "
+                "StructureSetROISequence is empty), so there is no DVH to compute; check that "
+                "this is the RTSTRUCT with the contours")
+
+
+def _dose_name(case: Case) -> str:
+    return ", ".join(str(p) for p in case.dose.sources) or "the dose"
+
+
+def check_dose_not_zero(case: Case, refuse: bool) -> list[str]:
+    """Refuse (``refuse``) or warn about a dose that is zero everywhere.
+
+    Decided from the dose values themselves (DoseGridScaling 0 or an all-zero
+    PixelData alike), whatever the reader said. Returns the messages made.
+
+    Raises
+    ------
+    ZeroDoseError
+        When ``refuse`` and no voxel has a positive dose.
+    """
+    v = case.dose.values
+    if np.any(v > ZERO_DOSE_GY):
+        return []
+    msg = (f"{_dose_name(case)}: the dose is zero everywhere (largest voxel "
+           f"{float(np.max(v)) if v.size else 0.0:g} Gy), so every statistic would be 0 Gy; check "
+           "DoseGridScaling and that this is the plan dose, not an empty placeholder")
+    if refuse:
+        raise ZeroDoseError(msg)
+    warn(msg)
+    return [msg]
+
+
+def check_rows_not_zero(case: Case, rows: list[dict], refuse: bool) -> list[str]:
+    """Refuse or warn when every computed structure received no dose at all.
+
+    Raises
+    ------
+    ZeroDoseError
+        When ``refuse`` and every row with a DVH has ``max_gy`` <= ZERO_DOSE_GY.
+    """
+    computed = [r for r in rows if r.get("status") in ("ok", "partial")]
+    if not computed or any(float(r.get("max_gy", 0.0)) > ZERO_DOSE_GY for r in computed):
+        return []
+    msg = (f"{_dose_name(case)}: the dose is zero inside every structure ({len(computed)} "
+           f"computed, largest voxel dose {case.dose.max_gy:.4g} Gy lies outside all of them), so "
+           "every statistic would be 0 Gy; check that dose and structures belong to the same "
+           "plan and frame of reference")
+    if refuse:
+        raise ZeroDoseError(msg)
+    warn(msg)
+    return [msg]
+
+
+def add_plausibility(case: Case, ms: MatchedSets, stats: pd.DataFrame, s: Settings,
+                     messages: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Add the ``plausibility`` column to ``stats`` and ``names`` and warn per (set, OAR).
+
+    See :mod:`soars_dose.analysis.plausibility` for the flags; with a CT
+    (``case.ct``) the HU and slice-range checks run too. Flags never
+    change a row's status.
+    """
+    table = load_volume_table(s.plausibility_volumes)
+    hu = None
+    if case.ct is not None:
+        try:
+            hu = case.ct.load_hu()
+        except Exception as exc:  # undecodable pixels: the HU check is skipped, said once
+            msg = (f"CT series {case.ct.series_uid} ({case.ct.paths[0].parent}): pixels could "
+                   f"not be read ({exc}); the air/bone plausibility check was skipped")
+            warn(msg)
+            messages.append(msg)
+    stats = stats.copy()
+    flags_col = [""] * len(stats)
+    by_name: dict[tuple[str, str], str] = {}
+    for pos, (_, row) in enumerate(stats.iterrows()):
+        item = ms.rois.get(row["set"], {}).get(row["roi"])
+        if item is None or isinstance(item, tuple) or row["status"] not in ("ok", "partial"):
+            continue
+        src = str(case.sets[row["set"]].source or row["set"])
+        flags, msgs = plausibility_flags(
+            row["roi"], item, float(row["volume_cc"]), table, ct=case.ct, hu=hu,
+            air_hu=s.plausibility_air_hu, bone_hu=s.plausibility_bone_hu,
+            max_share=s.plausibility_max_share, source=src)
+        if flags:
+            flags_col[pos] = ";".join(flags)
+            by_name[(row["set"], item.name)] = flags_col[pos]
+            msg = f"patient {case.patient}, set {row['set']!r}: " + "; ".join(msgs)
+            warn(msg)
+            messages.append(msg)
+    cols = [c for c in stats.columns if c != "message"]
+    stats["plausibility"] = flags_col
+    stats = stats[cols + ["plausibility", "message"]]
+    names = ms.names.copy()
+    if len(names) and {"set", "original"} <= set(names.columns):
+        names["plausibility"] = [by_name.get((a, b), "") for a, b in
+                                 zip(names["set"], names["original"])]
+    else:
+        names["plausibility"] = pd.Series(dtype=object)
+    return stats, names
