@@ -45,23 +45,32 @@ contours are kept as they are on their own planes.
 
 *End caps.* Beyond the last plane of a run nothing is drawn, but the
 object ends before the next plane (else it would have been contoured
-there). The cap continues the last region by offsetting its field,
-``phi_n + rho - r(t)``, where ``rho`` is the depth of the last region
-(largest inside distance) and ``r(t)`` a radius profile along the normal
-(``t`` mm beyond the last plane). ``r`` is known on the last planes: the
-last region's depth, plus the median of the previous planes' fields
-sampled on the last region's boundary (how far their boundaries lie
-outside it). ``r^2`` is fitted by a quadratic in ``t`` through the last
-three planes (a line through two). This is exact for the ends of a sphere
-(``r^2 = R^2 - z^2``), of a cone (``r`` linear) and of a cylinder lying in
-the plane (half chord ``w^2 = R^2 - z^2``), and it is what a smooth closed
-surface does near its pole. Where the fitted ``r^2`` falls to zero within
-one nominal spacing the object closes there (pole, apex, edge). Where it
-does not, the object is cut off somewhere within the next spacing (a flat
-end): the cap follows the profile over half a nominal spacing, the
-planning-system convention, so a flat end keeps the stack's end cap but
-with the profile's growth or shrinkage. Growth is bounded by 1.5 times the
-last gap's change of radius per spacing.
+there). The cap continues the field of the last plane. Its *inradius
+profile* ``r(t)`` (``t`` mm beyond the last plane) is known on the last
+planes: ``r = rho`` (depth of the last region, its largest inside
+distance) on the last plane, and ``rho`` plus how far each previous
+plane's boundary lies outside the last boundary where that boundary
+touches the deepest point. ``r^2`` is fitted by a quadratic in ``t``
+through the last three planes (a line through two). This is exact for the
+ends of a sphere (``r^2 = R^2 - z^2``), of a cone along the normal (``r``
+linear) and of a cylinder lying in the plane (half chord
+``w^2 = R^2 - z^2``), and it is how a smooth closed surface behaves near
+its pole. Where the fitted ``r^2`` falls to zero within one nominal
+spacing, the object closes there (pole, apex, edge); where it would only
+close beyond two spacings, the object was cut off somewhere within the
+next spacing (a flat end) and the cap reaches half a nominal spacing, the
+planning-system convention; in between, the cap length is blended
+linearly so that it is continuous in the fit. Within the cap the field is
+``phi_n + tau(t) * (ds + s(x)) / 2``, with ``tau`` the profile's radius
+loss over its secant rate ``ds`` (mm per mm, from the last gap) and
+``s(x)`` the per-pixel secant of the field over the last gap: ``ds`` alone
+erodes the whole boundary with the profile, ``s(x)`` alone keeps faces
+that did not move between the last planes (the flat ends of a strip) but
+also the corners the receding faces should sweep away. Both agree for
+spheres and cones; the mean halves the error of either on mixed
+boundaries. Growth (a widening flat end, as a cone's base) is bounded by
+1.5 times the last gap's. The profile's slope at the last plane also
+gives the Hermite slope there, so the last gap bends into the cap.
 
 *Dense stack.* Each gap is cut into ``ceil(gap / DENSE_TARGET_MM)`` equal
 parts (at least two); each cap is covered by planes no further apart than
@@ -383,7 +392,12 @@ def _cap(pos, phis, raster, end, step, nominal):
         ratio, time_of = 1.0, (lambda t: t)
 
     def field_at(t: float) -> np.ndarray:
-        return phi_n + sec * np.float32(time_of(t))
+        tau = np.float32(time_of(t))
+        # erosion (every boundary point recedes with the profile) and the per-pixel secant
+        # (faces that did not move stay) agree for spheres and cones; where a boundary has
+        # both, e.g. the flat ends of a strip, the receding faces sweep the corners the
+        # secant keeps, and the truth lies between the two: take their mean
+        return phi_n + np.float32(0.5) * tau * (sec + np.float32(ds))
 
     return length, field_at, closed, sec * np.float32(ratio)
 
