@@ -461,13 +461,11 @@ def reconstruct(structure: Structure, *, nominal_spacing_mm: float | None = None
         out[:, n_ax] = z
         return out
 
-    dense: list[np.ndarray] = []
+    dense: list[np.ndarray] = list(structure.contours)  # the drawn contours, as drawn
     n_closed = n_flat = 0
     for run in _runs(pos, nominal):
         rpos = pos[run]
         rpolys = [planes[k][1] for k in range(run.start, run.stop)]
-        for polys, z in zip(rpolys, rpos):
-            dense.extend(plane3d(p, z) for p in polys)
         if rpos.size == 1:
             notes.append(f"{source}: ROI {structure.name!r}: a run of a single contour plane at "
                          f"{rpos[0]:.2f} mm keeps the stack's half-spacing end caps")

@@ -87,13 +87,14 @@ class Solid:
         if axis == 2:
             lo, hi = self.extent(2)
             return np.pi * self._cone_radius(c) ** 2 if lo <= c <= hi else 0.0
-        # section parallel to the axis: chord width 2 sqrt(r(z)^2 - u^2) integrated over z
-        if abs(u) >= self.r:
+        # section parallel to the axis at distance u: integral over z of the chord
+        # 2 sqrt(r(z)^2 - u^2), with dz = (H / R) dr, in closed form
+        u = abs(u)
+        if u >= self.r:
             return 0.0
-        zb = self.centre[2] - self.length / 2
-        z_top = zb + self.length * (1 - abs(u) / self.r)
-        f = lambda z: 2 * np.sqrt(max(self._cone_radius(z) ** 2 - u**2, 0.0))
-        return integrate.quad(f, zb, z_top, limit=200)[0]
+        q = np.sqrt(self.r**2 - u**2)
+        log = np.log((self.r + q) / u) if u > 0 else 0.0
+        return self.length / self.r * (self.r * q - u**2 * log)
 
     # ------------------------------------------------------------ contours
     def contours(self, dz: float, z0: float) -> list[np.ndarray]:
