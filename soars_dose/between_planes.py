@@ -99,7 +99,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
-from skimage import draw, measure
+from skimage import measure
 
 from .errors import GeometryError, InputError, StructureError
 from .rasterize import GAP_BREAK_FACTOR, PLANE_TOL_MM
@@ -225,6 +225,33 @@ class _Raster:
         """(n, 2) ``(row, col)`` pixel units -> ``(u, v)`` mm."""
         return np.c_[self.origin[0] + rc[:, 1] * self.h, self.origin[1] + rc[:, 0] * self.h]
 
+    def centres_inside(self, rcs: list[np.ndarray]) -> np.ndarray:
+        """Pixels whose centre is inside the polygons (pixel units) by the even-odd rule.
+
+        A scan line through each row of centres: edges cross it at ``x``;
+        centres between the ``2k``-th and ``2k+1``-th crossing are inside.
+        Half-open in ``y`` so that a vertex on a scan line counts once.
+        """
+        a = np.vstack(rcs)
+        b = np.vstack([np.roll(rc, -1, axis=0) for rc in rcs])
+        ymin, ymax = np.minimum(a[:, 0], b[:, 0]), np.maximum(a[:, 0], b[:, 0])
+        t_lo = np.clip(np.ceil(ymin), 0, self.shape[0]).astype(np.int64)
+        t_hi = np.clip(np.ceil(ymax), 0, self.shape[0]).astype(np.int64)
+        n = np.clip(t_hi - t_lo, 0, None)
+        out = np.zeros(self.shape, bool)
+        if n.sum() == 0:
+            return out
+        e = np.repeat(np.arange(a.shape[0]), n)
+        row = t_lo[e] + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+        x = a[e, 1] + (row - a[e, 0]) * (b[e, 1] - a[e, 1]) / (b[e, 0] - a[e, 0])
+        order = np.lexsort((x, row))
+        row, x = row[order], x[order]
+        # toggles at the first centre at or right of each crossing; cumulative parity fills
+        col = np.clip(np.ceil(x), 0, self.shape[1]).astype(np.int64)
+        tog = np.zeros((self.shape[0], self.shape[1] + 1), np.int64)
+        np.add.at(tog, (row, col), 1)
+        return (np.cumsum(tog, axis=1)[:, :-1] % 2).astype(bool)
+
     def sdf(self, polys: list[np.ndarray]) -> np.ndarray:
         """Signed distance (mm, negative inside) to the even-odd region of ``polys``.
 
@@ -235,9 +262,7 @@ class _Raster:
         mask, with the half pixel between centre and boundary removed.
         """
         rcs = [self.to_pixels(p) for p in polys]
-        inside = np.zeros(self.shape, bool)
-        for rc in rcs:
-            inside ^= draw.polygon2mask(self.shape, rc)
+        inside = self.centres_inside(rcs)
         d_out = ndimage.distance_transform_edt(~inside) - 0.5
         d_in = ndimage.distance_transform_edt(inside) - 0.5
         phi = np.where(inside, -d_in, d_out)
@@ -281,12 +306,17 @@ class _Raster:
     def contours(self, phi: np.ndarray) -> list[np.ndarray]:
         """Closed ``(u, v)`` mm polygons of the zero level set of ``phi`` (even-odd nesting)."""
         # a positive frame keeps every level set closed
-        padded = np.pad(phi, 1, constant_values=float(np.max(phi)) + self.h)
+        rows, cols = np.nonzero(np.any(phi <= 0, axis=1))[0], np.nonzero(np.any(phi <= 0, axis=0))[0]
+        if rows.size == 0:
+            return []
+        r0, r1 = max(rows[0] - 2, 0), min(rows[-1] + 3, phi.shape[0])
+        c0, c1 = max(cols[0] - 2, 0), min(cols[-1] + 3, phi.shape[1])
+        padded = np.pad(phi[r0:r1, c0:c1], 1, constant_values=self.h)
         out = []
         for c in measure.find_contours(padded, 0.0):
             if len(c) < 4:
                 continue
-            poly = self.to_mm(c[:-1] - 1.0)
+            poly = self.to_mm(c[:-1] - 1.0 + np.array([r0, c0]))
             if abs(_area(poly)) > 1e-9:
                 out.append(poly)
         return out
