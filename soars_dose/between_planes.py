@@ -303,8 +303,11 @@ class _Raster:
                 depth, best = float(d[j]), cand[j]
         return depth * self.h, best
 
-    def contours(self, phi: np.ndarray) -> list[np.ndarray]:
-        """Closed ``(u, v)`` mm polygons of the zero level set of ``phi`` (even-odd nesting)."""
+    def contours(self, phi: np.ndarray, corner=(0, 0)) -> list[np.ndarray]:
+        """Closed ``(u, v)`` mm polygons of the zero level set of ``phi`` (even-odd nesting).
+
+        ``phi`` may be a crop of the raster whose pixel (0, 0) is ``corner``.
+        """
         # a positive frame keeps every level set closed
         rows, cols = np.nonzero(np.any(phi <= 0, axis=1))[0], np.nonzero(np.any(phi <= 0, axis=0))[0]
         if rows.size == 0:
@@ -316,10 +319,19 @@ class _Raster:
         for c in measure.find_contours(padded, 0.0):
             if len(c) < 4:
                 continue
-            poly = self.to_mm(c[:-1] - 1.0 + np.array([r0, c0]))
+            poly = self.to_mm(c[:-1] - 1.0 + np.array([r0 + corner[0], c0 + corner[1]]))
             if abs(_area(poly)) > 1e-9:
                 out.append(poly)
         return out
+
+
+def _bbox(mask: np.ndarray, margin: int):
+    """Slices of the bounding box of ``mask`` grown by ``margin`` pixels (None if empty)."""
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if rows.size == 0:
+        return None
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, mask.shape[0])),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, mask.shape[1])))
 
 
 def _area(poly: np.ndarray) -> float:
@@ -536,13 +548,22 @@ def reconstruct(structure: Structure, *, nominal_spacing_mm: float | None = None
                   else _slopes(rpos, i + 1, local))
             g = rpos[i + 1] - rpos[i]
             m = int(np.ceil(g / delta - 1e-9))
+            # work only around the two regions: the zero level between them moves
+            # at most about a gap's length beyond their union
+            box = _bbox((local[i] <= 0) | (local[i + 1] <= 0), int(np.ceil(g / raster.h)) + 4)
+            if box is None:
+                continue
+            f0, f1 = local[i][box], local[i + 1][box]
+            s0 = m0[box] if np.ndim(m0) else m0
+            s1 = m1[box] if np.ndim(m1) else m1
+            corner = (box[0].start, box[1].start)
             for j in range(1, m):
                 s = j / m
                 h00, h10 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s
                 h01, h11 = -2 * s**3 + 3 * s**2, s**3 - s**2
-                phi = h00 * local[i] + h01 * local[i + 1] + g * (h10 * m0 + h11 * m1)
+                phi = h00 * f0 + h01 * f1 + g * (h10 * s0 + h11 * s1)
                 z = rpos[i] + s * g
-                dense.extend(plane3d(p, z) for p in raster.contours(phi))
+                dense.extend(plane3d(p, z) for p in raster.contours(phi, corner))
         for cap in caps:
             for z, polys in cap:
                 dense.extend(plane3d(p, z) for p in polys)
