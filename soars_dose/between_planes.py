@@ -101,7 +101,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage import measure
 
-from .errors import GeometryError, InputError, StructureError
+from .errors import GeometryError, InputError, SoarsDoseError, StructureError
 from .rasterize import GAP_BREAK_FACTOR, PLANE_TOL_MM
 from .structures import Structure
 
@@ -168,7 +168,15 @@ def prepare(structure: Structure, mode: str = "stack", *, nominal_spacing_mm: fl
     check_mode(mode)
     if mode == "stack":
         return Reconstruction(structure, nominal_spacing_mm, mode)
-    return reconstruct(structure, nominal_spacing_mm=nominal_spacing_mm, source=source)
+    try:
+        return reconstruct(structure, nominal_spacing_mm=nominal_spacing_mm, source=source)
+    except SoarsDoseError:
+        raise
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        # a shape the reconstruction cannot handle must not end the run without naming it
+        raise GeometryError(
+            f"{source}: ROI {structure.name!r}: between-planes interpolation failed ({exc}); "
+            "use --between-planes stack for this structure set") from exc
 
 
 # ---------------------------------------------------------------- planes
