@@ -50,9 +50,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="dose step (Gy) of the written DVH table (default: the bin width)")
     p.add_argument("--interpolation", choices=["linear", "nearest"], default="linear",
                    help="dose between voxel centres: trilinear (default) or constant per voxel")
+    _add_between_planes(p)
     p.add_argument("--dx", type=_float_list, default=(), help="extra Dx%% values, e.g. 5,10")
     p.add_argument("--dcc", type=_float_list, default=(), help="extra Dxcc values, e.g. 0.1,1")
     p.add_argument("--vgy", type=_float_list, default=(), help="VxGy values, e.g. 20,30")
+
+
+def _add_between_planes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--between-planes", choices=["stack", "interpolate"], default="stack",
+                   help="the object between contour planes: 'stack' (default, the planning-system "
+                        "convention: each plane's region extruded half-way to its neighbours, "
+                        "half a slice beyond the ends) or 'interpolate' (true shape: shape-based "
+                        "interpolation of the planar regions, end caps following the shape); "
+                        "contour metrics always use the contours as drawn")
 
 
 def _settings(args):
@@ -69,7 +79,8 @@ def _settings(args):
     if not 0 < args.bin_width <= 1:
         raise InputError(f"--bin-width must be in (0, 1] Gy, got {args.bin_width}")
     return Settings(factor=factor, bin_width_gy=args.bin_width, d_pct=args.dx, d_cc=args.dcc,
-                    v_gy=args.vgy, dvh_step_gy=args.dvh_step, interpolation=args.interpolation)
+                    v_gy=args.vgy, dvh_step_gy=args.dvh_step, interpolation=args.interpolation,
+                    between_planes=getattr(args, "between_planes", "stack"))
 
 
 def _parse_sets(items: list[str]) -> dict[str, Path]:
@@ -489,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dose step (Gy) of the written DVH table (default: the bin width)")
     h.add_argument("--interpolation", choices=["linear", "nearest"], default="linear",
                    help="dose between voxel centres: trilinear (default) or constant per voxel")
+    _add_between_planes(h)
     h.add_argument("--dx", type=_float_list, default=(), help="extra Dx%% values, e.g. 5,10")
     h.add_argument("--dcc", type=_float_list, default=(), help="extra Dxcc values, e.g. 0.1,1")
     h.add_argument("--vgy", type=_float_list, default=(), help="VxGy values, e.g. 20,30")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..between_planes import check_mode as check_between_planes
+from ..between_planes import prepare as prepare_between_planes
 from ..case import REFERENCE, Case
 from ..errors import (EmptyStructureSetError, NoMatchingOARError, SoarsDoseError,
                       SoarsDoseWarning, ZeroDoseError, warn)
@@ -33,7 +35,7 @@ from .dvh import BIN_WIDTH_GY, DVH
 STAT_COLUMNS = [
     "patient", "set", "roi", "roi_original", "status", "volume_cc", "volume_in_grid_cc",
     "coverage", "mean_gy", "min_gy", "max_gy", "d0_03cc_gy", "d2_gy", "d50_gy", "d95_gy",
-    "d98_gy",
+    "d98_gy", "between_planes",
 ]
 DIFF_COLUMNS = ["diff_mean_pct", "diff_max_pct", "diff_mean_gy", "diff_max_gy", "diff_flag"]
 
@@ -56,6 +58,11 @@ class Settings:
         Step of the written DVH table (default: the bin width).
     interpolation : {"linear", "nearest"}
         Dose between voxel centres: trilinear (default) or constant per voxel.
+    between_planes : {"stack", "interpolate"}
+        The object between contour planes: the planning-system stack
+        (default) or the shape-based reconstruction of
+        :mod:`soars_dose.between_planes`. Contour metrics always use the
+        planar contours as drawn.
     max_memory_gb : float
         Refuse (status ``too_large``) a structure whose rasterisation would
         need more than this many GB (1e9 bytes); see
@@ -84,6 +91,7 @@ class Settings:
     near_zero_gy: float = 0.05
     dvh_step_gy: float | None = None
     interpolation: str = "linear"
+    between_planes: str = "stack"
     # ---- input checks (issue 11)
     max_memory_gb: float = DEFAULT_MAX_MEMORY_GB
     plausibility_volumes: "str | None" = None
@@ -92,6 +100,7 @@ class Settings:
     plausibility_max_share: float = MAX_TISSUE_SHARE
 
     def __post_init__(self) -> None:
+        check_between_planes(self.between_planes)
         validate_settings(self)
 
     def as_dict(self) -> dict:
@@ -151,7 +160,8 @@ def _evaluate(case: Case, set_name: str, rois: dict[str, object], s: Settings,
     sset = case.sets[set_name]
     src = str(sset.source or set_name)
     for label, item in rois.items():
-        row = {"patient": case.patient, "set": set_name, "roi": label}
+        row = {"patient": case.patient, "set": set_name, "roi": label,
+               "between_planes": s.between_planes}
         if isinstance(item, tuple):  # (status, original name or "", message)
             row.update(status=item[0], roi_original=item[1], message=item[2])
             rows.append(row)
@@ -166,9 +176,13 @@ def _evaluate(case: Case, set_name: str, rois: dict[str, object], s: Settings,
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", SoarsDoseWarning)
-                dvh = compute_dvh(item, case.dose, factor=s.factor, nominal_spacing_mm=nominal,
+                rec = prepare_between_planes(item, s.between_planes, nominal_spacing_mm=nominal,
+                                             source=src)
+                dvh = compute_dvh(rec.structure, case.dose, factor=s.factor,
+                                  nominal_spacing_mm=rec.nominal_spacing_mm,
                                   bin_width=s.bin_width_gy, interpolation=s.interpolation,
                                   source=src)
+                dvh.notes.extend(rec.notes)
             for w in caught:
                 messages.append(str(w.message))
         except SoarsDoseError as exc:
