@@ -934,6 +934,9 @@ def run_cohort(
         except (OSError, ValueError) as exc:
             raise InputError(f"{run_file}: unreadable ({exc}); use {option('overwrite')} "
                              "to recompute everything") from None
+        if isinstance(before.get("settings"), dict):
+            # a folder written before a setting existed was computed with its default
+            before["settings"] = {**type(settings)().as_dict(), **before["settings"]}
         diff = [k for k in ("settings", "alias_sha256", "load_options")
                 if json.loads(json.dumps(before.get(k), default=str)) !=
                 json.loads(json.dumps(run_doc[k], default=str))]

@@ -51,9 +51,30 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interpolation", choices=["linear", "nearest"], default="linear",
                    help="dose between voxel centres: trilinear (default) or constant per voxel")
     _add_between_planes(p)
+    _add_checks(p)
     p.add_argument("--dx", type=_float_list, default=(), help="extra Dx%% values, e.g. 5,10")
     p.add_argument("--dcc", type=_float_list, default=(), help="extra Dxcc values, e.g. 0.1,1")
     p.add_argument("--vgy", type=_float_list, default=(), help="VxGy values, e.g. 20,30")
+
+
+def _add_checks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--near-zero-gy", type=float, default=0.05,
+                   help="reference doses (Gy) below this leave the eq 6/7 percentages empty "
+                        "(the Gy difference is still given; default 0.05)")
+    p.add_argument("--max-memory-gb", type=float, default=2.0,
+                   help="refuse (status too_large) a structure whose rasterisation would need "
+                        "more memory than this, in GB (default 2)")
+    p.add_argument("--plausibility-volumes", type=Path, default=None,
+                   help="YAML file of plausible OAR volumes (cc) replacing entries of the "
+                        "packaged soars_dose/data/oar_volumes.yaml")
+    p.add_argument("--plausibility-air-hu", type=float, default=-500.0,
+                   help="HU below which a CT voxel counts as air in the plausibility check "
+                        "(default -500)")
+    p.add_argument("--plausibility-bone-hu", type=float, default=300.0,
+                   help="HU above which a CT voxel counts as bone (default 300)")
+    p.add_argument("--plausibility-max-share", type=float, default=0.2,
+                   help="largest share (0-1) of a contour's volume in air or bone before it is "
+                        "flagged (default 0.2)")
 
 
 def _add_between_planes(p: argparse.ArgumentParser) -> None:
@@ -80,7 +101,13 @@ def _settings(args):
         raise InputError(f"--bin-width must be in (0, 1] Gy, got {args.bin_width}")
     return Settings(factor=factor, bin_width_gy=args.bin_width, d_pct=args.dx, d_cc=args.dcc,
                     v_gy=args.vgy, dvh_step_gy=args.dvh_step, interpolation=args.interpolation,
-                    between_planes=getattr(args, "between_planes", "stack"))
+                    between_planes=getattr(args, "between_planes", "stack"),
+                    near_zero_gy=args.near_zero_gy, max_memory_gb=args.max_memory_gb,
+                    plausibility_volumes=(str(args.plausibility_volumes)
+                                          if args.plausibility_volumes else None),
+                    plausibility_air_hu=args.plausibility_air_hu,
+                    plausibility_bone_hu=args.plausibility_bone_hu,
+                    plausibility_max_share=args.plausibility_max_share)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Path]:
@@ -501,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--interpolation", choices=["linear", "nearest"], default="linear",
                    help="dose between voxel centres: trilinear (default) or constant per voxel")
     _add_between_planes(h)
+    _add_checks(h)
     h.add_argument("--dx", type=_float_list, default=(), help="extra Dx%% values, e.g. 5,10")
     h.add_argument("--dcc", type=_float_list, default=(), help="extra Dxcc values, e.g. 0.1,1")
     h.add_argument("--vgy", type=_float_list, default=(), help="VxGy values, e.g. 20,30")
