@@ -48,7 +48,6 @@ setup() {
 }
 
 if [ "$mode" = demo ]; then
-    [ -f "$STAMP_DEMO" ] || [ -f "$STAMP_TEST" ] || setup demo
     shift
     out=demo-out/run-$(date +%Y%m%d-%H%M%S)
     if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
@@ -56,13 +55,17 @@ if [ "$mode" = demo ]; then
         shift
     fi
     overwrite=0
-    for a in "$@"; do [ "$a" = --overwrite ] && overwrite=1; done
+    for a in "$@"; do
+        if [ "$a" = --overwrite ]; then overwrite=1; fi
+    done
     if [ -e "$out" ] && [ "$overwrite" = 0 ]; then
         echo "$out already exists; nothing was changed. Give a new folder," >&2
-        echo "  ./run.sh demo demo-out/run-new" >&2
+        echo "  ./run.sh demo ${out%/}-2" >&2
         echo "or replace it: ./run.sh demo $out --overwrite" >&2
         exit 2
     fi
+    # the check above comes first so that a refused run never waits for an install
+    [ -f "$STAMP_DEMO" ] || [ -f "$STAMP_TEST" ] || setup demo
     exec "$VENV/bin/soars-dose" demo --out "$out" "$@"
 fi
 
