@@ -11,7 +11,7 @@ import importlib.abc, sys
 class NoTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "torch" or name.startswith("torch."):
-            raise ImportError(f"No module named {name!r} (hidden by the test)")
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)", name=name)
 sys.meta_path.insert(0, NoTorch())
 from soars_dose.cli.main import main
 sys.exit(main(sys.argv[1:]))
