@@ -30,7 +30,7 @@ STAMP_TEST=$VENV/.installed-$key-test
 
 setup() {
     local what=$1
-    echo "setting up $VENV for '$what' (first run; later runs reuse it)..." >&2
+    echo "setting up $VENV for '$what' (once per change of pyproject.toml or SOARS_TORCH)..." >&2
     [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     if [ "$what" = test ]; then
