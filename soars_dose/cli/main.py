@@ -286,8 +286,12 @@ def _require_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise InputError(f"`soars-dose {command}` needs PyTorch, the optional segmentation "
-                         "backend: pip install -e .[segmentation]") from None
+        raise InputError(
+            f"soars-dose {command} needs PyTorch (the optional segmentation backend). Install "
+            "the torch build you want first, e.g. CPU only: pip install torch --index-url "
+            "https://download.pytorch.org/whl/cpu (or CUDA torch, see pytorch.org); then "
+            'pip install "soars-dose[segmentation]" for an installed wheel, or '
+            'pip install -e ".[segmentation]" in a checkout') from None
 
 
 def cmd_segment(args) -> int:
