@@ -62,8 +62,12 @@ class CumulativeAccumulator:
 
     def add(self, dose: np.ndarray, spread: np.ndarray, weight: np.ndarray) -> None:
         """Add samples: centre dose (Gy), spread width (Gy), volume (any unit)."""
-        lo = np.maximum(dose - spread / 2.0, 0.0)
-        hi = np.maximum(dose + spread / 2.0, 0.0)
+        self.add_interval(dose - spread / 2.0, dose + spread / 2.0, weight)
+
+    def add_interval(self, lo: np.ndarray, hi: np.ndarray, weight: np.ndarray) -> None:
+        """Add samples spread uniformly over ``[lo, hi]`` Gy (``lo == hi``: a step)."""
+        lo = np.maximum(lo, 0.0)
+        hi = np.maximum(hi, 0.0)
         ramp = (hi - lo) > 1e-9 * self.bin_width
         if np.any(ramp):
             w = weight[ramp] / (hi[ramp] - lo[ramp])
@@ -132,8 +136,13 @@ class DVH:
     volume_cc : float
         Volume of the structure inside the dose grid (cm^3): the 100 % of the DVH.
     mean_gy, min_gy, max_gy : float
-        Volume-weighted mean dose, and the lowest and highest dose at a
-        sub-voxel sample point (Gy).
+        Volume-weighted mean dose (Gy), and the lowest and highest dose
+        (Gy) over the part of the object inside the dose grid. From
+        :func:`soars_dose.dose.compute.compute_dvh` these are the extremes
+        of the interpolated dose over the object the contours define (see
+        :func:`soars_dose.dose.compute.dose_extremes`); the cumulative DVH
+        is 100 % up to ``min_gy`` and 0 from ``max_gy``, so every Dx lies
+        between them.
     structure_volume_cc : float
         Volume of the whole contour-defined object (cm^3), also outside the grid.
     notes : list of str
@@ -301,13 +310,29 @@ def dvh_from_samples(
 
 
 class DVHBuilder:
-    """Accumulates samples block by block into a :class:`DVH`."""
+    """Accumulates samples block by block into a :class:`DVH`.
 
-    def __init__(self, name: str, bin_width: float = BIN_WIDTH_GY):
+    Parameters
+    ----------
+    name : str
+    bin_width : float
+        Gy.
+    dose_range : (float, float), optional
+        The exact lowest and highest dose over the object (Gy), e.g. from
+        :func:`soars_dose.dose.compute.dose_extremes`. Each sample's dose
+        interval is clipped to it (a box partly outside the object may
+        spread past the object's extremes) and it becomes the DVH's
+        ``min_gy, max_gy``. Without it they are the extremes of the sample
+        intervals, so the statistics still agree with the curve.
+    """
+
+    def __init__(self, name: str, bin_width: float = BIN_WIDTH_GY,
+                 dose_range: tuple[float, float] | None = None):
         self.name = name
         self.acc = CumulativeAccumulator(bin_width)
         self.volume = 0.0
         self.dose_volume = 0.0
+        self.range = dose_range
         self.min = np.inf
         self.max = -np.inf
 
@@ -315,24 +340,33 @@ class DVHBuilder:
         """Add samples: centre dose (Gy), spread (Gy), volume (mm^3)."""
         if dose.size == 0:
             return
-        self.acc.add(dose, spread, weight_mm3)
+        lo = dose - spread / 2.0
+        hi = dose + spread / 2.0
+        if self.range is not None:
+            lo = np.minimum(np.maximum(lo, self.range[0]), self.range[1])
+            hi = np.minimum(np.maximum(hi, self.range[0]), self.range[1])
+        self.acc.add_interval(lo, hi, weight_mm3)
         self.volume += float(weight_mm3.sum())
         self.dose_volume += float(np.dot(weight_mm3, dose))
-        self.min = min(self.min, float(dose.min()))
-        self.max = max(self.max, float(dose.max()))
+        self.min = min(self.min, float(lo.min()))
+        self.max = max(self.max, float(hi.max()))
 
     def build(self, structure_volume_mm3: float) -> DVH:
         """The DVH; ``structure_volume_mm3`` is the whole structure's volume."""
         if self.volume <= 0:
             raise StructureError(f"ROI {self.name!r} lies entirely outside the dose grid")
         edges, vol = self.acc.result()
+        lo, hi = self.range if self.range is not None else (self.min, self.max)
+        # the mean of a dose over the object lies between its extremes; the
+        # clip only removes rounding of the sample centroids
+        mean = min(max(self.dose_volume / self.volume, lo), hi)
         return DVH(
             name=self.name,
             edges_gy=edges,
             cumulative_cc=vol / 1000.0,
             volume_cc=self.volume / 1000.0,
-            mean_gy=self.dose_volume / self.volume,
-            min_gy=self.min,
-            max_gy=self.max,
+            mean_gy=mean,
+            min_gy=float(lo),
+            max_gy=float(hi),
             structure_volume_cc=structure_volume_mm3 / 1000.0,
         )

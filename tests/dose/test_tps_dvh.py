@@ -14,7 +14,10 @@ the half-slice end caps, which for a 3 mm slab stack differ by up to one
 slab per structure end):
 * volume within 3 %
 * mean dose within 1.5 %
-* max dose within 1 % (TPS max = upper edge of the last non-empty bin)
+* max dose within 1 % below and 1.5 % above the TPS max (TPS max = upper
+  edge of the last non-empty bin of its voxel samples; ours is the exact
+  maximum over the object, issue 10, so it may pass a voxel-sampled one:
+  Lt Lung 12.87 Gy vs 12.74 Gy, its D0.03cc 12.16 Gy)
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def test_tps_dvhs_agree_for_structures_of_10cc_and_more(example):
         assert dvh.coverage == pytest.approx(1.0)
         assert abs(dvh.structure_volume_cc / ref["volume"] - 1) <= 0.03, st.name
         assert abs(dvh.mean_gy / ref["mean"] - 1) <= 0.015, st.name
-        assert abs(dvh.max_gy / ref["max"] - 1) <= 0.01, st.name
+        assert -0.01 <= dvh.max_gy / ref["max"] - 1 <= 0.015, st.name
         checked += 1
     assert checked == 5  # Breast, Heart, Lt Lung, Tumor Bed, Tumor Bed Block
 
