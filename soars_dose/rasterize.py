@@ -354,8 +354,13 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
     n_rows, n_cols = row1 - row0 + 1, col1 - col0 + 1
     n_sub = n_rows * sub_rows
 
-    starts = np.vstack(polygons)
-    ends = np.vstack([np.roll(p, -1, axis=0) for p in polygons])
+    tiny, big = _split_tiny(polygons, sub_rows)
+    if not big:
+        cov, cen = np.zeros((n_rows, n_cols)), np.zeros((2, n_rows, n_cols))
+        _add_tiny_polygons(tiny, big, row0, col0, cov, cen)
+        return row0, col0, cov, cen
+    starts = np.vstack(big)
+    ends = np.vstack([np.roll(p, -1, axis=0) for p in big])
     r0, c0 = starts[:, 0] - row0, starts[:, 1] - col0
     r1, c1 = ends[:, 0] - row0, ends[:, 1] - col0
     ymin, ymax = np.minimum(r0, r1), np.maximum(r0, r1)
@@ -367,7 +372,7 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
     total = int(n_cross.sum())
     if total == 0:
         cov, cen = np.zeros((n_rows, n_cols)), np.zeros((2, n_rows, n_cols))
-        _add_tiny_polygons(polygons, sub_rows, row0, col0, cov, cen)
+        _add_tiny_polygons(tiny, big, row0, col0, cov, cen)
         return row0, col0, cov, cen
     edge = np.repeat(np.arange(r0.size), n_cross)
     first = np.repeat(np.cumsum(n_cross) - n_cross, n_cross)
@@ -405,7 +410,7 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
     rows_idx, cols_idx = np.nonzero(ok)
     centroid[0][ok] = np.clip(my[ok] / tot[ok] - rows_idx, -0.5, 0.5)
     centroid[1][ok] = np.clip(mx[ok] / tot[ok] - cols_idx, -0.5, 0.5)
-    _add_tiny_polygons(polygons, sub_rows, row0, col0, cov, centroid)
+    _add_tiny_polygons(tiny, big, row0, col0, cov, centroid)
     return row0, col0, cov, centroid
 
 
@@ -423,20 +428,32 @@ def _inside_even_odd(pts: np.ndarray, polygons: list[np.ndarray]) -> np.ndarray:
     return inside
 
 
-def _add_tiny_polygons(polygons, sub_rows, row0, col0, cov, centroid) -> None:
-    """Add polygons that cross no sub-row (thinner than the scan lines) to ``cov``.
+def _split_tiny(polygons, sub_rows):
+    """Polygons inside one pixel or crossing no sub-row, and the others.
 
-    The scan lines cannot see them, so each is added whole (or removed, when
-    it lies in an odd number of the other polygons: a tiny hole) to the pixel
-    holding its centroid, which also becomes that pixel's sample point when
-    nothing else covered it. Their area is at most one sub-row high, so
-    splitting it between pixels would change nothing measurable.
+    The scan lines measure a polygon's area by the midpoint rule along the
+    rows, which loses (or grossly misjudges) a polygon thinner than a few
+    sub-rows; one that fits in a single pixel is measured exactly instead.
     """
     tiny, big = [], []
     for p in polygons:
         lo = np.ceil((p[:, 0].min() + 0.5) * sub_rows - 0.5)
         hi = np.ceil((p[:, 0].max() + 0.5) * sub_rows - 0.5)
-        (tiny if hi <= lo else big).append(p)
+        one_pixel = (np.floor(p[:, 0].min() + 0.5) == np.floor(p[:, 0].max() + 0.5)
+                     and np.floor(p[:, 1].min() + 0.5) == np.floor(p[:, 1].max() + 0.5))
+        (tiny if hi <= lo or one_pixel else big).append(p)
+    return tiny, big
+
+
+def _add_tiny_polygons(tiny, big, row0, col0, cov, centroid) -> None:
+    """Add the polygons of :func:`_split_tiny` to ``cov`` with their exact area.
+
+    Each is added whole (or removed, when it lies in an odd number of the
+    other polygons: a tiny hole) to the pixel holding its centroid, which
+    also moves that pixel's sample point towards it. Its area is at most one
+    pixel or one sub-row high, so splitting it between pixels would change
+    nothing measurable.
+    """
     for p in tiny:
         r, c = p[:, 0], p[:, 1]
         cross = r * np.roll(c, -1) - np.roll(r, -1) * c

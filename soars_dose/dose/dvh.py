@@ -192,7 +192,14 @@ class DVH:
 
     # ---------------------------------------------------------------- queries
     def volume_at_dose_cc(self, dose_gy: float) -> float:
-        """V(dose): volume (cm^3) receiving at least ``dose_gy``, linearly interpolated."""
+        """V(dose): volume (cm^3) receiving at least ``dose_gy``, linearly interpolated.
+
+        The whole in-grid volume at or below ``min_gy``, 0 above ``max_gy``.
+        """
+        if dose_gy <= self.min_gy:
+            return float(self.volume_cc)
+        if dose_gy > self.max_gy:
+            return 0.0
         return float(np.interp(dose_gy, self.edges_gy, self.cumulative_cc,
                                left=self.volume_cc, right=0.0))
 
@@ -203,11 +210,20 @@ class DVH:
     def dose_at_volume_cc(self, volume_cc: float) -> float:
         """D(volume): the highest dose that ``volume_cc`` cm^3 receive, Gy.
 
-        Linear interpolation of the cumulative DVH; NaN when ``volume_cc``
-        exceeds the structure's in-grid volume.
+        Linear interpolation of the cumulative DVH, kept within
+        ``[min_gy, max_gy]`` (the curve is known only at bin edges, so
+        between the last full edge and ``min_gy`` it would otherwise read up
+        to one bin low); NaN when ``volume_cc`` exceeds the structure's
+        in-grid volume.
         """
         if volume_cc > self.volume_cc * (1 + 1e-9) or volume_cc < 0:
             return float("nan")
+        d = self._dose_at_volume_cc(volume_cc)
+        if np.isfinite(self.min_gy) and np.isfinite(self.max_gy):
+            d = min(max(d, self.min_gy), self.max_gy)
+        return float(d)
+
+    def _dose_at_volume_cc(self, volume_cc: float) -> float:
         v = self.cumulative_cc
         # v is non-increasing; find the last edge with v >= volume_cc
         k = int(np.searchsorted(-v, -volume_cc, side="right")) - 1
