@@ -80,6 +80,8 @@ class SampleBlock:
         ``full_pos, full_len`` of the slab, cut at voxel centres and faces.
     full_pos, full_len : ndarray (nzf,)
         Pieces of the slab used for the whole pixels (index units).
+    slab : (float, float)
+        The slab's limits along the normal (index units).
     levels : ndarray (nl,)
         Positions along the normal (index units) bounding the pieces of the
         slab inside one trilinear cell: slab ends, voxel centres and grid
@@ -103,6 +105,7 @@ class SampleBlock:
     full: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
     full_pos: np.ndarray = field(default_factory=lambda: np.zeros(0))
     full_len: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    slab: tuple[float, float] = (0.0, 0.0)
     levels: np.ndarray = field(default_factory=lambda: np.zeros(0))
     seg_a: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     seg_b: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
@@ -521,14 +524,12 @@ def extreme_geometry(polygons: list[np.ndarray], shape2) -> tuple[np.ndarray, np
             k1 = np.floor(hi).astype(np.int64)
             n = np.clip(k1 - k0 + 1, 0, None)
             e = np.repeat(np.arange(len(p0)), n)
-            if e.size:
-                first = np.repeat(np.cumsum(n) - n, n)
-                line = (k0[e] + np.arange(e.size) - first).astype(float)
-                line = np.concatenate([line, np.full(len(p0), lim[ax][0]), np.full(len(p0), lim[ax][1])])
-                e = np.concatenate([e, np.arange(len(p0)), np.arange(len(p0))])
-            else:
-                line = np.concatenate([np.full(len(p0), lim[ax][0]), np.full(len(p0), lim[ax][1])])
-                e = np.concatenate([np.arange(len(p0)), np.arange(len(p0))])
+            first = np.repeat(np.cumsum(n) - n, n)
+            line = (k0[e] + np.arange(e.size) - first).astype(float)
+            for face in lim[ax]:
+                hit = np.nonzero((lo < face) & (hi > face))[0]  # only edges crossing a grid face
+                line = np.concatenate([line, np.full(hit.size, face)])
+                e = np.concatenate([e, hit])
             with np.errstate(divide="ignore", invalid="ignore"):
                 t = (line - p0[e, ax]) / d[e, ax]
             ok = np.isfinite(t) & (t > 0) & (t < 1)
@@ -606,6 +607,17 @@ def slab_levels(lo: float, hi: float, n: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- duplicates
+def _vertices_within(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    """Every vertex of ``a`` within ``tol`` of a vertex of ``b`` and vice versa."""
+    def one_way(p, q):
+        for k in range(0, len(p), 256):  # chunks bound the distance matrix
+            d2 = ((p[k:k + 256, None, :] - q[None, :, :]) ** 2).sum(axis=2)
+            if d2.min(axis=1).max() > tol * tol:
+                return False
+        return True
+    return one_way(a, b) and one_way(b, a)
+
+
 def drop_duplicate_contours(structure: Structure, source: str = "",
                             tol_mm: float = PLANE_TOL_MM) -> tuple[Structure, list[str]]:
     """Remove contours that repeat another contour of the same plane.
@@ -623,7 +635,6 @@ def drop_duplicate_contours(structure: Structure, source: str = "",
         One per dropped contour, naming the ROI, the plane (LPS mm) and ``source``.
     """
     from dataclasses import replace
-    from scipy.spatial import cKDTree
 
     cs = structure.contours
     if len(cs) < 2:
@@ -634,7 +645,6 @@ def drop_duplicate_contours(structure: Structure, source: str = "",
     hi = np.array([c.max(axis=0) for c in cs])
     drop: set[int] = set()
     order = np.argsort(pos, kind="stable")
-    trees: dict[int, cKDTree] = {}
     for u, i in enumerate(order):
         if i in drop:
             continue
@@ -643,9 +653,7 @@ def drop_duplicate_contours(structure: Structure, source: str = "",
                 break
             if j in drop or np.any(np.abs(lo[i] - lo[j]) > tol_mm) or np.any(np.abs(hi[i] - hi[j]) > tol_mm):
                 continue
-            ti = trees.setdefault(int(i), cKDTree(cs[i]))
-            tj = trees.setdefault(int(j), cKDTree(cs[j]))
-            if ti.query(cs[j])[0].max() <= tol_mm and tj.query(cs[i])[0].max() <= tol_mm:
+            if _vertices_within(cs[i], cs[j], tol_mm):
                 drop.add(int(j))
     if not drop:
         return structure, []
@@ -833,6 +841,7 @@ def sample_structure(
                           cols=(cc + c0 + cen[1][rr, cc] + 0.5) / f - 0.5,
                           area_mm2=cov[rr, cc] * sub_area,
                           full_origin=full_origin, full=full, full_pos=fz, full_len=fl,
+                          slab=(float(a), float(b)),
                           levels=slab_levels(a, b, grid.shape[axis]),
                           seg_a=seg_a, seg_b=seg_b, nodes=nodes)
         area = float(blk.area_mm2.sum()) + blk.n_full * px_area

@@ -121,13 +121,17 @@ class _PlaneCache:
 
 
 def _whole_pixel_samples(samples: StructureSamples, blk, cache: _PlaneCache):
-    """Dose, spread and volume of the quadrant samples of a block's whole pixels.
+    """Dose, spread and volume of the samples of a block's whole pixels.
 
-    A whole pixel is centred on a voxel centre, so its four quadrants lie in
-    four trilinear cells; the dose and gradient at each quadrant centre are
-    fixed combinations of the neighbouring voxel doses of the plane
-    interpolated along the normal (edge voxels repeated: constant dose out
-    to the grid face), which is much cheaper than interpolating each point.
+    Whole pixels are centred on voxel centres. Where four of them meet, the
+    trilinear cell between their centres lies wholly inside the region and
+    is one sample per piece of the slab (the interpolant is trilinear there,
+    so its mean is the dose at the cell centre, and for a gradient along one
+    axis its dose distribution is exactly uniform). The quadrants of whole
+    pixels on the rim, which no such cell covers, are samples of their own.
+    Doses and gradients are fixed combinations of the voxel doses of the
+    plane interpolated along the normal (edge voxels repeated: constant dose
+    out to the grid face), much cheaper than interpolating point by point.
     """
     g = samples.grid
     a = samples.normal_axis
@@ -137,32 +141,56 @@ def _whole_pixel_samples(samples: StructureSamples, blk, cache: _PlaneCache):
     rows = np.clip(np.arange(pr0 - 1, pr0 + nr + 1), 0, g.shape[b] - 1)
     cols = np.clip(np.arange(pc0 - 1, pc0 + nc + 1), 0, g.shape[c] - 1)
     mask = blk.full
-    quarter_mm2 = g.spacing[b] * g.spacing[c] / 4.0
-    out_d, out_s, out_w = [], [], []
+    # cellc[r + 1, q + 1]: the cell between pixels r, r + 1 and q, q + 1 is wholly covered
+    cellc = np.zeros((nr + 1, nc + 1), bool)
+    cellc[1:-1, 1:-1] = mask[:-1, :-1] & mask[1:, :-1] & mask[:-1, 1:] & mask[1:, 1:]
+    cells = cellc[1:-1, 1:-1]
+    quad = {(sr, sc): mask & ~cellc[(1 if sr > 0 else 0):(nr + 1 if sr > 0 else nr),
+                                    (1 if sc > 0 else 0):(nc + 1 if sc > 0 else nc)]
+            for sr in (-1, 1) for sc in (-1, 1)}
+    px_mm2 = g.spacing[b] * g.spacing[c]
     n_ax = g.shape[a]
-    for zp, zl in zip(blk.full_pos, blk.full_len):
+    # pieces cut at voxel centres (where the interpolant has its kinks) and at the grid
+    # faces only: the voxel faces that the occupancy needs do not matter for the dose
+    cuts = np.arange(np.ceil(blk.slab[0]), np.floor(blk.slab[1]) + 1.0)
+    cuts = np.concatenate([cuts, [-0.5, n_ax - 0.5]])
+    bounds = np.unique(np.concatenate([[blk.slab[0], blk.slab[1]],
+                                       cuts[(cuts > blk.slab[0]) & (cuts < blk.slab[1])]]))
+    out_d, out_s, out_w = [], [], []
+    for zp, zl in zip((bounds[:-1] + bounds[1:]) / 2.0, np.diff(bounds)):
         if zp < -0.5 or zp > n_ax - 0.5:
             continue
         plane, step = cache.at(float(zp), rows, cols)
-        c = plane[1:-1, 1:-1]
+        w_mm = zl * g.spacing[a]
+        if cells.any():
+            p00, p10 = plane[1:nr, 1:nc], plane[2:nr + 1, 1:nc]
+            p01, p11 = plane[1:nr, 2:nc + 1], plane[2:nr + 1, 2:nc + 1]
+            gz = (step[1:nr, 1:nc] + step[2:nr + 1, 1:nc] + step[1:nr, 2:nc + 1]
+                  + step[2:nr + 1, 2:nc + 1])[cells] / 4.0
+            gr = (p10 - p00 + p11 - p01)[cells] / 2.0
+            gc = (p01 - p00 + p11 - p10)[cells] / 2.0
+            d = (p00 + p10 + p01 + p11)[cells] / 4.0
+            out_d.append(d)
+            out_s.append(np.sqrt((gz * zl) ** 2 + gr * gr + gc * gc))
+            out_w.append(np.full(d.size, w_mm * px_mm2))
+        c0 = plane[1:-1, 1:-1]
         cz = step[1:-1, 1:-1]
-        quads_d, quads_s = [], []
-        for sr in (-1, 1):
-            r_ = plane[1 + sr:1 + sr + nr, 1:-1]
-            rz = step[1 + sr:1 + sr + nr, 1:-1]
-            for sc in (-1, 1):
-                c_ = plane[1:-1, 1 + sc:1 + sc + nc]
-                rc = plane[1 + sr:1 + sr + nr, 1 + sc:1 + sc + nc]
-                gr = 0.75 * (r_ - c) + 0.25 * (rc - c_)
-                gc = 0.75 * (c_ - c) + 0.25 * (rc - r_)
-                gz = (9.0 * cz + 3.0 * rz + 3.0 * step[1:-1, 1 + sc:1 + sc + nc]
-                      + step[1 + sr:1 + sr + nr, 1 + sc:1 + sc + nc]) / 16.0
-                quads_d.append(((9.0 * c + 3.0 * r_ + 3.0 * c_ + rc) / 16.0)[mask])
-                quads_s.append(np.sqrt(((gz * zl) ** 2 + 0.25 * (gr * gr + gc * gc))[mask]))
-        d = np.concatenate(quads_d)
-        out_d.append(d)
-        out_s.append(np.concatenate(quads_s))
-        out_w.append(np.full(d.size, zl * g.spacing[a] * quarter_mm2))
+        for (sr, sc), m in quad.items():
+            if not m.any():
+                continue
+            r_ = plane[1 + sr:1 + sr + nr, 1:-1][m]
+            c_ = plane[1:-1, 1 + sc:1 + sc + nc][m]
+            rc = plane[1 + sr:1 + sr + nr, 1 + sc:1 + sc + nc][m]
+            p0 = c0[m]
+            gr = 0.75 * (r_ - p0) + 0.25 * (rc - c_)
+            gc = 0.75 * (c_ - p0) + 0.25 * (rc - r_)
+            gz = (9.0 * cz[m] + 3.0 * step[1 + sr:1 + sr + nr, 1:-1][m]
+                  + 3.0 * step[1:-1, 1 + sc:1 + sc + nc][m]
+                  + step[1 + sr:1 + sr + nr, 1 + sc:1 + sc + nc][m]) / 16.0
+            d = (9.0 * p0 + 3.0 * r_ + 3.0 * c_ + rc) / 16.0
+            out_d.append(d)
+            out_s.append(np.sqrt((gz * zl) ** 2 + 0.25 * (gr * gr + gc * gc)))
+            out_w.append(np.full(d.size, w_mm * px_mm2 / 4.0))
     if not out_d:
         return None
     return np.concatenate(out_d), np.concatenate(out_s), np.concatenate(out_w)

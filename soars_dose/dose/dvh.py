@@ -50,11 +50,10 @@ class CumulativeAccumulator:
             self.steps = np.pad(self.steps, (0, pad))
 
     def _kinks(self, a: np.ndarray, c: np.ndarray) -> None:
-        m = np.floor(a / self.bin_width).astype(np.int64)
-        keep = m >= 0  # kinks below 0 Gy never exceed an edge e_k >= 0
-        m, a, c = m[keep], a[keep], c[keep]
-        if m.size == 0:
+        """Add kinks ``c (a - e)_+`` at doses ``a >= 0``."""
+        if a.size == 0:
             return
+        m = (a / self.bin_width).astype(np.int64)  # a >= 0: truncation is the floor
         n = int(m.max()) + 2
         self._grow(n)
         self.c0[:n] += np.bincount(m, weights=c, minlength=n)
@@ -66,15 +65,20 @@ class CumulativeAccumulator:
 
     def add_interval(self, lo: np.ndarray, hi: np.ndarray, weight: np.ndarray) -> None:
         """Add samples spread uniformly over ``[lo, hi]`` Gy (``lo == hi``: a step)."""
+        # doses below 0 Gy never exceed an edge e_k >= 0: count them at 0
         lo = np.maximum(lo, 0.0)
         hi = np.maximum(hi, 0.0)
-        ramp = (hi - lo) > 1e-9 * self.bin_width
-        if np.any(ramp):
-            w = weight[ramp] / (hi[ramp] - lo[ramp])
-            self._kinks(hi[ramp], w)
-            self._kinks(lo[ramp], -w)
-        step = ~ramp
-        if np.any(step):
+        width = hi - lo
+        ramp = width > 1e-9 * self.bin_width
+        if ramp.all():
+            r_lo, r_hi, r_w, step = lo, hi, weight / width, None
+        else:
+            step = ~ramp
+            r_lo, r_hi = lo[ramp], hi[ramp]
+            r_w = weight[ramp] / width[ramp]
+        # one pass over both kinks of every ramp: +w at hi, -w at lo
+        self._kinks(np.concatenate([r_hi, r_lo]), np.concatenate([r_w, -r_w]))
+        if step is not None and np.any(step):
             k = np.floor(hi[step] / self.bin_width + 1e-9).astype(np.int64)
             n = int(k.max()) + 2
             self._grow(n)
