@@ -56,6 +56,8 @@ GAP_BREAK_FACTOR = 1.5
 MAX_AUTO_FACTOR = 16
 #: Soft cap on the number of samples per structure for the automatic factor.
 MAX_AUTO_SAMPLES = 4_000_000
+#: A plane with fewer whole pixels keeps them as sub-pixels (the fast path costs more).
+MIN_WHOLE_PIXELS = 16
 
 
 @dataclass
@@ -511,42 +513,39 @@ def extreme_geometry(polygons: list[np.ndarray], shape2) -> tuple[np.ndarray, np
         Crossings of the cell lines inside the region and the grid.
     """
     lim = [(-0.5, float(n) - 0.5) for n in shape2]
-    seg_a_l, seg_b_l = [], []
-    for poly in polygons:
-        p0 = poly
-        p1 = np.roll(poly, -1, axis=0)
-        d = p1 - p0
-        tcuts = []
-        for ax in range(2):
-            lo = np.minimum(p0[:, ax], p1[:, ax])
-            hi = np.maximum(p0[:, ax], p1[:, ax])
-            k0 = np.ceil(lo).astype(np.int64)
-            k1 = np.floor(hi).astype(np.int64)
-            n = np.clip(k1 - k0 + 1, 0, None)
-            e = np.repeat(np.arange(len(p0)), n)
-            first = np.repeat(np.cumsum(n) - n, n)
-            line = (k0[e] + np.arange(e.size) - first).astype(float)
-            for face in lim[ax]:
-                hit = np.nonzero((lo < face) & (hi > face))[0]  # only edges crossing a grid face
-                line = np.concatenate([line, np.full(hit.size, face)])
-                e = np.concatenate([e, hit])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                t = (line - p0[e, ax]) / d[e, ax]
-            ok = np.isfinite(t) & (t > 0) & (t < 1)
-            tcuts.append((e[ok], t[ok]))
-        e_all = np.concatenate([np.arange(len(p0)), np.arange(len(p0))] + [c[0] for c in tcuts])
-        t_all = np.concatenate([np.zeros(len(p0)), np.ones(len(p0))] + [c[1] for c in tcuts])
-        order = np.lexsort((t_all, e_all))
-        e_all, t_all = e_all[order], t_all[order]
-        same = e_all[1:] == e_all[:-1]
-        e_s = e_all[:-1][same]
-        ta, tb = t_all[:-1][same], t_all[1:][same]
-        keep = tb - ta > 1e-12
-        e_s, ta, tb = e_s[keep], ta[keep], tb[keep]
-        seg_a_l.append(p0[e_s] + ta[:, None] * d[e_s])
-        seg_b_l.append(p0[e_s] + tb[:, None] * d[e_s])
-    seg_a = np.concatenate(seg_a_l) if seg_a_l else np.zeros((0, 2))
-    seg_b = np.concatenate(seg_b_l) if seg_b_l else np.zeros((0, 2))
+    # all edges of the plane at once: edge u runs from p0[u] to p1[u]
+    p0 = np.vstack(polygons)
+    p1 = np.vstack([np.roll(p, -1, axis=0) for p in polygons])
+    d = p1 - p0
+    ne = len(p0)
+    e_l, t_l = [np.arange(ne), np.arange(ne)], [np.zeros(ne), np.ones(ne)]
+    for ax in range(2):
+        lo = np.minimum(p0[:, ax], p1[:, ax])
+        hi = np.maximum(p0[:, ax], p1[:, ax])
+        k0 = np.ceil(lo).astype(np.int64)
+        n = np.clip(np.floor(hi).astype(np.int64) - k0 + 1, 0, None)
+        e = np.repeat(np.arange(ne), n)
+        first = np.repeat(np.cumsum(n) - n, n)
+        line = (k0[e] + np.arange(e.size) - first).astype(float)
+        for face in lim[ax]:
+            hit = np.nonzero((lo < face) & (hi > face))[0]  # only edges crossing a grid face
+            line = np.concatenate([line, np.full(hit.size, face)])
+            e = np.concatenate([e, hit])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (line - p0[e, ax]) / d[e, ax]
+        ok = np.isfinite(t) & (t > 0) & (t < 1)
+        e_l.append(e[ok])
+        t_l.append(t[ok])
+    e_all, t_all = np.concatenate(e_l), np.concatenate(t_l)
+    order = np.lexsort((t_all, e_all))
+    e_all, t_all = e_all[order], t_all[order]
+    same = e_all[1:] == e_all[:-1]
+    e_s = e_all[:-1][same]
+    ta, tb = t_all[:-1][same], t_all[1:][same]
+    keep = tb - ta > 1e-12
+    e_s, ta, tb = e_s[keep], ta[keep], tb[keep]
+    seg_a = p0[e_s] + ta[:, None] * d[e_s]
+    seg_b = p0[e_s] + tb[:, None] * d[e_s]
     mid = (seg_a + seg_b) / 2.0
     ins = ((mid[:, 0] >= lim[0][0]) & (mid[:, 0] <= lim[0][1])
            & (mid[:, 1] >= lim[1][0]) & (mid[:, 1] <= lim[1][1]))
@@ -671,13 +670,13 @@ def _split_slab(lo: float, hi: float, max_len: float) -> tuple[np.ndarray, np.nd
     """Cut ``[lo, hi]`` (index units) at voxel centres and faces and into pieces <= max_len."""
     cuts = np.arange(np.ceil(lo * 2.0), np.floor(hi * 2.0) + 1) / 2.0
     pts = np.unique(np.concatenate([[lo, hi], cuts[(cuts > lo) & (cuts < hi)]]))
-    centres, lengths = [], []
-    for a, b in zip(pts[:-1], pts[1:]):
-        n = max(1, int(np.ceil((b - a) / max_len - 1e-9)))
-        edges = np.linspace(a, b, n + 1)
-        centres.append((edges[:-1] + edges[1:]) / 2.0)
-        lengths.append(np.diff(edges))
-    return np.concatenate(centres), np.concatenate(lengths)
+    span = np.diff(pts)
+    n = np.maximum(1, np.ceil(span / max_len - 1e-9).astype(np.int64))
+    seg = np.repeat(np.arange(span.size), n)
+    k = np.arange(seg.size) - np.repeat(np.cumsum(n) - n, n)
+    length = (span / n)[seg]
+    start = pts[:-1][seg] + k * length
+    return start + length / 2.0, length
 
 
 def _sizing_area(poly: np.ndarray) -> float:
@@ -728,7 +727,7 @@ def _whole_pixels(cov: np.ndarray, r0: int, c0: int, f: int, shape2):
     pr = np.arange(pr0, pr0 + n_pr)[:, None]
     pc = np.arange(pc0, pc0 + n_pc)[None, :]
     full &= (pr >= 0) & (pr < shape2[0]) & (pc >= 0) & (pc < shape2[1])
-    if not full.any():
+    if np.count_nonzero(full) < MIN_WHOLE_PIXELS:
         return (0, 0), np.zeros((0, 0), bool), cov
     sub = np.repeat(np.repeat(full, f, axis=0), f, axis=1)
     sub = sub[off_r:off_r + cov.shape[0], off_c:off_c + cov.shape[1]]
