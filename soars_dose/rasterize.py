@@ -33,12 +33,24 @@ midpoint sub-rows along the rows, so the in-plane area is accurate to far
 below a sub-pixel. Along the normal each slab is cut at voxel centres and
 voxel faces of the grid and into pieces no longer than two sub-pixels, so
 every sample lies in one voxel and one trilinear cell. Work is done only
-inside each plane's bounding box.
+inside each plane's bounding box. Pixels wholly inside a plane's region are
+kept apart (:attr:`SampleBlock.full`) and sampled without sub-pixels; the
+dose code treats them with a fast path.
+
+Degenerate contours
+-------------------
+Coverage is the even-odd area (a bow-tie keeps both lobes). A polygon too
+small or too thin for the sub-rows is added with its exact area
+(:func:`polygon_coverage`). A contour repeating another on the same plane
+is dropped with a warning (:func:`drop_duplicate_contours`) instead of
+cancelling it. Each block also carries the vertices of its region cut into
+trilinear cells, from which :func:`soars_dose.dose.compute.dose_extremes`
+gets the exact dose extremes over the object.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -633,8 +645,6 @@ def drop_duplicate_contours(structure: Structure, source: str = "",
     messages : list of str
         One per dropped contour, naming the ROI, the plane (LPS mm) and ``source``.
     """
-    from dataclasses import replace
-
     cs = structure.contours
     if len(cs) < 2:
         return structure, []
