@@ -405,22 +405,26 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
     # evaluate it at the column edges e_q = q - 0.5 (q = 0..n_cols).
     b = np.clip(np.floor(x + 0.5).astype(np.int64) + 1, 0, n_cols + 1)
     width = n_cols + 2
-    flat = t * width + b
-    s0 = np.bincount(flat, weights=sign, minlength=n_sub * width).reshape(n_sub, width)
-    s1 = np.bincount(flat, weights=sign * x, minlength=n_sub * width).reshape(n_sub, width)
-    s2 = np.bincount(flat, weights=sign * x * x, minlength=n_sub * width).reshape(n_sub, width)
-    s0 = np.cumsum(s0, axis=1)[:, : n_cols + 1]
-    s1 = np.cumsum(s1, axis=1)[:, : n_cols + 1]
-    s2 = np.cumsum(s2, axis=1)[:, : n_cols + 1]
+    # Summing over the sub-rows of a pixel row commutes with the cumulative sums
+    # along the columns, so the crossings are binned by pixel row directly (with
+    # the sub-row height y_t as an extra weight for the row moment): the dense
+    # arrays are n_rows x width instead of n_rows * sub_rows x width.
+    flat = (t // sub_rows) * width + b
+    yt = -0.5 + (t + 0.5) / sub_rows
+    size = n_rows * width
+    sx = sign * x
+
+    def binned(w):
+        a = np.bincount(flat, weights=w, minlength=size).reshape(n_rows, width)
+        return np.cumsum(a, axis=1)[:, : n_cols + 1]
+
+    s0, s1, s2 = binned(sign), binned(sx), binned(sx * x)
+    y0, y1 = binned(sign * yt), binned(sx * yt)
     e = np.arange(n_cols + 1) - 0.5
-    # covered length and its first moment left of each edge
-    length = np.diff(e * s0 - s1, axis=1)
-    moment = np.diff(0.5 * (e * e * s0 - s2), axis=1)
-    y = (-0.5 + (np.arange(n_sub) + 0.5) / sub_rows)[:, None]
-    shape3 = (n_rows, sub_rows, n_cols)
-    tot = length.reshape(shape3).sum(axis=1)
-    mx = moment.reshape(shape3).sum(axis=1)
-    my = (length * y).reshape(shape3).sum(axis=1)
+    # covered length left of each edge, its first moment along the columns and rows
+    tot = np.diff(e * s0 - s1, axis=1)
+    mx = np.diff(0.5 * (e * e * s0 - s2), axis=1)
+    my = np.diff(e * y0 - y1, axis=1)
     cov = np.clip(tot / sub_rows, 0.0, 1.0)
     centroid = np.zeros((2, n_rows, n_cols))
     ok = tot > 1e-12

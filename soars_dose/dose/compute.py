@@ -69,15 +69,16 @@ def dose_extremes(samples: StructureSamples, dose: DoseGrid,
             continue
         if blk.levels.size == 0:
             continue
-        mid = (blk.seg_a + blk.seg_b) / 2.0
-        pts = np.concatenate([blk.seg_a, mid, blk.seg_b, blk.nodes])
-        if pts.shape[0] == 0:
-            continue
-        d = dose.interpolate(_to_index(samples, blk.levels, pts), method=interpolation)
-        lo, hi = min(lo, float(d.min())), max(hi, float(d.max()))
+        if blk.nodes.shape[0]:
+            nd = _node_doses(samples, dose, blk)
+            lo, hi = min(lo, float(nd.min())), max(hi, float(nd.max()))
         ns = blk.seg_a.shape[0]
         if ns == 0:
             continue
+        mid = (blk.seg_a + blk.seg_b) / 2.0
+        pts = np.concatenate([blk.seg_a, mid, blk.seg_b])
+        d = dose.interpolate(_to_index(samples, blk.levels, pts), method=interpolation)
+        lo, hi = min(lo, float(d.min())), max(hi, float(d.max()))
         d = d.reshape(blk.levels.size, -1)
         f0, fm, f1 = d[:, :ns], d[:, ns:2 * ns], d[:, 2 * ns:3 * ns]
         # f(t) = f0 + B t + A t^2 through f(0) = f0, f(1/2) = fm, f(1) = f1
@@ -93,6 +94,30 @@ def dose_extremes(samples: StructureSamples, dose: DoseGrid,
     if not np.isfinite(lo):
         return float("nan"), float("nan")
     return lo, hi
+
+
+def _node_doses(samples: StructureSamples, dose: DoseGrid, blk) -> np.ndarray:
+    """Interpolated dose at a block's cell-line crossings on each of its levels.
+
+    The crossings lie on voxel-centre lines or grid faces, where the dose is
+    that of the nearest voxel centre in-plane (constant out to the face), so
+    only the interpolation along the normal remains: two gathers per level.
+    """
+    g = samples.grid
+    a = samples.normal_axis
+    b, c = samples.in_plane_axes
+    vals = np.moveaxis(dose.values, a, 0)
+    j = np.clip(np.rint(blk.nodes[:, 0]).astype(np.int64), 0, g.shape[b] - 1)
+    i = np.clip(np.rint(blk.nodes[:, 1]).astype(np.int64), 0, g.shape[c] - 1)
+    n = g.shape[a]
+    out = []
+    for z in blk.levels:
+        zc = min(max(float(z), 0.0), n - 1.0)
+        k0 = min(int(zc), max(n - 2, 0))
+        w = zc - k0 if n > 1 else 0.0
+        d0 = vals[k0][j, i].astype(np.float64)
+        out.append(d0 if w == 0.0 else d0 + w * (vals[k0 + 1][j, i] - d0))
+    return np.concatenate(out)
 
 
 class _PlaneCache:
