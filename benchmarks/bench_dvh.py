@@ -31,6 +31,15 @@ What is measured
     same files, per structure, and its mean dose / volume are compared with
     ours (there is no exact truth for the phantom).
 
+(c) Speed per structure (issue 10): every ROI of the dicompyler example
+    (``../shared/data/dicompyler_example``, 0.5 cc to a 14 900 cc BODY) on
+    its RTDOSE (2.5 x 2.5 x 3 mm) and on that dose resampled to 3 mm:
+    soars-dose ``compute_dvh`` and dicompyler-core's default ``get_dvh``,
+    alternating structure by structure, best of ``--repeat`` calls; totals,
+    ratio and the slowest structure relative to dicompyler-core.
+    ``--skip-closed-form`` / ``--skip-speed`` / ``--skip-full-case`` select
+    the sections.
+
 dicompyler-core runs in its own venv (pydicom 2.4; its parser fails under
 pydicom 3) through ``benchmarks/dicompyler_dvh.py``, in three modes: its
 default, its interpolating mode ``interp`` (dose upsampled in-plane to
@@ -350,6 +359,92 @@ def full_case(tmp: Path, seed: int, use_dicompyler: bool, repeat: int, log) -> d
     return out
 
 
+# ------------------------------------------------------------ (c) speed per structure
+EXAMPLE = ROOT.parent / "shared" / "data" / "dicompyler_example"
+
+
+def _resampled_rtdose(rd: Path, out: Path, spacing_mm: float) -> Path:
+    """The RTDOSE trilinearly resampled to an isotropic ``spacing_mm`` grid over the same box."""
+    dose = read_rtdose(rd)
+    g = dose.grid
+    lo = np.asarray(g.origin)
+    ext = (np.asarray(g.shape) - 1) * np.asarray(g.spacing)  # along array axes (k, j, i)
+    shape = tuple(int(np.floor(e / spacing_mm)) + 1 for e in ext)
+    new = Grid(shape, (spacing_mm,) * 3, tuple(lo), direction=g.direction)
+    k, j, i = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    world = new.index_to_world(np.stack([k, j, i], -1).reshape(-1, 3))
+    vals = dose.interpolate(g.world_to_index(world)).reshape(shape)
+    write_rtdose(vals, new, out, frame_of_reference_uid=dose.frame_of_reference_uid or "1.2.3")
+    return out
+
+
+def speed_case(tmp: Path, use_dicompyler: bool, repeat: int, log) -> list[dict]:
+    """Per-structure DVH time, ours and dicompyler-core default, on the dicompyler example.
+
+    All ROIs of the example RTSTRUCT (0.3 cc to a 14900 cc BODY) on its own
+    RTDOSE (2.5 x 2.5 x 3 mm) and on the same dose resampled to 3 mm. File
+    reading is not timed; each time is the fastest of ``repeat`` calls after
+    one untimed call, and the tools alternate structure by structure so that
+    both see about the same load on a shared machine.
+    """
+    rs = EXAMPLE / "rtss.dcm"
+    rows = []
+    for label, rd in (("2.5 mm (native)", EXAMPLE / "rtdose.dcm"),
+                      ("3 mm (resampled)", _resampled_rtdose(EXAMPLE / "rtdose.dcm", tmp / "rd3.dcm", 3.0))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ss = read_rtstruct(rs)
+            dose = read_rtdose(rd)
+            structs = [st for st in ss if not st.is_empty]
+            for st in structs:
+                compute_dvh(st, dose)  # untimed call
+                best = float("inf")
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    dvh = compute_dvh(st, dose)
+                    best = min(best, time.perf_counter() - t0)
+                row = {"grid": label, "roi": st.number, "name": st.name,
+                       "volume_cc": dvh.structure_volume_cc, "ours_s": best, "dicompyler_s": None}
+                if use_dicompyler:
+                    # right after ours, structure by structure, so that both tools see about the
+                    # same load on a shared machine (its file reading is timed apart, not counted)
+                    d = run_dicompyler(rs, rd, [st.number], repeat, modes=("default",))
+                    row["dicompyler_s"] = d["results"][0]["seconds"]
+                    row["dicompyler_cc"] = d["results"][0]["volume_cc"]
+                rows.append(row)
+        log(f"  speed: {label} done")
+    return rows
+
+
+def speed_tables(rows: list[dict], repeat: int) -> list[str]:
+    out = ["Each time is the DVH call for one structure, the fastest of "
+           f"{repeat} calls after one untimed call (the CPU is shared, so the best of several "
+           "is the least disturbed); reading the files is not timed. The two tools run "
+           "alternately, structure by structure, so that both see about the same load. "
+           "dicompyler-core: "
+           "`get_dvh(rs, rd, roi)` (its default). Ratio = dicompyler-core time / ours.", "",
+           "| grid | ROI | volume cc (ours) | soars-dose ms | dicompyler-core ms | ratio |",
+           "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["grid"], r["volume_cc"])):
+        d = r["dicompyler_s"]
+        ratio = "n/a" if d is None else f"{d / r['ours_s']:.2f}"
+        out.append(f"| {r['grid']} | {r['name']} | {r['volume_cc']:.2f} | {1000 * r['ours_s']:.1f} | "
+                   f"{'n/a' if d is None else f'{1000 * d:.1f}'} | {ratio} |")
+    out.append("")
+    paired = [r for r in rows if r["dicompyler_s"] is not None]
+    if paired:
+        to = sum(r["ours_s"] for r in paired)
+        td = sum(r["dicompyler_s"] for r in paired)
+        worst = min(paired, key=lambda r: r["dicompyler_s"] / r["ours_s"])
+        out += ["| measure | value | target |", "|---|---|---|",
+                f"| total over {len(paired)} structures: soars-dose / dicompyler-core | "
+                f"{to:.2f} s / {td:.2f} s (x {td / to:.2f}) | >= 2x: {'met' if td >= 2 * to else '**missed**'} |",
+                f"| slowest structure relative to dicompyler-core | {worst['name']} ({worst['grid']}): "
+                f"x {worst['dicompyler_s'] / worst['ours_s']:.2f} | >= 1 for every structure: "
+                f"{'met' if worst['dicompyler_s'] >= worst['ours_s'] else '**missed**'} |", ""]
+    return out
+
+
 # ------------------------------------------------------------------ reporting
 DOSE_KEYS = ("d2", "d98", "d003")
 
@@ -504,7 +599,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="DVH benchmark: soars-dose vs dicompyler-core")
     ap.add_argument("--no-dicompyler", action="store_true",
                     help="skip dicompyler-core (no .bench-venv needed)")
-    ap.add_argument("--skip-full-case", action="store_true", help="closed-form cases only")
+    ap.add_argument("--skip-full-case", action="store_true", help="skip the full case (b)")
+    ap.add_argument("--skip-closed-form", action="store_true", help="skip the closed-form cases (a)")
+    ap.add_argument("--skip-speed", action="store_true", help="skip the per-structure speed table (c)")
     ap.add_argument("--seed", type=int, default=1, help="phantom seed")
     ap.add_argument("--repeat", type=int, default=3,
                     help="per-structure times are the fastest of this many calls")
@@ -550,15 +647,21 @@ def main(argv=None) -> int:
     body = []
     with tempfile.TemporaryDirectory(prefix="soars-bench-") as td:
         tmp = Path(td)
-        log("closed-form cases ...")
-        rows = closed_form(tmp, use_d, args.repeat, log)
-        body += ["## (a) Closed-form objects in linear dose fields", "",
+        if not args.skip_closed_form:
+            log("closed-form cases ...")
+            rows = closed_form(tmp, use_d, args.repeat, log)
+        body += [] if args.skip_closed_form else ["## (a) Closed-form objects in linear dose fields", "",
                  f"Objects centred at {CENTRE} mm; dose = {BASE_GY:g} Gy + slope x (coordinate - centre) "
                  f"with slope {SLOPE['x']} (x), {SLOPE['y']} (y), {SLOPE['z']} (z) Gy/mm. Errors are "
                  "signed (tool - truth) / truth in %, except max |DVH diff| (% of the true volume). "
                  "D0.03cc / D2% / D98%: `none` means the tool gave no value; time is the DVH call "
                  "for one structure, file reading excluded.", ""]
-        body += closed_form_tables(rows)
+        if not args.skip_closed_form:
+            body += closed_form_tables(rows)
+        if not args.skip_speed:
+            log("speed per structure ...")
+            body += ["## (c) Speed per structure: the dicompyler example, 2.5 mm and 3 mm dose grids", ""]
+            body += speed_tables(speed_case(tmp, use_d, args.repeat, log), args.repeat)
         if not args.skip_full_case:
             log("full case ...")
             full = full_case(tmp, args.seed, use_d, args.repeat, log)

@@ -33,16 +33,28 @@ midpoint sub-rows along the rows, so the in-plane area is accurate to far
 below a sub-pixel. Along the normal each slab is cut at voxel centres and
 voxel faces of the grid and into pieces no longer than two sub-pixels, so
 every sample lies in one voxel and one trilinear cell. Work is done only
-inside each plane's bounding box.
+inside each plane's bounding box. Pixels wholly inside a plane's region are
+kept apart (:attr:`SampleBlock.full`) and sampled without sub-pixels; the
+dose code treats them with a fast path.
+
+Degenerate contours
+-------------------
+Coverage is the even-odd area (a bow-tie keeps both lobes). A polygon too
+small or too thin for the sub-rows is added with its exact area
+(:func:`polygon_coverage`). A contour repeating another on the same plane
+is dropped with a warning (:func:`drop_duplicate_contours`) instead of
+cancelling it. Each block also carries the vertices of its region cut into
+trilinear cells, from which :func:`soars_dose.dose.compute.dose_extremes`
+gets the exact dose extremes over the object.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .errors import GeometryError, StructureError
+from .errors import GeometryError, StructureError, warn
 from .grid import Grid
 from .structures import Structure
 
@@ -56,6 +68,8 @@ GAP_BREAK_FACTOR = 1.5
 MAX_AUTO_FACTOR = 16
 #: Soft cap on the number of samples per structure for the automatic factor.
 MAX_AUTO_SAMPLES = 4_000_000
+#: A plane with fewer whole pixels keeps them as sub-pixels (the fast path costs more).
+MIN_WHOLE_PIXELS = 16
 
 
 @dataclass
@@ -71,6 +85,29 @@ class SampleBlock:
         axes (in increasing axis order).
     area_mm2 : ndarray (n,)
         Covered area (mm^2) of each sub-pixel.
+    full_origin : tuple of int
+        Pixel index (row, column) of ``full[0, 0]``.
+    full : ndarray of bool (rows, columns)
+        Pixels wholly inside the plane's region. They are not among the
+        sub-pixels above: each is sampled as four quadrant boxes (half a
+        pixel wide, so each lies in one trilinear cell) times the pieces
+        ``full_pos, full_len`` of the slab, cut at voxel centres and faces.
+    full_pos, full_len : ndarray (nzf,)
+        Pieces of the slab used for the whole pixels (index units).
+    slab : (float, float)
+        The slab's limits along the normal (index units).
+    levels : ndarray (nl,)
+        Positions along the normal (index units) bounding the pieces of the
+        slab inside one trilinear cell: slab ends, voxel centres and grid
+        faces in between, clipped to the grid.
+    seg_a, seg_b : ndarray (s, 2)
+        Start and end (row, column) of the pieces of the polygon edges cut at
+        the lines of voxel centres and at the grid faces, inside the grid:
+        each lies in one trilinear cell.
+    nodes : ndarray (m, 2)
+        Crossings of voxel-centre lines and grid faces inside the region.
+        With the segment ends they are all the vertices of the region cut
+        into trilinear cells (see :func:`extreme_geometry`).
     """
 
     axis_pos: np.ndarray
@@ -78,10 +115,24 @@ class SampleBlock:
     rows: np.ndarray
     cols: np.ndarray
     area_mm2: np.ndarray
+    full_origin: tuple[int, int] = (0, 0)
+    full: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
+    full_pos: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    full_len: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    slab: tuple[float, float] = (0.0, 0.0)
+    levels: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    seg_a: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    seg_b: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    nodes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+
+    @property
+    def n_full(self) -> int:
+        """Number of whole pixels."""
+        return int(np.count_nonzero(self.full))
 
     @property
     def size(self) -> int:
-        return self.axis_pos.size * self.rows.size
+        return self.axis_pos.size * self.rows.size + 4 * self.full_pos.size * self.n_full
 
 
 @dataclass
@@ -124,16 +175,35 @@ class StructureSamples:
         """``(index (n,3), weight_mm3 (n,), box (n,3), inside (n,))`` of one block."""
         a = self.normal_axis
         b, c = self.in_plane_axes
-        n2, nz = block.rows.size, block.axis_pos.size
-        idx = np.empty((n2 * nz, 3))
-        idx[:, a] = np.repeat(block.axis_pos, n2)
-        idx[:, b] = np.tile(block.rows, nz)
-        idx[:, c] = np.tile(block.cols, nz)
-        w = np.outer(block.axis_len * self.grid.spacing[a], block.area_mm2).ravel()
-        box = np.empty((n2 * nz, 3))
-        box[:, a] = np.repeat(block.axis_len, n2)
-        box[:, b] = 1.0 / self.factor
-        box[:, c] = 1.0 / self.factor
+        parts = [(block.axis_pos, block.axis_len, block.rows, block.cols,
+                  block.area_mm2, 1.0 / self.factor)]
+        if block.n_full:
+            fr, fc = np.nonzero(block.full)
+            fr = fr + block.full_origin[0]
+            fc = fc + block.full_origin[1]
+            q = np.array([-0.25, 0.25])
+            qr = (fr[:, None, None] + q[None, :, None] + 0 * q[None, None, :]).ravel()
+            qc = (fc[:, None, None] + 0 * q[None, :, None] + q[None, None, :]).ravel()
+            px = self.grid.spacing[b] * self.grid.spacing[c]
+            parts.append((block.full_pos, block.full_len, qr, qc,
+                          np.full(qr.size, px / 4.0), 0.5))
+        idx_l, w_l, box_l = [], [], []
+        for zp, zl, rr, cc, area, side in parts:
+            n2, nz = rr.size, zp.size
+            idx = np.empty((n2 * nz, 3))
+            idx[:, a] = np.repeat(zp, n2)
+            idx[:, b] = np.tile(rr, nz)
+            idx[:, c] = np.tile(cc, nz)
+            box = np.empty((n2 * nz, 3))
+            box[:, a] = np.repeat(zl, n2)
+            box[:, b] = side
+            box[:, c] = side
+            idx_l.append(idx)
+            box_l.append(box)
+            w_l.append(np.outer(zl * self.grid.spacing[a], area).ravel())
+        idx = np.concatenate(idx_l)
+        box = np.concatenate(box_l)
+        w = np.concatenate(w_l)
         hi = np.asarray(self.grid.shape) - 0.5
         inside = np.all((idx >= -0.5) & (idx <= hi), axis=1)
         return idx, w, box, inside
@@ -301,8 +371,13 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
     n_rows, n_cols = row1 - row0 + 1, col1 - col0 + 1
     n_sub = n_rows * sub_rows
 
-    starts = np.vstack(polygons)
-    ends = np.vstack([np.roll(p, -1, axis=0) for p in polygons])
+    tiny, big = _split_tiny(polygons, sub_rows)
+    if not big:
+        cov, cen = np.zeros((n_rows, n_cols)), np.zeros((2, n_rows, n_cols))
+        _add_tiny_polygons(tiny, big, row0, col0, cov, cen)
+        return row0, col0, cov, cen
+    starts = np.vstack(big)
+    ends = np.vstack([np.roll(p, -1, axis=0) for p in big])
     r0, c0 = starts[:, 0] - row0, starts[:, 1] - col0
     r1, c1 = ends[:, 0] - row0, ends[:, 1] - col0
     ymin, ymax = np.minimum(r0, r1), np.maximum(r0, r1)
@@ -313,7 +388,9 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
     n_cross = np.clip(t_hi - t_lo, 0, None)
     total = int(n_cross.sum())
     if total == 0:
-        return row0, col0, np.zeros((n_rows, n_cols)), np.zeros((2, n_rows, n_cols))
+        cov, cen = np.zeros((n_rows, n_cols)), np.zeros((2, n_rows, n_cols))
+        _add_tiny_polygons(tiny, big, row0, col0, cov, cen)
+        return row0, col0, cov, cen
     edge = np.repeat(np.arange(r0.size), n_cross)
     first = np.repeat(np.cumsum(n_cross) - n_cross, n_cross)
     t = t_lo[edge] + (np.arange(total) - first)
@@ -328,29 +405,278 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
     # evaluate it at the column edges e_q = q - 0.5 (q = 0..n_cols).
     b = np.clip(np.floor(x + 0.5).astype(np.int64) + 1, 0, n_cols + 1)
     width = n_cols + 2
-    flat = t * width + b
-    s0 = np.bincount(flat, weights=sign, minlength=n_sub * width).reshape(n_sub, width)
-    s1 = np.bincount(flat, weights=sign * x, minlength=n_sub * width).reshape(n_sub, width)
-    s2 = np.bincount(flat, weights=sign * x * x, minlength=n_sub * width).reshape(n_sub, width)
-    s0 = np.cumsum(s0, axis=1)[:, : n_cols + 1]
-    s1 = np.cumsum(s1, axis=1)[:, : n_cols + 1]
-    s2 = np.cumsum(s2, axis=1)[:, : n_cols + 1]
+    # Summing over the sub-rows of a pixel row commutes with the cumulative sums
+    # along the columns, so the crossings are binned by pixel row directly (with
+    # the sub-row height y_t as an extra weight for the row moment): the dense
+    # arrays are n_rows x width instead of n_rows * sub_rows x width.
+    flat = (t // sub_rows) * width + b
+    yt = -0.5 + (t + 0.5) / sub_rows
+    size = n_rows * width
+    sx = sign * x
+
+    def binned(w):
+        a = np.bincount(flat, weights=w, minlength=size).reshape(n_rows, width)
+        return np.cumsum(a, axis=1)[:, : n_cols + 1]
+
+    s0, s1, s2 = binned(sign), binned(sx), binned(sx * x)
+    y0, y1 = binned(sign * yt), binned(sx * yt)
     e = np.arange(n_cols + 1) - 0.5
-    # covered length and its first moment left of each edge
-    length = np.diff(e * s0 - s1, axis=1)
-    moment = np.diff(0.5 * (e * e * s0 - s2), axis=1)
-    y = (-0.5 + (np.arange(n_sub) + 0.5) / sub_rows)[:, None]
-    shape3 = (n_rows, sub_rows, n_cols)
-    tot = length.reshape(shape3).sum(axis=1)
-    mx = moment.reshape(shape3).sum(axis=1)
-    my = (length * y).reshape(shape3).sum(axis=1)
+    # covered length left of each edge, its first moment along the columns and rows
+    tot = np.diff(e * s0 - s1, axis=1)
+    mx = np.diff(0.5 * (e * e * s0 - s2), axis=1)
+    my = np.diff(e * y0 - y1, axis=1)
     cov = np.clip(tot / sub_rows, 0.0, 1.0)
     centroid = np.zeros((2, n_rows, n_cols))
     ok = tot > 1e-12
     rows_idx, cols_idx = np.nonzero(ok)
     centroid[0][ok] = np.clip(my[ok] / tot[ok] - rows_idx, -0.5, 0.5)
     centroid[1][ok] = np.clip(mx[ok] / tot[ok] - cols_idx, -0.5, 0.5)
+    _add_tiny_polygons(tiny, big, row0, col0, cov, centroid)
     return row0, col0, cov, centroid
+
+
+def _inside_even_odd(pts: np.ndarray, polygons: list[np.ndarray]) -> np.ndarray:
+    """Even-odd inside test of points ``(m, 2)`` against polygons (same units)."""
+    inside = np.zeros(len(pts), dtype=bool)
+    y, x = pts[:, 0][:, None], pts[:, 1][:, None]
+    for poly in polygons:
+        r0, c0 = poly[:, 0][None, :], poly[:, 1][None, :]
+        r1, c1 = np.roll(poly[:, 0], -1)[None, :], np.roll(poly[:, 1], -1)[None, :]
+        crosses = (r0 <= y) != (r1 <= y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xc = c0 + (y - r0) * (c1 - c0) / (r1 - r0)
+        inside ^= (np.count_nonzero(crosses & (xc > x), axis=1) % 2).astype(bool)
+    return inside
+
+
+def _split_tiny(polygons, sub_rows):
+    """Polygons inside one pixel or crossing no sub-row, and the others.
+
+    The scan lines measure a polygon's area by the midpoint rule along the
+    rows, which loses (or grossly misjudges) a polygon thinner than a few
+    sub-rows; one that fits in a single pixel is measured exactly instead.
+    """
+    tiny, big = [], []
+    for p in polygons:
+        lo = np.ceil((p[:, 0].min() + 0.5) * sub_rows - 0.5)
+        hi = np.ceil((p[:, 0].max() + 0.5) * sub_rows - 0.5)
+        one_pixel = (np.floor(p[:, 0].min() + 0.5) == np.floor(p[:, 0].max() + 0.5)
+                     and np.floor(p[:, 1].min() + 0.5) == np.floor(p[:, 1].max() + 0.5))
+        (tiny if hi <= lo or one_pixel else big).append(p)
+    return tiny, big
+
+
+def _add_tiny_polygons(tiny, big, row0, col0, cov, centroid) -> None:
+    """Add the polygons of :func:`_split_tiny` to ``cov`` with their exact area.
+
+    Each is added whole (or removed, when it lies in an odd number of the
+    other polygons: a tiny hole) to the pixel holding its centroid, which
+    also moves that pixel's sample point towards it. Its area is at most one
+    pixel or one sub-row high, so splitting it between pixels would change
+    nothing measurable.
+    """
+    for p in tiny:
+        r, c = p[:, 0], p[:, 1]
+        cross = r * np.roll(c, -1) - np.roll(r, -1) * c
+        a2 = float(cross.sum())
+        if abs(a2) > 1e-15:
+            cr = float(np.sum((r + np.roll(r, -1)) * cross)) / (3.0 * a2)
+            cc = float(np.sum((c + np.roll(c, -1)) * cross)) / (3.0 * a2)
+        else:
+            cr, cc = float(r.mean()), float(c.mean())
+        area = abs(a2) / 2.0
+        m = min(max(int(np.floor(cr + 0.5)) - row0, 0), cov.shape[0] - 1)
+        q = min(max(int(np.floor(cc + 0.5)) - col0, 0), cov.shape[1] - 1)
+        hole = bool(_inside_even_odd(np.array([[cr, cc]]), big)[0]) if big else False
+        if hole:
+            cov[m, q] = max(cov[m, q] - area, 0.0)
+            continue
+        old = cov[m, q]
+        new = min(old + area, 1.0)
+        if new > 0:
+            off = np.array([cr - (m + row0), cc - (q + col0)])
+            centroid[:, m, q] = np.clip((centroid[:, m, q] * old + off * (new - old)) / new, -0.5, 0.5)
+        cov[m, q] = new
+
+
+# ------------------------------------------------------------------ extremes
+def extreme_geometry(polygons: list[np.ndarray], shape2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vertices of a plane's region cut into the trilinear cells of a grid.
+
+    The trilinear interpolant of a dose is multilinear inside each cell
+    between voxel centres (and constant along an axis between the outermost
+    centre and the grid face), so over the region of one plane it reaches
+    its extremes at the vertices of the region cut into cells, or, only
+    where it is not linear in-plane, inside a cut edge piece (it is
+    quadratic along a slanted segment within one cell).
+
+    Parameters
+    ----------
+    polygons : list of ndarray (n, 2)
+        The plane's polygons in continuous (row, column) indices, combined
+        by the even-odd rule.
+    shape2 : (int, int)
+        In-plane shape of the grid.
+
+    Returns
+    -------
+    seg_a, seg_b : ndarray (s, 2)
+        Pieces of the polygon edges cut at integer lines (voxel centres) and
+        at the grid faces ``-0.5`` and ``n - 0.5``; only pieces inside the
+        grid. Their ends include every polygon vertex and every crossing of
+        an edge with a cell line.
+    nodes : ndarray (m, 2)
+        Crossings of the cell lines inside the region and the grid.
+    """
+    lim = [(-0.5, float(n) - 0.5) for n in shape2]
+    # all edges of the plane at once: edge u runs from p0[u] to p1[u]
+    p0 = np.vstack(polygons)
+    p1 = np.vstack([np.roll(p, -1, axis=0) for p in polygons])
+    d = p1 - p0
+    ne = len(p0)
+    e_l, t_l = [np.arange(ne), np.arange(ne)], [np.zeros(ne), np.ones(ne)]
+    for ax in range(2):
+        lo = np.minimum(p0[:, ax], p1[:, ax])
+        hi = np.maximum(p0[:, ax], p1[:, ax])
+        k0 = np.ceil(lo).astype(np.int64)
+        n = np.clip(np.floor(hi).astype(np.int64) - k0 + 1, 0, None)
+        e = np.repeat(np.arange(ne), n)
+        first = np.repeat(np.cumsum(n) - n, n)
+        line = (k0[e] + np.arange(e.size) - first).astype(float)
+        for face in lim[ax]:
+            hit = np.nonzero((lo < face) & (hi > face))[0]  # only edges crossing a grid face
+            line = np.concatenate([line, np.full(hit.size, face)])
+            e = np.concatenate([e, hit])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (line - p0[e, ax]) / d[e, ax]
+        ok = np.isfinite(t) & (t > 0) & (t < 1)
+        e_l.append(e[ok])
+        t_l.append(t[ok])
+    e_all, t_all = np.concatenate(e_l), np.concatenate(t_l)
+    order = np.lexsort((t_all, e_all))
+    e_all, t_all = e_all[order], t_all[order]
+    same = e_all[1:] == e_all[:-1]
+    e_s = e_all[:-1][same]
+    ta, tb = t_all[:-1][same], t_all[1:][same]
+    keep = tb - ta > 1e-12
+    e_s, ta, tb = e_s[keep], ta[keep], tb[keep]
+    seg_a = p0[e_s] + ta[:, None] * d[e_s]
+    seg_b = p0[e_s] + tb[:, None] * d[e_s]
+    mid = (seg_a + seg_b) / 2.0
+    ins = ((mid[:, 0] >= lim[0][0]) & (mid[:, 0] <= lim[0][1])
+           & (mid[:, 1] >= lim[1][0]) & (mid[:, 1] <= lim[1][1]))
+    seg_a, seg_b = seg_a[ins], seg_b[ins]
+    nodes = _lattice_nodes_inside(polygons, lim)
+    return seg_a, seg_b, nodes
+
+
+def _cell_lines(lo: float, hi: float, lim: tuple[float, float]) -> np.ndarray:
+    """Integer lines and grid faces in ``[lo, hi]`` that lie inside ``lim``."""
+    v = np.arange(np.ceil(lo), np.floor(hi) + 1, dtype=float)
+    v = np.concatenate([v, [lim[0], lim[1]]])
+    v = v[(v >= max(lo, lim[0])) & (v <= min(hi, lim[1]))]
+    return np.unique(v)
+
+
+def _lattice_nodes_inside(polygons: list[np.ndarray], lim) -> np.ndarray:
+    """Crossings of the cell lines strictly inside the polygons (even-odd)."""
+    pts = np.vstack(polygons)
+    rows = _cell_lines(pts[:, 0].min(), pts[:, 0].max(), lim[0])
+    cols = _cell_lines(pts[:, 1].min(), pts[:, 1].max(), lim[1])
+    if rows.size == 0 or cols.size == 0:
+        return np.zeros((0, 2))
+    p0 = pts
+    p1 = np.vstack([np.roll(p, -1, axis=0) for p in polygons])
+    ymin = np.minimum(p0[:, 0], p1[:, 0])
+    ymax = np.maximum(p0[:, 0], p1[:, 0])
+    # rows crossed by each edge, half-open [ymin, ymax) so vertices count once
+    a = np.searchsorted(rows, ymin, side="left")
+    b = np.searchsorted(rows, ymax, side="left")
+    n = np.clip(b - a, 0, None)
+    total = int(n.sum())
+    if total == 0:
+        return np.zeros((0, 2))
+    e = np.repeat(np.arange(len(p0)), n)
+    first = np.repeat(np.cumsum(n) - n, n)
+    ri = a[e] + (np.arange(total) - first)
+    y = rows[ri]
+    x = p0[e, 1] + (y - p0[e, 0]) * (p1[e, 1] - p0[e, 1]) / (p1[e, 0] - p0[e, 0])
+    span = float(cols[-1] - cols[0]) + 10.0 + float(np.ptp(x))
+    base = min(float(cols[0]), float(x.min())) - 1.0
+    key = np.sort(ri * span + (x - base))
+    rr, cc = np.meshgrid(np.arange(rows.size), cols, indexing="ij")
+    qk = rr.ravel() * span + (cc.ravel() - base)
+    below = np.searchsorted(key, qk, side="left")
+    row_start = np.searchsorted(key, rr.ravel() * span, side="left")
+    inside = (below - row_start) % 2 == 1
+    return np.c_[rows[rr.ravel()[inside]], cc.ravel()[inside]]
+
+
+def slab_levels(lo: float, hi: float, n: int) -> np.ndarray:
+    """Slab ends and the voxel centres and faces between them, clipped to ``[-0.5, n - 0.5]``."""
+    a, b = max(lo, -0.5), min(hi, n - 0.5)
+    if b < a:
+        return np.zeros(0)
+    cuts = np.arange(np.ceil(a * 2.0), np.floor(b * 2.0) + 1) / 2.0
+    return np.unique(np.concatenate([[a, b], cuts]))
+
+
+# ---------------------------------------------------------------- duplicates
+def _vertices_within(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    """Every vertex of ``a`` within ``tol`` of a vertex of ``b`` and vice versa."""
+    def one_way(p, q):
+        for k in range(0, len(p), 256):  # chunks bound the distance matrix
+            d2 = ((p[k:k + 256, None, :] - q[None, :, :]) ** 2).sum(axis=2)
+            if d2.min(axis=1).max() > tol * tol:
+                return False
+        return True
+    return one_way(a, b) and one_way(b, a)
+
+
+def drop_duplicate_contours(structure: Structure, source: str = "",
+                            tol_mm: float = PLANE_TOL_MM) -> tuple[Structure, list[str]]:
+    """Remove contours that repeat another contour of the same plane.
+
+    Under the even-odd rule a contour exported twice cancels itself (the
+    region vanishes), so a repeat within ``tol_mm`` (every vertex of each
+    within ``tol_mm`` of a vertex of the other, LPS mm) is dropped; a
+    different contour inside another (a hole) is kept.
+
+    Returns
+    -------
+    structure : Structure
+        The same object when nothing was dropped, else a copy without the repeats.
+    messages : list of str
+        One per dropped contour, naming the ROI, the plane (LPS mm) and ``source``.
+    """
+    cs = structure.contours
+    if len(cs) < 2:
+        return structure, []
+    axis = int(np.argmin(np.ptp(cs[0], axis=0)))
+    pos = np.array([float(np.mean(c[:, axis])) for c in cs])
+    lo = np.array([c.min(axis=0) for c in cs])
+    hi = np.array([c.max(axis=0) for c in cs])
+    drop: set[int] = set()
+    order = np.argsort(pos, kind="stable")
+    for u, i in enumerate(order):
+        if i in drop:
+            continue
+        for j in order[u + 1:]:
+            if pos[j] - pos[i] > tol_mm:
+                break
+            if j in drop or np.any(np.abs(lo[i] - lo[j]) > tol_mm) or np.any(np.abs(hi[i] - hi[j]) > tol_mm):
+                continue
+            if _vertices_within(cs[i], cs[j], tol_mm):
+                drop.add(int(j))
+    if not drop:
+        return structure, []
+    name = "xyz"[axis]
+    where = f"{source}: " if source else ""
+    msgs = [f"{where}ROI {structure.name!r}: contour {j + 1} on plane {name} = {pos[j]:.2f} mm repeats "
+            f"another contour of that plane (within {tol_mm} mm); the repeat is dropped, not "
+            "cancelled by the even-odd rule" for j in sorted(drop)]
+    kept = [c for k, c in enumerate(cs) if k not in drop]
+    return replace(structure, contours=kept), msgs
 
 
 # -------------------------------------------------------------------- samples
@@ -358,18 +684,25 @@ def _split_slab(lo: float, hi: float, max_len: float) -> tuple[np.ndarray, np.nd
     """Cut ``[lo, hi]`` (index units) at voxel centres and faces and into pieces <= max_len."""
     cuts = np.arange(np.ceil(lo * 2.0), np.floor(hi * 2.0) + 1) / 2.0
     pts = np.unique(np.concatenate([[lo, hi], cuts[(cuts > lo) & (cuts < hi)]]))
-    centres, lengths = [], []
-    for a, b in zip(pts[:-1], pts[1:]):
-        n = max(1, int(np.ceil((b - a) / max_len - 1e-9)))
-        edges = np.linspace(a, b, n + 1)
-        centres.append((edges[:-1] + edges[1:]) / 2.0)
-        lengths.append(np.diff(edges))
-    return np.concatenate(centres), np.concatenate(lengths)
+    span = np.diff(pts)
+    n = np.maximum(1, np.ceil(span / max_len - 1e-9).astype(np.int64))
+    seg = np.repeat(np.arange(span.size), n)
+    k = np.arange(seg.size) - np.repeat(np.cumsum(n) - n, n)
+    length = (span / n)[seg]
+    start = pts[:-1][seg] + k * length
+    return start + length / 2.0, length
 
 
-def _polygon_area(poly: np.ndarray) -> float:
+def _sizing_area(poly: np.ndarray) -> float:
+    """Area of a polygon for choosing the factor only (not its coverage).
+
+    The shoelace area, except for a self-intersecting polygon whose lobes
+    cancel (a symmetric bow-tie has signed area 0): then half its box.
+    """
     x, y = poly[:, 0], poly[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    a = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    box_area = float(np.ptp(x) * np.ptp(y))
+    return a if a >= 0.05 * box_area else 0.5 * box_area
 
 
 def auto_factor(volume_mm3: float, inplane_spacing: float) -> int:
@@ -387,6 +720,33 @@ def auto_factor(volume_mm3: float, inplane_spacing: float) -> int:
     while f > 2 and volume_mm3 * (f / inplane_spacing) ** 3 / 2 > MAX_AUTO_SAMPLES:
         f -= 2
     return f
+
+
+def _whole_pixels(cov: np.ndarray, r0: int, c0: int, f: int, shape2):
+    """Split sub-pixel coverage into whole pixels and the rest.
+
+    Returns ``(origin, full, rest)``: the pixel index of ``full[0, 0]``, the
+    mask of pixels inside the grid whose ``f x f`` sub-pixels are all
+    covered, and ``cov`` with those sub-pixels set to 0.
+    """
+    if f < 2:
+        return (0, 0), np.zeros((0, 0), bool), cov
+    pr0, pc0 = r0 // f, c0 // f
+    off_r, off_c = r0 - pr0 * f, c0 - pc0 * f
+    n_pr = -(-(off_r + cov.shape[0]) // f)
+    n_pc = -(-(off_c + cov.shape[1]) // f)
+    pad = np.zeros((n_pr * f, n_pc * f))
+    pad[off_r:off_r + cov.shape[0], off_c:off_c + cov.shape[1]] = cov
+    full = (pad.reshape(n_pr, f, n_pc, f) >= 1.0 - 1e-9).all(axis=(1, 3))
+    pr = np.arange(pr0, pr0 + n_pr)[:, None]
+    pc = np.arange(pc0, pc0 + n_pc)[None, :]
+    full &= (pr >= 0) & (pr < shape2[0]) & (pc >= 0) & (pc < shape2[1])
+    if np.count_nonzero(full) < MIN_WHOLE_PIXELS:
+        return (0, 0), np.zeros((0, 0), bool), cov
+    sub = np.repeat(np.repeat(full, f, axis=0), f, axis=1)
+    sub = sub[off_r:off_r + cov.shape[0], off_c:off_c + cov.shape[1]]
+    rest = np.where(sub, 0.0, cov)
+    return (int(pr0), int(pc0)), full, rest
 
 
 def sample_structure(
@@ -430,11 +790,14 @@ def sample_structure(
     GeometryError
         Oblique grid or contours not parallel to a grid plane.
     """
+    structure, dup_msgs = drop_duplicate_contours(structure, source)
+    for m in dup_msgs:
+        warn(m)
     axis, planes = contour_planes(structure, grid, source)
     others = [a for a in range(3) if a != axis]
     sp = np.asarray(grid.spacing)
     pos = np.array([p for p, _ in planes])
-    notes: list[str] = []
+    notes: list[str] = list(dup_msgs)
     if nominal_spacing_mm is None:
         if pos.size > 1:
             nominal_spacing_mm = float(np.median(np.diff(pos))) * sp[axis]
@@ -456,8 +819,7 @@ def sample_structure(
     px_area = sp[others[0]] * sp[others[1]]
     areas = []
     for _, polys in planes:
-        a = sum(_polygon_area(p) for p in polys)  # upper bound with holes; for sizing only
-        areas.append(a * px_area)
+        areas.append(sum(_sizing_area(q) for q in polys) * px_area)
     volume_est = float(np.sum(np.asarray(areas) * (hi - lo) * sp[axis]))
     inplane = float(min(sp[others[0]], sp[others[1]]))
     if factor == "auto":
@@ -475,19 +837,28 @@ def sample_structure(
     blocks: list[SampleBlock] = []
     sub_area = px_area / (f * f)
     volume = 0.0
+    shape2 = (grid.shape[others[0]], grid.shape[others[1]])
     for (p, polys), a, b in zip(planes, lo, hi):
         fine = [(q + 0.5) * f - 0.5 for q in polys]
         r0, c0, cov, cen = polygon_coverage(fine)
+        full_origin, full, cov = _whole_pixels(cov, r0, c0, f, shape2)
         rr, cc = np.nonzero(cov > 1e-12)
-        if rr.size == 0:
+        if rr.size == 0 and not full.any():
             continue
         zc, zl = _split_slab(a, b, max_len)
+        fz, fl = _split_slab(a, b, 0.5)
+        seg_a, seg_b, nodes = extreme_geometry(polys, shape2)
         # sample each sub-pixel at the centroid of its covered part
         blk = SampleBlock(axis_pos=zc, axis_len=zl,
                           rows=(rr + r0 + cen[0][rr, cc] + 0.5) / f - 0.5,
                           cols=(cc + c0 + cen[1][rr, cc] + 0.5) / f - 0.5,
-                          area_mm2=cov[rr, cc] * sub_area)
-        volume += float(blk.area_mm2.sum() * zl.sum() * sp[axis])
+                          area_mm2=cov[rr, cc] * sub_area,
+                          full_origin=full_origin, full=full, full_pos=fz, full_len=fl,
+                          slab=(float(a), float(b)),
+                          levels=slab_levels(a, b, grid.shape[axis]),
+                          seg_a=seg_a, seg_b=seg_b, nodes=nodes)
+        area = float(blk.area_mm2.sum()) + blk.n_full * px_area
+        volume += area * (b - a) * sp[axis]
         blocks.append(blk)
     if not blocks or volume <= 0:
         raise StructureError(f"{source}: ROI {structure.name!r} encloses no area (degenerate)")

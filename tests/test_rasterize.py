@@ -104,3 +104,127 @@ def test_sagittal_contours_on_an_axial_dose_grid():
 def test_empty_structure_is_refused():
     with pytest.raises(StructureError, match="no contour"):
         sample_structure(Structure("none", 1, []), GRID)
+
+
+# ------------------------------------------------ degenerate contours (issue 10 part 2)
+def _plane(poly2, z):
+    return np.c_[poly2, np.full(len(poly2), z)]
+
+
+@pytest.mark.parametrize("poly2", [
+    np.array([[0.3, 0.4], [0.32, 0.4], [0.32, 0.42], [0.3, 0.42]]),        # 4e-4 mm^2 square
+    np.array([[1.5, 1.5], [1.53, 1.5], [1.5, 1.51]]),                      # on a voxel face
+    np.array([[0.0, 0.0], [0.05, 0.0], [0.05, 0.004], [0.0, 0.004]]),      # on a voxel centre
+    # a triangle filling most of one 3/16 mm sub-pixel (x in [-4.3125, -4.125), y in
+    # [6.9375, 7.125) with the automatic factor 16), crossing several sub-rows
+    np.array([[-4.30, 6.95], [-4.14, 6.95], [-4.14, 7.10]]),
+])
+def test_a_contour_smaller_than_a_sub_pixel_keeps_its_area(poly2):
+    s = Structure("tiny", 1, [_plane(poly2, 0.7)])
+    smp = sample_structure(s, GRID, nominal_spacing_mm=2.0)
+    assert smp.factor == 16
+    assert smp.volume_mm3 == pytest.approx(2.0 * _poly_area(poly2), rel=1e-9)
+
+
+def test_tiny_island_adds_and_tiny_hole_removes_its_area():
+    big = _circle(0.4, 0.3, 8.0, 0.0)
+    hole = np.array([[0.31, 0.3], [0.33, 0.3], [0.33, 0.32], [0.31, 0.32]])  # inside big
+    island = np.array([[12.0, 12.0], [12.02, 12.0], [12.02, 12.02]])          # outside big
+    a_big = _poly_area(big[:, :2])
+    base = sample_structure(Structure("b", 1, [big]), GRID, nominal_spacing_mm=2.0, factor=8).volume_mm3
+    with_hole = sample_structure(Structure("h", 1, [big, _plane(hole, 0.0)]), GRID,
+                                 nominal_spacing_mm=2.0, factor=8).volume_mm3
+    with_isl = sample_structure(Structure("i", 1, [big, _plane(island, 0.0)]), GRID,
+                                nominal_spacing_mm=2.0, factor=8).volume_mm3
+    assert base == pytest.approx(2.0 * a_big, rel=1e-4)
+    assert with_hole - base == pytest.approx(-2.0 * _poly_area(hole), rel=1e-6)
+    assert with_isl - base == pytest.approx(2.0 * _poly_area(island), rel=1e-6)
+
+
+def test_cone_tip_contributes_its_volume_and_its_extreme_dose():
+    """A cone whose last contour is 4e-4 mm^2: its slab still counts, and in a SI
+    gradient the maximum is at the end cap beyond that contour."""
+    dz, r, n = 3.0, 10.0, 8
+    cs = [_circle(0.2, 0.1, r * (1 - k / n), -12.0 + k * dz) for k in range(n)]
+    tip_r = np.sqrt(4e-4 / np.pi)
+    cs.append(_circle(0.2, 0.1, tip_r, -12.0 + n * dz, n=64))
+    s = Structure("cone", 1, cs)
+    k, j, i = np.meshgrid(*[np.arange(m) for m in GRID.shape], indexing="ij")
+    xyz = GRID.index_to_world(np.stack([k, j, i], -1).reshape(-1, 3))
+    dose = DoseGrid(GRID, (40 + xyz[:, 2]).reshape(GRID.shape))
+    smp = sample_structure(s, GRID, nominal_spacing_mm=dz)
+    truth = dz * sum(_poly_area(c[:, :2]) for c in cs)
+    assert smp.volume_mm3 == pytest.approx(truth, rel=2e-3)
+    tip_slab = sum(b.area_mm2.sum() for b in smp.blocks if b.axis_pos.min() > GRID.world_to_index(
+        [0, 0, -12.0 + n * dz - dz])[0])
+    assert tip_slab == pytest.approx(_poly_area(cs[-1][:, :2]), rel=1e-6)
+    dvh = compute_dvh(s, dose, nominal_spacing_mm=dz)
+    assert dvh.max_gy == pytest.approx(40 + (-12.0 + n * dz + dz / 2), abs=1e-4)
+    assert dvh.min_gy == pytest.approx(40 + (-12.0 - dz / 2), abs=1e-4)
+
+
+BOWTIE = np.array([[-10.0, -10.0], [10.0, 10.0], [10.0, -10.0], [-10.0, 10.0]])  # lobes 2 x 100 mm^2
+
+
+@pytest.mark.parametrize("poly2,area", [
+    (BOWTIE, 200.0),                                                      # signed area 0
+    (np.array([[-10.0, -10.0], [5.0, 5.0], [5.0, -5.0], [-10.0, 10.0]]), 100.0 + 25.0),  # lobes 100 + 25
+    # figure-eight: two circles of radius 5 traced in opposite senses (signed area 0)
+    (np.r_[np.c_[-5 + 5 * np.cos(np.linspace(0, 2 * np.pi, 200, endpoint=False)),
+                 5 * np.sin(np.linspace(0, 2 * np.pi, 200, endpoint=False))],
+           np.c_[5 - 5 * np.cos(np.linspace(0, 2 * np.pi, 200, endpoint=False)),
+                 5 * np.sin(np.linspace(0, 2 * np.pi, 200, endpoint=False))]], None),
+])
+def test_self_intersecting_contour_keeps_its_even_odd_area(poly2, area):
+    if area is None:  # the two 200-gons, each of area 100 sin(2 pi / 200) 200 / 2
+        area = 2 * 0.5 * 200 * 25 * np.sin(2 * np.pi / 200)
+    cs = [_plane(poly2 + [0.3, -0.2], z) for z in (-4.0, -2.0, 0.0, 2.0, 4.0)]
+    smp = sample_structure(Structure("bow", 1, cs), GRID, nominal_spacing_mm=2.0)
+    assert smp.volume_mm3 == pytest.approx(5 * 2.0 * area, rel=2e-3)
+
+
+def _duplicate_variants(c):
+    rng = np.random.default_rng(3)
+    return {
+        "exact": c.copy(),
+        "shifted start": np.roll(c, 37, axis=0),
+        "reversed": c[::-1].copy(),
+        "jitter 0.005 mm": c + rng.uniform(-0.003, 0.003, c.shape) * [1, 1, 0],
+    }
+
+
+@pytest.mark.parametrize("variant", ["exact", "shifted start", "reversed", "jitter 0.005 mm"])
+def test_duplicate_contour_is_dropped_with_a_warning(variant):
+    from soars_dose.errors import SoarsDoseWarning
+
+    dz = 2.0
+    cs = [_circle(0.4, 0.3, 7.0, z) for z in np.arange(-4, 4.1, dz)]
+    dup = _duplicate_variants(cs[2])[variant]
+    s = Structure("Brainstem", 1, cs[:3] + [dup] + cs[3:])
+    with pytest.warns(SoarsDoseWarning, match=r"rs\.dcm: ROI 'Brainstem': contour 4 on plane z = 0\.00 mm"):
+        smp = sample_structure(s, GRID, nominal_spacing_mm=dz, source="rs.dcm")
+    assert smp.volume_mm3 == pytest.approx(len(cs) * dz * _poly_area(cs[0][:, :2]), rel=2e-3)
+    assert any("repeats" in n for n in smp.notes)
+
+
+def test_near_but_not_duplicate_contour_and_real_hole_are_kept():
+    import warnings
+
+    from shapely.geometry import Polygon
+
+    dz = 2.0
+    a = _circle(0.4, 0.3, 7.0, 0.0)
+    b = _circle(0.9, 0.3, 7.0, 0.0)  # 0.5 mm off: a real (odd) contour, not a repeat
+    hole = _circle(0.4, 0.3, 3.0, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v_ab = sample_structure(Structure("ab", 1, [a, b]), GRID, nominal_spacing_mm=dz).volume_mm3
+        v_ring = sample_structure(Structure("ring", 1, [a, hole]), GRID, nominal_spacing_mm=dz).volume_mm3
+    pa, pb = Polygon(a[:, :2]), Polygon(b[:, :2])
+    assert v_ab == pytest.approx(dz * pa.symmetric_difference(pb).area, rel=1e-2)
+    assert v_ring == pytest.approx(dz * (pa.area - Polygon(hole[:, :2]).area), rel=2e-3)
+    # the outer contour exported twice around a hole: the repeat goes, the hole stays
+    with pytest.warns(Warning, match="repeats"):
+        v = sample_structure(Structure("ring2", 1, [a, hole, a.copy()]), GRID,
+                             nominal_spacing_mm=dz).volume_mm3
+    assert v == pytest.approx(v_ring, rel=1e-9)

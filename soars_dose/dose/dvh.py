@@ -50,11 +50,10 @@ class CumulativeAccumulator:
             self.steps = np.pad(self.steps, (0, pad))
 
     def _kinks(self, a: np.ndarray, c: np.ndarray) -> None:
-        m = np.floor(a / self.bin_width).astype(np.int64)
-        keep = m >= 0  # kinks below 0 Gy never exceed an edge e_k >= 0
-        m, a, c = m[keep], a[keep], c[keep]
-        if m.size == 0:
+        """Add kinks ``c (a - e)_+`` at doses ``a >= 0``."""
+        if a.size == 0:
             return
+        m = (a / self.bin_width).astype(np.int64)  # a >= 0: truncation is the floor
         n = int(m.max()) + 2
         self._grow(n)
         self.c0[:n] += np.bincount(m, weights=c, minlength=n)
@@ -62,15 +61,24 @@ class CumulativeAccumulator:
 
     def add(self, dose: np.ndarray, spread: np.ndarray, weight: np.ndarray) -> None:
         """Add samples: centre dose (Gy), spread width (Gy), volume (any unit)."""
-        lo = np.maximum(dose - spread / 2.0, 0.0)
-        hi = np.maximum(dose + spread / 2.0, 0.0)
-        ramp = (hi - lo) > 1e-9 * self.bin_width
-        if np.any(ramp):
-            w = weight[ramp] / (hi[ramp] - lo[ramp])
-            self._kinks(hi[ramp], w)
-            self._kinks(lo[ramp], -w)
-        step = ~ramp
-        if np.any(step):
+        self.add_interval(dose - spread / 2.0, dose + spread / 2.0, weight)
+
+    def add_interval(self, lo: np.ndarray, hi: np.ndarray, weight: np.ndarray) -> None:
+        """Add samples spread uniformly over ``[lo, hi]`` Gy (``lo == hi``: a step)."""
+        # doses below 0 Gy never exceed an edge e_k >= 0: count them at 0
+        lo = np.maximum(lo, 0.0)
+        hi = np.maximum(hi, 0.0)
+        width = hi - lo
+        ramp = width > 1e-9 * self.bin_width
+        if ramp.all():
+            r_lo, r_hi, r_w, step = lo, hi, weight / width, None
+        else:
+            step = ~ramp
+            r_lo, r_hi = lo[ramp], hi[ramp]
+            r_w = weight[ramp] / width[ramp]
+        # one pass over both kinks of every ramp: +w at hi, -w at lo
+        self._kinks(np.concatenate([r_hi, r_lo]), np.concatenate([r_w, -r_w]))
+        if step is not None and np.any(step):
             k = np.floor(hi[step] / self.bin_width + 1e-9).astype(np.int64)
             n = int(k.max()) + 2
             self._grow(n)
@@ -132,8 +140,13 @@ class DVH:
     volume_cc : float
         Volume of the structure inside the dose grid (cm^3): the 100 % of the DVH.
     mean_gy, min_gy, max_gy : float
-        Volume-weighted mean dose, and the lowest and highest dose at a
-        sub-voxel sample point (Gy).
+        Volume-weighted mean dose (Gy), and the lowest and highest dose
+        (Gy) over the part of the object inside the dose grid. From
+        :func:`soars_dose.dose.compute.compute_dvh` these are the extremes
+        of the interpolated dose over the object the contours define (see
+        :func:`soars_dose.dose.compute.dose_extremes`); the cumulative DVH
+        is 100 % up to ``min_gy`` and 0 from ``max_gy``, so every Dx lies
+        between them.
     structure_volume_cc : float
         Volume of the whole contour-defined object (cm^3), also outside the grid.
     notes : list of str
@@ -183,7 +196,14 @@ class DVH:
 
     # ---------------------------------------------------------------- queries
     def volume_at_dose_cc(self, dose_gy: float) -> float:
-        """V(dose): volume (cm^3) receiving at least ``dose_gy``, linearly interpolated."""
+        """V(dose): volume (cm^3) receiving at least ``dose_gy``, linearly interpolated.
+
+        The whole in-grid volume at or below ``min_gy``, 0 above ``max_gy``.
+        """
+        if dose_gy <= self.min_gy:
+            return float(self.volume_cc)
+        if dose_gy > self.max_gy:
+            return 0.0
         return float(np.interp(dose_gy, self.edges_gy, self.cumulative_cc,
                                left=self.volume_cc, right=0.0))
 
@@ -194,11 +214,20 @@ class DVH:
     def dose_at_volume_cc(self, volume_cc: float) -> float:
         """D(volume): the highest dose that ``volume_cc`` cm^3 receive, Gy.
 
-        Linear interpolation of the cumulative DVH; NaN when ``volume_cc``
-        exceeds the structure's in-grid volume.
+        Linear interpolation of the cumulative DVH, kept within
+        ``[min_gy, max_gy]`` (the curve is known only at bin edges, so
+        between the last full edge and ``min_gy`` it would otherwise read up
+        to one bin low); NaN when ``volume_cc`` exceeds the structure's
+        in-grid volume.
         """
         if volume_cc > self.volume_cc * (1 + 1e-9) or volume_cc < 0:
             return float("nan")
+        d = self._dose_at_volume_cc(volume_cc)
+        if np.isfinite(self.min_gy) and np.isfinite(self.max_gy):
+            d = min(max(d, self.min_gy), self.max_gy)
+        return float(d)
+
+    def _dose_at_volume_cc(self, volume_cc: float) -> float:
         v = self.cumulative_cc
         # v is non-increasing; find the last edge with v >= volume_cc
         k = int(np.searchsorted(-v, -volume_cc, side="right")) - 1
@@ -301,13 +330,29 @@ def dvh_from_samples(
 
 
 class DVHBuilder:
-    """Accumulates samples block by block into a :class:`DVH`."""
+    """Accumulates samples block by block into a :class:`DVH`.
 
-    def __init__(self, name: str, bin_width: float = BIN_WIDTH_GY):
+    Parameters
+    ----------
+    name : str
+    bin_width : float
+        Gy.
+    dose_range : (float, float), optional
+        The exact lowest and highest dose over the object (Gy), e.g. from
+        :func:`soars_dose.dose.compute.dose_extremes`. Each sample's dose
+        interval is clipped to it (a box partly outside the object may
+        spread past the object's extremes) and it becomes the DVH's
+        ``min_gy, max_gy``. Without it they are the extremes of the sample
+        intervals, so the statistics still agree with the curve.
+    """
+
+    def __init__(self, name: str, bin_width: float = BIN_WIDTH_GY,
+                 dose_range: tuple[float, float] | None = None):
         self.name = name
         self.acc = CumulativeAccumulator(bin_width)
         self.volume = 0.0
         self.dose_volume = 0.0
+        self.range = dose_range
         self.min = np.inf
         self.max = -np.inf
 
@@ -315,24 +360,33 @@ class DVHBuilder:
         """Add samples: centre dose (Gy), spread (Gy), volume (mm^3)."""
         if dose.size == 0:
             return
-        self.acc.add(dose, spread, weight_mm3)
+        lo = dose - spread / 2.0
+        hi = dose + spread / 2.0
+        if self.range is not None:
+            lo = np.minimum(np.maximum(lo, self.range[0]), self.range[1])
+            hi = np.minimum(np.maximum(hi, self.range[0]), self.range[1])
+        self.acc.add_interval(lo, hi, weight_mm3)
         self.volume += float(weight_mm3.sum())
         self.dose_volume += float(np.dot(weight_mm3, dose))
-        self.min = min(self.min, float(dose.min()))
-        self.max = max(self.max, float(dose.max()))
+        self.min = min(self.min, float(lo.min()))
+        self.max = max(self.max, float(hi.max()))
 
     def build(self, structure_volume_mm3: float) -> DVH:
         """The DVH; ``structure_volume_mm3`` is the whole structure's volume."""
         if self.volume <= 0:
             raise StructureError(f"ROI {self.name!r} lies entirely outside the dose grid")
         edges, vol = self.acc.result()
+        lo, hi = self.range if self.range is not None else (self.min, self.max)
+        # the mean of a dose over the object lies between its extremes; the
+        # clip only removes rounding of the sample centroids
+        mean = min(max(self.dose_volume / self.volume, lo), hi)
         return DVH(
             name=self.name,
             edges_gy=edges,
             cumulative_cc=vol / 1000.0,
             volume_cc=self.volume / 1000.0,
-            mean_gy=self.dose_volume / self.volume,
-            min_gy=self.min,
-            max_gy=self.max,
+            mean_gy=mean,
+            min_gy=float(lo),
+            max_gy=float(hi),
             structure_volume_cc=structure_volume_mm3 / 1000.0,
         )

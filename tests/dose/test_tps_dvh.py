@@ -14,7 +14,10 @@ the half-slice end caps, which for a 3 mm slab stack differ by up to one
 slab per structure end):
 * volume within 3 %
 * mean dose within 1.5 %
-* max dose within 1 % (TPS max = upper edge of the last non-empty bin)
+* max dose within 1 % below and 1.5 % above the TPS max (TPS max = upper
+  edge of the last non-empty bin of its voxel samples; ours is the exact
+  maximum over the object, issue 10, so it may pass a voxel-sampled one:
+  Lt Lung 12.87 Gy vs 12.74 Gy, its D0.03cc 12.16 Gy)
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def test_tps_dvhs_agree_for_structures_of_10cc_and_more(example):
         assert dvh.coverage == pytest.approx(1.0)
         assert abs(dvh.structure_volume_cc / ref["volume"] - 1) <= 0.03, st.name
         assert abs(dvh.mean_gy / ref["mean"] - 1) <= 0.015, st.name
-        assert abs(dvh.max_gy / ref["max"] - 1) <= 0.01, st.name
+        assert -0.01 <= dvh.max_gy / ref["max"] - 1 <= 0.015, st.name
         checked += 1
     assert checked == 5  # Breast, Heart, Lt Lung, Tumor Bed, Tumor Bed Block
 
@@ -82,8 +85,8 @@ def test_dicompyler_interop(example):
     dc = dvh.to_dicompyler()
     assert dc.volume == pytest.approx(dvh.volume_cc, rel=1e-9)
     assert dc.mean == pytest.approx(dvh.mean_gy, abs=0.01)
-    # dicompyler's max is the top of the last non-empty bin: our DVH reaches past the
-    # highest sample point by half a sample's dose spread
-    assert dvh.max_gy <= dc.max <= dvh.max_gy + 0.05
+    # dicompyler's max is the top of the last non-empty bin; our max_gy is the exact
+    # maximum over the object and the curve reaches 0 there within one bin (issue 10)
+    assert abs(dc.max - dvh.max_gy) <= dvh.bin_width_gy + 1e-9
     # D50 from dicompyler's own lookup, within a bin of ours
     assert float(dc.statistic("D50").value) == pytest.approx(dvh.dose_at_volume_pct(50), abs=0.011)
