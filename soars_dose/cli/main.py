@@ -86,9 +86,8 @@ def _add_between_planes(p: argparse.ArgumentParser) -> None:
                         "contour metrics always use the contours as drawn")
 
 
-def _settings(args):
-    from ..dose.compare import Settings
-
+def _sampling_options(args) -> "int | str":
+    """``--supersample`` as Settings.factor, ``--bin-width`` range-checked (both sub-commands)."""
     factor = args.supersample
     if factor != "auto":
         try:
@@ -99,6 +98,13 @@ def _settings(args):
             raise InputError(f"--supersample must be >= 1, got {factor}")
     if not 0 < args.bin_width <= 1:
         raise InputError(f"--bin-width must be in (0, 1] Gy, got {args.bin_width}")
+    return factor
+
+
+def _settings(args):
+    from ..dose.compare import Settings
+
+    factor = _sampling_options(args)
     return Settings(factor=factor, bin_width_gy=args.bin_width, d_pct=args.dx, d_cc=args.dcc,
                     v_gy=args.vgy, dvh_step_gy=args.dvh_step, interpolation=args.interpolation,
                     between_planes=getattr(args, "between_planes", "stack"),
@@ -243,16 +249,7 @@ def cmd_tps_check(args) -> int:
         from ..outputs import check_writable
 
         check_writable(args.out, args.overwrite)
-    factor = args.supersample
-    if factor != "auto":
-        try:
-            factor = int(factor)
-        except ValueError:
-            raise InputError(f"--supersample must be an integer or 'auto', got {factor!r}")
-        if factor < 1:
-            raise InputError(f"--supersample must be >= 1, got {factor}")
-    if not 0 < args.bin_width <= 1:
-        raise InputError(f"--bin-width must be in (0, 1] Gy, got {args.bin_width}")
+    factor = _sampling_options(args)
     if args.nominal_spacing_mm is not None and not args.nominal_spacing_mm > 0:
         raise InputError(f"--nominal-spacing-mm must be > 0, got {args.nominal_spacing_mm}")
     try:
