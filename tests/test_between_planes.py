@@ -116,8 +116,6 @@ def test_interpolated_dmean_d95_d5_within_1pct_of_the_solid(kind, r, dz, offset,
     assert dvh.dose_at_volume_pct(5) == pytest.approx(truth.dose_at_pct(5), rel=0.01), label
 
 
-@pytest.mark.xfail(strict=False, reason="needs exact extremes from the kernel branch "
-                   "(min/max are sample-centre doses, inside by half a sample box)")
 @pytest.mark.parametrize("kind,r,dz,offset,axis", DVH_CASES)
 def test_interpolated_dmin_dmax_within_1pct_of_the_solid(kind, r, dz, offset, axis):
     dvh, truth = _dvh_pair(kind, r, dz, offset, axis)
