@@ -12,6 +12,7 @@ Memory is measured with tracemalloc (numpy reports its buffers to it), never tim
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 import warnings
 
@@ -45,6 +46,19 @@ FAR = {
 }
 
 
+def _with_structures(paths: dict, reference: list) -> audit.Case:
+    """The case of ``paths`` with the reference set's structures replaced in memory.
+
+    The RTSTRUCT reader already skips contours with coordinates beyond
+    ``ABSURD_COORDINATE_MM`` (1e4 mm); a set built in Python is not read
+    through it, so the compare-level pre-check is what bounds memory there.
+    The set keeps its file as ``source``, so messages still name it.
+    """
+    case = load(paths)
+    case.sets["reference"] = dataclasses.replace(case.sets["reference"], structures=reference)
+    return case
+
+
 class _Spy:
     def __init__(self, monkeypatch):
         self.names = []
@@ -59,8 +73,8 @@ class _Spy:
 @pytest.mark.parametrize("variant", sorted(FAR))
 def test_far_structure_is_outside_grid_without_rasterising(tmp_path, monkeypatch, variant):
     far = Structure("Brainstem", 9, FAR[variant]())
-    paths = write_case(tmp_path, {"reference": oars() + [far], "auto": oars()})
-    case = load(paths)
+    paths = write_case(tmp_path, {"reference": oars(), "auto": oars()})
+    case = _with_structures(paths, oars() + [far])
     spy = _Spy(monkeypatch)
     tracemalloc.start()
     with warnings.catch_warnings():
@@ -112,8 +126,8 @@ KM = {
 @pytest.mark.parametrize("variant", sorted(KM))
 def test_kilometre_structure_is_refused_before_allocating(tmp_path, monkeypatch, variant):
     big = Structure("SpinalCord", 2, KM[variant]())
-    paths = write_case(tmp_path, {"reference": [oars()[0], big], "auto": oars()})
-    case = load(paths)
+    paths = write_case(tmp_path, {"reference": oars(), "auto": oars()})
+    case = _with_structures(paths, [oars()[0], big])
     spy = _Spy(monkeypatch)
     tracemalloc.start()
     with warnings.catch_warnings():
@@ -136,10 +150,10 @@ def test_too_large_reports_the_size_it_would_need(tmp_path):
     # box of 2e6 mm / 2.5 mm x f sub-pixels per side, ROW_SUBSAMPLES * 80 + 24 bytes each
     side = 2e6 / 2.5 * f + 2
     assert need >= side * side * (4 * 80 + 24)
-    paths = write_case(tmp_path, {"reference": [oars()[0], big], "auto": oars()})
+    paths = write_case(tmp_path, {"reference": oars(), "auto": oars()})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = audit.compare(load(paths))
+        res = audit.compare(_with_structures(paths, [oars()[0], big]))
     msg = res.stats.set_index(["set", "roi"]).loc[("reference", "SpinalCord"), "message"]
     assert f"{need / 1e9:.3g} GB" in msg
 
@@ -260,15 +274,26 @@ def test_cli_absurd_supersample_exit_2(tmp_path, capsys, value):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_compare_with_a_far_structure_exit_0(tmp_path, capsys):
-    far = Structure("Brainstem", 9, disc_stack(1e9, 1e9, 6, -4, 4))
+@pytest.mark.parametrize("where_mm", [9e3, -5e3])
+def test_cli_compare_with_a_far_structure_exit_0(tmp_path, capsys, where_mm):
+    far = Structure("Brainstem", 9, disc_stack(where_mm, where_mm, 6, -4, 4))
     paths = write_case(tmp_path / "in", {"reference": oars() + [far], "auto": oars()})
     rc, err = cli(compare_args(paths, tmp_path / "out"), capsys)
     assert rc == 0
     assert "Brainstem: outside_grid" in err
 
 
-@pytest.mark.parametrize("extent_mm", [3e3, 1e6])
+def test_cli_compare_with_contours_at_1e9_mm(tmp_path, capsys):
+    """Beyond 1e4 mm the reader skips the contour (warning naming file and ROI): an empty ROI."""
+    far = Structure("Brainstem", 9, disc_stack(1e9, 1e9, 6, -4, 4))
+    paths = write_case(tmp_path / "in", {"reference": oars() + [far], "auto": oars()})
+    rc, err = cli(compare_args(paths, tmp_path / "out"), capsys)
+    assert rc == 0
+    assert str(paths["reference"]) in err and "Brainstem" in err and "1e+09 mm" in err
+    assert "Brainstem: empty" in err
+
+
+@pytest.mark.parametrize("extent_mm", [3e3, 9.5e3])
 def test_cli_compare_kilometre_structure_in_both_sets_bounded(tmp_path, capsys, extent_mm):
     """Contour metrics build their own fine grid: it is size-checked too (status too_large)."""
     import pandas as pd
@@ -285,13 +310,28 @@ def test_cli_compare_kilometre_structure_in_both_sets_bounded(tmp_path, capsys, 
     st = pd.read_csv(out / "stats.csv").set_index(["set", "roi"])
     row = st.loc[("reference", "SpinalCord")]
     cm = pd.read_csv(out / "contour_metrics.csv").set_index(["set", "roi"])
-    if extent_mm < 1e5:
-        # 6 m strip: computable; the grid holds 75 mm of its 2 x extent_mm length
-        assert row["status"] == "partial"
-        assert row["coverage"] == pytest.approx(75.0 / (2 * extent_mm), rel=0.01)
-    else:
-        assert row["status"] == "too_large"
-        assert cm.loc[("auto", "SpinalCord"), "status"] == "too_large"
-        assert str(paths["reference"]) in cm.loc[("auto", "SpinalCord"), "message"]
+    # a strip metres long: computable; the grid holds 75 mm of its 2 x extent_mm length
+    assert row["status"] == "partial"
+    assert row["coverage"] == pytest.approx(75.0 / (2 * extent_mm), rel=0.01)
     assert st.loc[("reference", "Parotid_L"), "mean_gy"] == pytest.approx(25.0, abs=1e-3)
+    assert cm.loc[("auto", "Parotid_L"), "dice"] == pytest.approx(1.0)
+
+
+def test_contour_metrics_of_a_kilometre_pair_are_too_large(tmp_path):
+    """The contour metrics' own fine grid is size-checked too (sets built in memory)."""
+    from soars_dose.analysis.contours import contour_metrics_for_case
+
+    big = Structure("SpinalCord", 2, _square(-1e6, 1e6, -2, 2, np.arange(-4, 4.1, 2.5)))
+    paths = write_case(tmp_path, {"reference": oars(), "auto": oars()})
+    case = _with_structures(paths, [oars()[0], big])
+    case.sets["auto"] = dataclasses.replace(case.sets["auto"], structures=[oars()[0], big])
+    tracemalloc.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cm = contour_metrics_for_case(case).set_index(["set", "roi"])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 300e6
+    assert cm.loc[("auto", "SpinalCord"), "status"] == "too_large"
+    assert str(paths["reference"]) in cm.loc[("auto", "SpinalCord"), "message"]
     assert cm.loc[("auto", "Parotid_L"), "dice"] == pytest.approx(1.0)

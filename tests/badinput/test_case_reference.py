@@ -7,11 +7,13 @@ what to do (an alias file); exit 2 from the CLI; a failed patient in a cohort.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
 from soars_dose import audit
-from soars_dose.errors import NoMatchingOARError, StructureError
+from soars_dose.errors import DicomReadError, NoMatchingOARError, StructureError
 from soars_dose.structures import Structure
 
 from ..helpers import disc_stack, oars
@@ -60,9 +62,15 @@ def test_compare_refuses_reference_without_usable_oar(tmp_path, variant):
 
 def test_compare_refuses_reference_with_zero_rois(tmp_path):
     paths = write_case(tmp_path, {"reference": oars(), "auto": oars()})
+    # the file itself is refused by the RTSTRUCT reader (PS3.3: one ROI or more) ...
     strip_rois(paths["reference"])
+    with pytest.raises(DicomReadError, match="no ROI") as exc:
+        load(paths)
+    assert str(paths["reference"]) in str(exc.value)
+    # ... and a reference set with no ROI that reaches compare another way is refused there
+    paths = write_case(tmp_path / "again", {"reference": oars(), "auto": oars()})
     case = load(paths)
-    assert len(case.sets["reference"]) == 0
+    case.sets["reference"] = dataclasses.replace(case.sets["reference"], structures=[])
     with pytest.raises(NoMatchingOARError, match="no ROI at all") as exc:
         audit.compare(case)
     assert str(paths["reference"]) in str(exc.value)
