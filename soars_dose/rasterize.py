@@ -318,15 +318,18 @@ def nominal_spacing_mm(structures, grid: Grid) -> float | None:
     return float(vals[np.argmax(counts)])
 
 
-def slab_bounds(positions: np.ndarray, nominal: float) -> tuple[np.ndarray, np.ndarray]:
+def slab_bounds(positions: np.ndarray, nominal: float,
+                end_caps: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper slab limits for sorted plane positions (same units as input).
 
     Neighbouring planes closer than ``GAP_BREAK_FACTOR * nominal`` share a
     half-way boundary; otherwise each side ends ``nominal / 2`` from its
-    plane.
+    plane (the half-slice end cap), or at the plane itself with
+    ``end_caps=False`` (the convention of planning systems that stop the
+    object at its first and last contour).
     """
     positions = np.asarray(positions, dtype=float)
-    half = nominal / 2.0
+    half = nominal / 2.0 if end_caps else 0.0
     lo = positions - half
     hi = positions + half
     if positions.size > 1:
@@ -757,6 +760,7 @@ def sample_structure(
     nominal_spacing_mm: float | None = None,
     source: str = "",
     allow_odd: bool = False,
+    end_caps: bool = True,
 ) -> StructureSamples:
     """Turn a structure's contours into weighted sub-voxel samples on ``grid``.
 
@@ -778,6 +782,11 @@ def sample_structure(
     allow_odd : bool
         Keep an odd ``factor`` (e.g. 1 for occupancy-only work); by default
         it is rounded up to even so no sample straddles a voxel centre.
+    end_caps : bool
+        Half-slice end caps at the first and last plane and beside breaks
+        (default). False stops the object at those planes (see
+        :func:`slab_bounds`); a plane with no joined neighbour then has no
+        thickness and contributes nothing.
 
     Returns
     -------
@@ -808,7 +817,7 @@ def sample_structure(
                 f"({nominal_spacing_mm:.3g} mm); give the CT slice thickness to change it"
             )
     nominal = nominal_spacing_mm / sp[axis]
-    lo, hi = slab_bounds(pos, nominal)
+    lo, hi = slab_bounds(pos, nominal, end_caps)
     if pos.size > 1:
         n_breaks = int(np.sum(np.diff(pos) > GAP_BREAK_FACTOR * nominal))
         if n_breaks:
@@ -839,6 +848,8 @@ def sample_structure(
     volume = 0.0
     shape2 = (grid.shape[others[0]], grid.shape[others[1]])
     for (p, polys), a, b in zip(planes, lo, hi):
+        if b - a <= 1e-12:  # an isolated plane without end caps
+            continue
         fine = [(q + 0.5) * f - 0.5 for q in polys]
         r0, c0, cov, cen = polygon_coverage(fine)
         full_origin, full, cov = _whole_pixels(cov, r0, c0, f, shape2)

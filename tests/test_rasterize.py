@@ -228,3 +228,31 @@ def test_near_but_not_duplicate_contour_and_real_hole_are_kept():
         v = sample_structure(Structure("ring2", 1, [a, hole, a.copy()]), GRID,
                              nominal_spacing_mm=dz).volume_mm3
     assert v == pytest.approx(v_ring, rel=1e-9)
+
+
+def _square_planes(zs, half=10.0):
+    return [np.array([[-half, -half, z], [half, -half, z], [half, half, z], [-half, half, z]], float)
+            for z in zs]
+
+
+@pytest.mark.parametrize("zs, with_caps, without", [
+    ([0.0, 3.0, 6.0, 9.0], 400.0 * 12, 400.0 * 9),          # caps add half a slice at each end
+    ([0.0, 3.0, 12.0, 15.0], 400.0 * 12, 400.0 * 6),        # a break: caps on both sides of it
+    ([0.0, 3.0, 6.0, 15.0], 400.0 * 12, 400.0 * 6),         # an isolated last plane: 0 without caps
+])
+def test_end_caps_off_stops_the_object_at_its_end_planes(zs, with_caps, without):
+    """Square 20 x 20 mm on 3 mm planes: volume = area x slab lengths, by hand."""
+    grid = Grid(shape=(12, 16, 16), spacing=(2.0, 2.0, 2.0), origin=(-15.0, -15.0, -4.0))
+    st = Structure("box", 1, _square_planes(zs))
+    capped = sample_structure(st, grid, nominal_spacing_mm=3.0)
+    bare = sample_structure(st, grid, nominal_spacing_mm=3.0, end_caps=False)
+    assert capped.volume_mm3 == pytest.approx(with_caps, rel=1e-9)
+    assert bare.volume_mm3 == pytest.approx(without, rel=1e-9)
+    assert occupancy(bare).sum() * 8.0 == pytest.approx(without, rel=1e-9)
+
+
+def test_end_caps_off_single_plane_is_degenerate():
+    grid = Grid(shape=(4, 16, 16), spacing=(2.0, 2.0, 2.0), origin=(-15.0, -15.0, -4.0))
+    with pytest.raises(StructureError):
+        sample_structure(Structure("one", 1, _square_planes([0.0])), grid, nominal_spacing_mm=3.0,
+                         end_caps=False)

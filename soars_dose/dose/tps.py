@@ -52,6 +52,7 @@ value within tolerance of theirs is reported, with the numbers behind it:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,8 +63,8 @@ from ..case import Case, check_frames
 from ..dicom.common import read_dataset, sha256, uid
 from ..dicom.rtdose import read_rtdose
 from ..dicom.rtstruct import read_rtstruct
-from ..errors import DicomReadError, DoseUnitsError, SoarsDoseError, warn
-from ..rasterize import (GAP_BREAK_FACTOR, SampleBlock, StructureSamples, contour_planes,
+from ..errors import DicomReadError, DoseUnitsError, SoarsDoseError, SoarsDoseWarning, StructureError, warn
+from ..rasterize import (GAP_BREAK_FACTOR, StructureSamples, contour_planes,
                          nominal_spacing_mm as _nominal_of_set, sample_structure, slab_bounds)
 from ..structures import Structure
 from .compute import FULL_COVERAGE, dvh_of_samples
@@ -395,42 +396,24 @@ def rebinned(dvh: DVH, edges_gy: np.ndarray) -> DVH:
 # --------------------------------------------------------------------- end caps
 def without_end_caps(samples: StructureSamples, structure: Structure,
                      nominal_mm: float) -> StructureSamples | None:
-    """The samples of the stack cut at its end planes (no half-slice end caps).
+    """The samples of the stack stopped at its end planes (no half-slice end caps).
 
     Each contour plane's slab is kept between half-way boundaries with its
     neighbours; where the slab ends in an end cap (first and last plane,
     either side of a break wider than ``GAP_BREAK_FACTOR`` nominal
-    spacings) it is cut at the plane itself. The volume is then the planar
-    areas times the inter-plane spacing. None when nothing is left (a
-    single plane, or only isolated planes).
+    spacings) it stops at the plane itself (``sample_structure(...,
+    end_caps=False)``, same supersampling as ``samples``). The volume is
+    then the planar areas times the inter-plane spacing. None when nothing
+    is left (a single plane, or only isolated planes).
     """
-    grid = samples.grid
-    axis, planes = contour_planes(structure, grid)
-    pos = np.array([p for p, _ in planes])
-    nominal = nominal_mm / grid.spacing[axis]
-    lo, hi = slab_bounds(pos, nominal)
-    joined = np.diff(pos) <= GAP_BREAK_FACTOR * nominal
-    keep_lo = np.where(np.r_[False, joined], lo, pos)
-    keep_hi = np.where(np.r_[joined, False], hi, pos)
-    blocks, volume = [], 0.0
-    for blk in samples.blocks:
-        a0 = blk.axis_pos - blk.axis_len / 2.0
-        a1 = blk.axis_pos + blk.axis_len / 2.0
-        i = int(np.argmin(np.abs(lo - a0.min()) + np.abs(hi - a1.max())))
-        a = np.maximum(a0, keep_lo[i])
-        b = np.minimum(a1, keep_hi[i])
-        ok = b - a > 1e-12
-        if not np.any(ok):
-            continue
-        nb = SampleBlock(axis_pos=(a[ok] + b[ok]) / 2.0, axis_len=b[ok] - a[ok],
-                         rows=blk.rows, cols=blk.cols, area_mm2=blk.area_mm2)
-        volume += float(nb.area_mm2.sum() * nb.axis_len.sum() * grid.spacing[axis])
-        blocks.append(nb)
-    if not blocks or volume <= 0:
+    try:
+        with warnings.catch_warnings():  # the contours' warnings were given by the first pass
+            warnings.simplefilter("ignore", SoarsDoseWarning)
+            return sample_structure(structure, samples.grid, factor=samples.factor,
+                                    nominal_spacing_mm=nominal_mm, allow_odd=True,
+                                    end_caps=False)
+    except StructureError:
         return None
-    return StructureSamples(grid=grid, blocks=blocks, volume_mm3=volume, factor=samples.factor,
-                            normal_axis=samples.normal_axis, n_planes=samples.n_planes,
-                            notes=list(samples.notes))
 
 
 def no_cap_volume_mm3(structure: Structure, grid, nominal_mm: float) -> float:
