@@ -43,9 +43,11 @@ Coverage is the even-odd area (a bow-tie keeps both lobes). A polygon too
 small or too thin for the sub-rows is added with its exact area
 (:func:`polygon_coverage`). A contour repeating another on the same plane
 is dropped with a warning (:func:`drop_duplicate_contours`) instead of
-cancelling it. Each block also carries the vertices of its region cut into
-trilinear cells, from which :func:`soars_dose.dose.compute.dose_extremes`
-gets the exact dose extremes over the object.
+cancelling it. Each block also carries its polygons; the vertices of its
+region cut into trilinear cells (:meth:`SampleBlock.extreme_vertices`,
+computed on demand for the planes that can hold an extreme), give
+:func:`soars_dose.dose.compute.dose_extremes` the exact dose extremes over
+the object.
 """
 
 from __future__ import annotations
@@ -100,14 +102,20 @@ class SampleBlock:
         Positions along the normal (index units) bounding the pieces of the
         slab inside one trilinear cell: slab ends, voxel centres and grid
         faces in between, clipped to the grid.
-    seg_a, seg_b : ndarray (s, 2)
+    seg_a, seg_b : ndarray (s, 2) or None
         Start and end (row, column) of the pieces of the polygon edges cut at
         the lines of voxel centres and at the grid faces, inside the grid:
-        each lies in one trilinear cell.
-    nodes : ndarray (m, 2)
+        each lies in one trilinear cell. None until
+        :meth:`extreme_vertices` computes them.
+    nodes : ndarray (m, 2) or None
         Crossings of voxel-centre lines and grid faces inside the region.
         With the segment ends they are all the vertices of the region cut
         into trilinear cells (see :func:`extreme_geometry`).
+    polygons : list of ndarray (n, 2), optional
+        The plane's polygons (continuous row, column indices), from which
+        :meth:`extreme_vertices` computes the three arrays above.
+    shape2 : (int, int)
+        In-plane shape of the grid.
     """
 
     axis_pos: np.ndarray
@@ -121,9 +129,25 @@ class SampleBlock:
     full_len: np.ndarray = field(default_factory=lambda: np.zeros(0))
     slab: tuple[float, float] = (0.0, 0.0)
     levels: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    seg_a: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    seg_b: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    nodes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    seg_a: np.ndarray | None = None
+    seg_b: np.ndarray | None = None
+    nodes: np.ndarray | None = None
+    polygons: list | None = None
+    shape2: tuple[int, int] = (0, 0)
+
+    def extreme_vertices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(seg_a, seg_b, nodes)``, from :func:`extreme_geometry` on first use.
+
+        The geometry is needed only for the planes that can hold the dose
+        extremes, so it is computed on demand (and kept) from
+        :attr:`polygons`; a block made without polygons has none.
+        """
+        if self.seg_a is None or self.seg_b is None or self.nodes is None:
+            if self.polygons:
+                self.seg_a, self.seg_b, self.nodes = extreme_geometry(self.polygons, self.shape2)
+            else:
+                self.seg_a, self.seg_b, self.nodes = np.zeros((0, 2)), np.zeros((0, 2)), np.zeros((0, 2))
+        return self.seg_a, self.seg_b, self.nodes
 
     @property
     def n_full(self) -> int:
@@ -847,7 +871,6 @@ def sample_structure(
             continue
         zc, zl = _split_slab(a, b, max_len)
         fz, fl = _split_slab(a, b, 0.5)
-        seg_a, seg_b, nodes = extreme_geometry(polys, shape2)
         # sample each sub-pixel at the centroid of its covered part
         blk = SampleBlock(axis_pos=zc, axis_len=zl,
                           rows=(rr + r0 + cen[0][rr, cc] + 0.5) / f - 0.5,
@@ -856,7 +879,7 @@ def sample_structure(
                           full_origin=full_origin, full=full, full_pos=fz, full_len=fl,
                           slab=(float(a), float(b)),
                           levels=slab_levels(a, b, grid.shape[axis]),
-                          seg_a=seg_a, seg_b=seg_b, nodes=nodes)
+                          polygons=polys, shape2=shape2)
         area = float(blk.area_mm2.sum()) + blk.n_full * px_area
         volume += area * (b - a) * sp[axis]
         blocks.append(blk)

@@ -422,9 +422,19 @@ def without_end_caps(samples: StructureSamples, structure: Structure,
         ok = b - a > 1e-12
         if not np.any(ok):
             continue
+        # the whole pixels' pieces are trimmed the same way
+        f0 = np.maximum(blk.full_pos - blk.full_len / 2.0, keep_lo[i])
+        f1 = np.minimum(blk.full_pos + blk.full_len / 2.0, keep_hi[i])
+        fok = f1 - f0 > 1e-12
         nb = SampleBlock(axis_pos=(a[ok] + b[ok]) / 2.0, axis_len=b[ok] - a[ok],
-                         rows=blk.rows, cols=blk.cols, area_mm2=blk.area_mm2)
-        volume += float(nb.area_mm2.sum() * nb.axis_len.sum() * grid.spacing[axis])
+                         rows=blk.rows, cols=blk.cols, area_mm2=blk.area_mm2,
+                         full_origin=blk.full_origin,
+                         full=blk.full if np.any(fok) else np.zeros((0, 0), bool),
+                         full_pos=(f0[fok] + f1[fok]) / 2.0, full_len=f1[fok] - f0[fok],
+                         slab=(max(blk.slab[0], float(keep_lo[i])), min(blk.slab[1], float(keep_hi[i]))))
+        px_mm2 = grid.spacing[samples.in_plane_axes[0]] * grid.spacing[samples.in_plane_axes[1]]
+        volume += float((nb.area_mm2.sum() * nb.axis_len.sum()
+                         + nb.n_full * px_mm2 * nb.full_len.sum()) * grid.spacing[axis])
         blocks.append(nb)
     if not blocks or volume <= 0:
         return None
