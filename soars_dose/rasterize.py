@@ -116,6 +116,13 @@ class SampleBlock:
         :meth:`extreme_vertices` computes the three arrays above.
     shape2 : (int, int)
         In-plane shape of the grid.
+    cells_origin : tuple of int
+        Voxel index (row, column) of ``cells[0, 0]``.
+    cells : ndarray of bool (rows, columns), optional
+        In-plane voxels (clamped to the grid) from which the trilinear
+        interpolant at any point of the region is interpolated (see
+        :func:`region_voxels`): the dose over the region lies between their
+        lowest and highest dose on the slab's levels.
     """
 
     axis_pos: np.ndarray
@@ -134,6 +141,8 @@ class SampleBlock:
     nodes: np.ndarray | None = None
     polygons: list | None = None
     shape2: tuple[int, int] = (0, 0)
+    cells_origin: tuple[int, int] = (0, 0)
+    cells: np.ndarray | None = None
 
     def extreme_vertices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(seg_a, seg_b, nodes)``, from :func:`extreme_geometry` on first use.
@@ -636,6 +645,65 @@ def _lattice_nodes_inside(polygons: list[np.ndarray], lim) -> np.ndarray:
     return np.c_[rows[rr.ravel()[inside]], cc.ravel()[inside]]
 
 
+def region_voxels(polygons: list[np.ndarray], sub_r: np.ndarray, sub_c: np.ndarray,
+                  full_origin: tuple[int, int], full: np.ndarray, shape2) -> tuple[tuple[int, int], np.ndarray]:
+    """In-plane voxels that the trilinear dose of any point of a plane's region depends on.
+
+    A point ``p`` of the region is either within ``1 / 8`` pixel (half a
+    sub-row gap for any factor ``f >= 1``) of a sub-row point of the region,
+    whose sub-pixel then has a positive coverage, or that short segment
+    crosses a polygon edge, which is sampled every half pixel (vertices
+    included), so a sample lies within 3/8 pixel of ``p`` along each axis. Either way the voxels
+    ``floor(p), floor(p) + 1`` that interpolate ``p`` (coordinates clamped to
+    the grid) lie within one voxel of the pixel of that sub-pixel, whole
+    pixel or edge sample: the union of those pixels, clamped to the grid and
+    dilated by one, holds every voxel the region's dose is made of.
+
+    Parameters
+    ----------
+    polygons : list of ndarray (n, 2)
+        The plane's polygons in continuous (row, column) pixel indices.
+    sub_r, sub_c : ndarray of int
+        Pixel indices of the sub-pixels with positive coverage.
+    full_origin, full
+        Whole pixels (see :class:`SampleBlock`).
+    shape2 : (int, int)
+        In-plane shape of the grid.
+
+    Returns
+    -------
+    origin : (int, int)
+        Voxel index of ``mask[0, 0]``.
+    mask : ndarray of bool
+    """
+    p0 = np.vstack(polygons)
+    d = np.vstack([np.roll(p, -1, axis=0) for p in polygons]) - p0
+    n = np.ceil(np.abs(d).max(axis=1) / 0.5).astype(np.int64) + 1
+    e = np.repeat(np.arange(len(p0)), n)
+    k = np.arange(e.size) - np.repeat(np.cumsum(n) - n, n)
+    t = k / np.repeat(n - 1, n).clip(1)
+    pts = p0[e] + t[:, None] * d[e]
+    r_l = [np.floor(pts[:, 0] + 0.5).astype(np.int64), np.asarray(sub_r, np.int64)]
+    c_l = [np.floor(pts[:, 1] + 0.5).astype(np.int64), np.asarray(sub_c, np.int64)]
+    if full.size and full.any():
+        fr, fc = np.nonzero(full)
+        r_l.append(fr + full_origin[0])
+        c_l.append(fc + full_origin[1])
+    r = np.clip(np.concatenate(r_l), 0, shape2[0] - 1)
+    c = np.clip(np.concatenate(c_l), 0, shape2[1] - 1)
+    r0, c0 = max(int(r.min()) - 1, 0), max(int(c.min()) - 1, 0)
+    r1, c1 = min(int(r.max()) + 1, shape2[0] - 1), min(int(c.max()) + 1, shape2[1] - 1)
+    mark = np.zeros((r1 - r0 + 3, c1 - c0 + 3), bool)  # one spare row/column each side
+    mark[r - r0 + 1, c - c0 + 1] = True
+    dil = mark.copy()
+    dil[1:] |= mark[:-1]
+    dil[:-1] |= mark[1:]
+    m2 = dil.copy()
+    m2[:, 1:] |= dil[:, :-1]
+    m2[:, :-1] |= dil[:, 1:]
+    return (r0, c0), m2[1:-1, 1:-1]
+
+
 def slab_levels(lo: float, hi: float, n: int) -> np.ndarray:
     """Slab ends and the voxel centres and faces between them, clipped to ``[-0.5, n - 0.5]``."""
     a, b = max(lo, -0.5), min(hi, n - 0.5)
@@ -871,6 +939,7 @@ def sample_structure(
             continue
         zc, zl = _split_slab(a, b, max_len)
         fz, fl = _split_slab(a, b, 0.5)
+        cells_origin, cells = region_voxels(polys, (rr + r0) // f, (cc + c0) // f, full_origin, full, shape2)
         # sample each sub-pixel at the centroid of its covered part
         blk = SampleBlock(axis_pos=zc, axis_len=zl,
                           rows=(rr + r0 + cen[0][rr, cc] + 0.5) / f - 0.5,
@@ -879,7 +948,7 @@ def sample_structure(
                           full_origin=full_origin, full=full, full_pos=fz, full_len=fl,
                           slab=(float(a), float(b)),
                           levels=slab_levels(a, b, grid.shape[axis]),
-                          polygons=polys, shape2=shape2)
+                          polygons=polys, shape2=shape2, cells_origin=cells_origin, cells=cells)
         area = float(blk.area_mm2.sum()) + blk.n_full * px_area
         volume += area * (b - a) * sp[axis]
         blocks.append(blk)

@@ -228,3 +228,58 @@ def test_near_but_not_duplicate_contour_and_real_hole_are_kept():
         v = sample_structure(Structure("ring2", 1, [a, hole, a.copy()]), GRID,
                              nominal_spacing_mm=dz).volume_mm3
     assert v == pytest.approx(v_ring, rel=1e-9)
+
+
+def _star(cx, cy, r_in, r_out, n_tips, z, phase=0.0):
+    th = np.linspace(0, 2 * np.pi, 2 * n_tips, endpoint=False) + phase
+    r = np.where(np.arange(th.size) % 2 == 0, r_out, r_in)
+    return np.c_[cx + r * np.cos(th), cy + r * np.sin(th), np.full(th.size, z)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_region_voxels_hold_every_voxel_the_region_is_interpolated_from(seed):
+    """Every point of a plane's region (shapely, independent of the kernel) is
+    interpolated from voxels of the block's ``cells``: stars with thin spikes,
+    tiny islands, holes and contours reaching outside the grid."""
+    import shapely
+    from shapely.geometry import Polygon
+
+    rng = np.random.default_rng(seed)
+    grid = Grid((6, 14, 16), (2.5, 2.5, 3.0), (-20.0, -17.0, -7.5))
+    contours = []
+    for z in (-6.0, -3.0, 0.0, 3.0):
+        cx, cy = rng.uniform(-15, 15), rng.uniform(-12, 12)
+        contours.append(_star(cx, cy, rng.uniform(0.2, 3.0), rng.uniform(4.0, 16.0),
+                              int(rng.integers(3, 9)), z, rng.uniform(0, 6.3)))
+        if rng.uniform() < 0.5:  # a hole, or a tiny island of a fraction of a sub-pixel
+            r = rng.choice([0.05, 1.0])
+            contours.append(_circle(cx, cy, r, z, n=12))
+    st = Structure(name="s", number=1, contours=contours)
+    for factor in (1, 2, 6):
+        s = sample_structure(st, grid, factor=factor, allow_odd=True)
+        shape2 = (grid.shape[1], grid.shape[2])
+        for blk in s.blocks:
+            region = None
+            for p in blk.polygons:
+                q = Polygon(p)
+                region = q if region is None else region.symmetric_difference(q)
+            x0, y0, x1, y1 = region.bounds
+            pts = np.c_[rng.uniform(x0, x1, 20000), rng.uniform(y0, y1, 20000)]
+            pts = pts[shapely.contains_xy(region, pts[:, 0], pts[:, 1])]
+            # the region is closed: its boundary counts too
+            edge = np.vstack([p + t * (np.roll(p, -1, axis=0) - p)
+                              for p in blk.polygons for t in np.linspace(0, 1, 9)])
+            pts = np.vstack([pts, edge])
+            (r0, c0), m = blk.cells_origin, blk.cells
+            # trilinear weights in-plane, coordinates clamped to the grid (constant to the faces)
+            cr = np.clip(pts[:, 0], 0, shape2[0] - 1.0)
+            cc = np.clip(pts[:, 1], 0, shape2[1] - 1.0)
+            i0r = np.minimum(np.floor(cr).astype(int), shape2[0] - 2)
+            i0c = np.minimum(np.floor(cc).astype(int), shape2[1] - 2)
+            fr, fc = cr - i0r, cc - i0c
+            for vr, vc, w in ((i0r, i0c, (1 - fr) * (1 - fc)), (i0r + 1, i0c, fr * (1 - fc)),
+                              (i0r, i0c + 1, (1 - fr) * fc), (i0r + 1, i0c + 1, fr * fc)):
+                used = w > 0  # a voxel of weight 0 does not matter
+                vr, vc = vr[used] - r0, vc[used] - c0
+                assert np.all((vr >= 0) & (vr < m.shape[0]) & (vc >= 0) & (vc < m.shape[1]))
+                assert np.all(m[vr, vc])

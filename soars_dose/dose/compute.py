@@ -95,8 +95,9 @@ def dose_extremes(samples: StructureSamples, dose: DoseGrid,
 def _plane_bounds(samples: StructureSamples, dose: DoseGrid, blocks) -> tuple[np.ndarray, np.ndarray]:
     """Lowest and highest voxel dose (Gy) of the cells that each block's region can touch.
 
-    The block's region lies in the box of its polygons (or of its edge pieces and
-    nodes) and its levels; a point there is interpolated from the voxels of the index
+    In-plane these are the block's :attr:`~soars_dose.rasterize.SampleBlock.cells`
+    when it has them. Otherwise the block's region lies in the box of its polygons
+    (or of its edge pieces and nodes) and its levels; a point there is interpolated from the voxels of the index
     range ``floor(clamp(lo)) .. floor(clamp(hi)) + 1`` along each axis (clamped to the
     grid: constant dose out to the faces).
     """
@@ -114,6 +115,14 @@ def _plane_bounds(samples: StructureSamples, dose: DoseGrid, blocks) -> tuple[np
     lb = np.full(len(blocks), np.inf)
     ub = np.full(len(blocks), -np.inf)
     for u, blk in enumerate(blocks):
+        ks = rng(float(blk.levels.min()), float(blk.levels.max()), n[0])
+        if blk.cells is not None and blk.cells.size:
+            (r0, c0), m = blk.cells_origin, blk.cells
+            box = vals[ks, r0:r0 + m.shape[0], c0:c0 + m.shape[1]]
+            if box.size and m.any():
+                lb[u] = float(np.where(m, box, np.inf).min())
+                ub[u] = float(np.where(m, box, -np.inf).max())
+            continue
         if blk.polygons:
             pts = np.vstack(blk.polygons)
         else:
@@ -121,7 +130,7 @@ def _plane_bounds(samples: StructureSamples, dose: DoseGrid, blocks) -> tuple[np
             pts = np.concatenate([sa, sb, nd])
         if pts.shape[0] == 0:
             continue
-        box = vals[rng(float(blk.levels.min()), float(blk.levels.max()), n[0]),
+        box = vals[ks,
                    rng(float(pts[:, 0].min()), float(pts[:, 0].max()), n[1]),
                    rng(float(pts[:, 1].min()), float(pts[:, 1].max()), n[2])]
         if box.size:
