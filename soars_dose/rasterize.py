@@ -158,6 +158,17 @@ class SampleBlock:
                 self.seg_a, self.seg_b, self.nodes = np.zeros((0, 2)), np.zeros((0, 2)), np.zeros((0, 2))
         return self.seg_a, self.seg_b, self.nodes
 
+    @staticmethod
+    def fill_extreme_vertices(blocks: list["SampleBlock"]) -> None:
+        """Compute the missing :meth:`extreme_vertices` of many blocks in one go."""
+        todo = [b for b in blocks if (b.seg_a is None or b.seg_b is None or b.nodes is None) and b.polygons]
+        by_shape: dict = {}
+        for b in todo:
+            by_shape.setdefault(tuple(b.shape2), []).append(b)
+        for shape2, group in by_shape.items():
+            for b, geo in zip(group, extreme_geometry_planes([b.polygons for b in group], shape2)):
+                b.seg_a, b.seg_b, b.nodes = geo
+
     @property
     def n_full(self) -> int:
         """Number of whole pixels."""
@@ -561,10 +572,22 @@ def extreme_geometry(polygons: list[np.ndarray], shape2) -> tuple[np.ndarray, np
     nodes : ndarray (m, 2)
         Crossings of the cell lines inside the region and the grid.
     """
+    return extreme_geometry_planes([polygons], shape2)[0]
+
+
+def extreme_geometry_planes(planes: list[list[np.ndarray]], shape2) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`extreme_geometry` of many planes at once (one result per plane, same order).
+
+    The edges of all planes are cut together and the lattice nodes of all
+    planes are found by one even-odd count, so the cost per plane is that
+    of the arithmetic rather than of the numpy calls.
+    """
     lim = [(-0.5, float(n) - 0.5) for n in shape2]
-    # all edges of the plane at once: edge u runs from p0[u] to p1[u]
-    p0 = np.vstack(polygons)
-    p1 = np.vstack([np.roll(p, -1, axis=0) for p in polygons])
+    n_pl = len(planes)
+    # all edges at once: edge u runs from p0[u] to p1[u] and belongs to plane pid[u]
+    p0 = np.vstack([np.vstack(polys) for polys in planes])
+    p1 = np.vstack([np.roll(p, -1, axis=0) for polys in planes for p in polys])
+    pid = np.repeat(np.arange(n_pl), [sum(len(p) for p in polys) for polys in planes])
     d = p1 - p0
     ne = len(p0)
     e_l, t_l = [np.arange(ne), np.arange(ne)], [np.zeros(ne), np.ones(ne)]
@@ -598,9 +621,12 @@ def extreme_geometry(polygons: list[np.ndarray], shape2) -> tuple[np.ndarray, np
     mid = (seg_a + seg_b) / 2.0
     ins = ((mid[:, 0] >= lim[0][0]) & (mid[:, 0] <= lim[0][1])
            & (mid[:, 1] >= lim[1][0]) & (mid[:, 1] <= lim[1][1]))
-    seg_a, seg_b = seg_a[ins], seg_b[ins]
-    nodes = _lattice_nodes_inside(polygons, lim)
-    return seg_a, seg_b, nodes
+    seg_a, seg_b, seg_p = seg_a[ins], seg_b[ins], pid[e_s][ins]
+    nodes, node_p = _lattice_nodes_inside(p0, p1, pid, n_pl, lim)
+    # e_s is sorted, so the segments (and the nodes, generated plane by plane) are grouped by plane
+    cut_s = np.searchsorted(seg_p, np.arange(1, n_pl))
+    cut_n = np.searchsorted(node_p, np.arange(1, n_pl))
+    return list(zip(np.split(seg_a, cut_s), np.split(seg_b, cut_s), np.split(nodes, cut_n)))
 
 
 def _cell_lines(lo: float, hi: float, lim: tuple[float, float]) -> np.ndarray:
@@ -611,15 +637,22 @@ def _cell_lines(lo: float, hi: float, lim: tuple[float, float]) -> np.ndarray:
     return np.unique(v)
 
 
-def _lattice_nodes_inside(polygons: list[np.ndarray], lim) -> np.ndarray:
-    """Crossings of the cell lines strictly inside the polygons (even-odd)."""
-    pts = np.vstack(polygons)
-    rows = _cell_lines(pts[:, 0].min(), pts[:, 0].max(), lim[0])
-    cols = _cell_lines(pts[:, 1].min(), pts[:, 1].max(), lim[1])
+def _lattice_nodes_inside(p0: np.ndarray, p1: np.ndarray, pid: np.ndarray, n_pl: int, lim):
+    """Crossings of the cell lines strictly inside each plane's polygons (even-odd).
+
+    ``p0, p1`` are the edges of all planes, ``pid`` the plane of each edge.
+    Returns the nodes ``(m, 2)`` and their planes ``(m,)``, grouped by plane.
+    """
+    none = (np.zeros((0, 2)), np.zeros(0, np.int64))
+    rmin = np.full(n_pl, np.inf); rmax = np.full(n_pl, -np.inf)
+    cmin = np.full(n_pl, np.inf); cmax = np.full(n_pl, -np.inf)
+    np.minimum.at(rmin, pid, p0[:, 0]); np.maximum.at(rmax, pid, p0[:, 0])
+    np.minimum.at(cmin, pid, p0[:, 1]); np.maximum.at(cmax, pid, p0[:, 1])
+    rows = _cell_lines(float(rmin.min()), float(rmax.max()), lim[0])
+    cols = _cell_lines(float(cmin.min()), float(cmax.max()), lim[1])
     if rows.size == 0 or cols.size == 0:
-        return np.zeros((0, 2))
-    p0 = pts
-    p1 = np.vstack([np.roll(p, -1, axis=0) for p in polygons])
+        return none
+    nr = rows.size
     ymin = np.minimum(p0[:, 0], p1[:, 0])
     ymax = np.maximum(p0[:, 0], p1[:, 0])
     # rows crossed by each edge, half-open [ymin, ymax) so vertices count once
@@ -628,21 +661,41 @@ def _lattice_nodes_inside(polygons: list[np.ndarray], lim) -> np.ndarray:
     n = np.clip(b - a, 0, None)
     total = int(n.sum())
     if total == 0:
-        return np.zeros((0, 2))
+        return none
     e = np.repeat(np.arange(len(p0)), n)
     first = np.repeat(np.cumsum(n) - n, n)
     ri = a[e] + (np.arange(total) - first)
     y = rows[ri]
     x = p0[e, 1] + (y - p0[e, 0]) * (p1[e, 1] - p0[e, 1]) / (p1[e, 0] - p0[e, 0])
+    # one group per (plane, row) that has crossings; groups are laid out along one key
+    code = pid[e].astype(np.int64) * nr + ri
+    groups, gid = np.unique(code, return_inverse=True)
     span = float(cols[-1] - cols[0]) + 10.0 + float(np.ptp(x))
     base = min(float(cols[0]), float(x.min())) - 1.0
-    key = np.sort(ri * span + (x - base))
-    rr, cc = np.meshgrid(np.arange(rows.size), cols, indexing="ij")
-    qk = rr.ravel() * span + (cc.ravel() - base)
+    key = np.sort(gid * span + (x - base))
+    # queries: each plane's lattice lines within its own box
+    ra = np.searchsorted(rows, np.maximum(rmin, lim[0][0]), side="left")
+    rb = np.searchsorted(rows, np.minimum(rmax, lim[0][1]), side="right")
+    ca = np.searchsorted(cols, np.maximum(cmin, lim[1][0]), side="left")
+    cb = np.searchsorted(cols, np.minimum(cmax, lim[1][1]), side="right")
+    nrp, ncp = np.clip(rb - ra, 0, None), np.clip(cb - ca, 0, None)
+    size = nrp * ncp
+    tot_q = int(size.sum())
+    if tot_q == 0:
+        return none
+    qp = np.repeat(np.arange(n_pl), size)
+    k = np.arange(tot_q) - np.repeat(np.cumsum(size) - size, size)
+    ncq = ncp[qp]
+    qr = ra[qp] + k // ncq
+    qc = ca[qp] + k % ncq
+    qcode = qp.astype(np.int64) * nr + qr
+    g = np.searchsorted(groups, qcode)
+    present = (g < groups.size) & (groups[np.minimum(g, groups.size - 1)] == qcode)
+    qk = g * span + (cols[qc] - base)
     below = np.searchsorted(key, qk, side="left")
-    row_start = np.searchsorted(key, rr.ravel() * span, side="left")
-    inside = (below - row_start) % 2 == 1
-    return np.c_[rows[rr.ravel()[inside]], cc.ravel()[inside]]
+    row_start = np.searchsorted(key, g * span, side="left")
+    inside = present & ((below - row_start) % 2 == 1)
+    return np.c_[rows[qr[inside]], cols[qc[inside]]], qp[inside]
 
 
 def region_voxels(polygons: list[np.ndarray], sub_r: np.ndarray, sub_c: np.ndarray,

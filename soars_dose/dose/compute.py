@@ -143,6 +143,8 @@ def _exact_extremes(samples: StructureSamples, dose: DoseGrid, blocks, lo: float
     # the edge pieces of all planes go through one interpolation call: the per-plane
     # calls cost more than the arithmetic on small planes
     ends_a, mids, ends_b = [], [], []
+    if blocks:
+        type(blocks[0]).fill_extreme_vertices(blocks)
     for blk in blocks:
         seg_a, seg_b, nodes = blk.extreme_vertices()
         if nodes.shape[0]:
