@@ -53,6 +53,12 @@ def dose_extremes(samples: StructureSamples, dose: DoseGrid,
     with mixed difference ``m = d00 - d10 - d01 + d11`` of its in-plane
     corner doses (0 for a dose linear within the cell).
 
+    Only planes that can hold an extreme are evaluated: the dose over a
+    plane's region lies between the lowest and highest voxel dose of the
+    cells it touches (:attr:`~soars_dose.rasterize.SampleBlock.cells`), so a
+    plane whose bounds do not pass the extremes already found is skipped,
+    geometry included. The result is the same as evaluating every plane.
+
     ``"nearest"``: the dose is constant per voxel, so the extremes are the
     lowest and highest dose of the voxels the object overlaps with a
     positive volume (every sample lies in one voxel).
