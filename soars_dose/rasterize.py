@@ -43,9 +43,11 @@ Coverage is the even-odd area (a bow-tie keeps both lobes). A polygon too
 small or too thin for the sub-rows is added with its exact area
 (:func:`polygon_coverage`). A contour repeating another on the same plane
 is dropped with a warning (:func:`drop_duplicate_contours`) instead of
-cancelling it. Each block also carries the vertices of its region cut into
-trilinear cells, from which :func:`soars_dose.dose.compute.dose_extremes`
-gets the exact dose extremes over the object.
+cancelling it. Each block also carries its polygons; the vertices of its
+region cut into trilinear cells (:meth:`SampleBlock.extreme_vertices`,
+computed on demand for the planes that can hold an extreme), give
+:func:`soars_dose.dose.compute.dose_extremes` the exact dose extremes over
+the object.
 """
 
 from __future__ import annotations
@@ -100,14 +102,27 @@ class SampleBlock:
         Positions along the normal (index units) bounding the pieces of the
         slab inside one trilinear cell: slab ends, voxel centres and grid
         faces in between, clipped to the grid.
-    seg_a, seg_b : ndarray (s, 2)
+    seg_a, seg_b : ndarray (s, 2) or None
         Start and end (row, column) of the pieces of the polygon edges cut at
         the lines of voxel centres and at the grid faces, inside the grid:
-        each lies in one trilinear cell.
-    nodes : ndarray (m, 2)
+        each lies in one trilinear cell. None until
+        :meth:`extreme_vertices` computes them.
+    nodes : ndarray (m, 2) or None
         Crossings of voxel-centre lines and grid faces inside the region.
         With the segment ends they are all the vertices of the region cut
         into trilinear cells (see :func:`extreme_geometry`).
+    polygons : list of ndarray (n, 2), optional
+        The plane's polygons (continuous row, column indices), from which
+        :meth:`extreme_vertices` computes the three arrays above.
+    shape2 : (int, int)
+        In-plane shape of the grid.
+    cells_origin : tuple of int
+        Voxel index (row, column) of ``cells[0, 0]``.
+    cells : ndarray of bool (rows, columns), optional
+        In-plane voxels (clamped to the grid) from which the trilinear
+        interpolant at any point of the region is interpolated (see
+        :func:`region_voxels`): the dose over the region lies between their
+        lowest and highest dose on the slab's levels.
     """
 
     axis_pos: np.ndarray
@@ -121,9 +136,38 @@ class SampleBlock:
     full_len: np.ndarray = field(default_factory=lambda: np.zeros(0))
     slab: tuple[float, float] = (0.0, 0.0)
     levels: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    seg_a: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    seg_b: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    nodes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    seg_a: np.ndarray | None = None
+    seg_b: np.ndarray | None = None
+    nodes: np.ndarray | None = None
+    polygons: list | None = None
+    shape2: tuple[int, int] = (0, 0)
+    cells_origin: tuple[int, int] = (0, 0)
+    cells: np.ndarray | None = None
+
+    def extreme_vertices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(seg_a, seg_b, nodes)``, from :func:`extreme_geometry` on first use.
+
+        The geometry is needed only for the planes that can hold the dose
+        extremes, so it is computed on demand (and kept) from
+        :attr:`polygons`; a block made without polygons has none.
+        """
+        if self.seg_a is None or self.seg_b is None or self.nodes is None:
+            if self.polygons:
+                self.seg_a, self.seg_b, self.nodes = extreme_geometry(self.polygons, self.shape2)
+            else:
+                self.seg_a, self.seg_b, self.nodes = np.zeros((0, 2)), np.zeros((0, 2)), np.zeros((0, 2))
+        return self.seg_a, self.seg_b, self.nodes
+
+    @staticmethod
+    def fill_extreme_vertices(blocks: list["SampleBlock"]) -> None:
+        """Compute the missing :meth:`extreme_vertices` of many blocks in one go."""
+        todo = [b for b in blocks if (b.seg_a is None or b.seg_b is None or b.nodes is None) and b.polygons]
+        by_shape: dict = {}
+        for b in todo:
+            by_shape.setdefault(tuple(b.shape2), []).append(b)
+        for shape2, group in by_shape.items():
+            for b, geo in zip(group, extreme_geometry_planes([b.polygons for b in group], shape2)):
+                b.seg_a, b.seg_b, b.nodes = geo
 
     @property
     def n_full(self) -> int:
@@ -531,10 +575,22 @@ def extreme_geometry(polygons: list[np.ndarray], shape2) -> tuple[np.ndarray, np
     nodes : ndarray (m, 2)
         Crossings of the cell lines inside the region and the grid.
     """
+    return extreme_geometry_planes([polygons], shape2)[0]
+
+
+def extreme_geometry_planes(planes: list[list[np.ndarray]], shape2) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`extreme_geometry` of many planes at once (one result per plane, same order).
+
+    The edges of all planes are cut together and the lattice nodes of all
+    planes are found by one even-odd count, so the cost per plane is that
+    of the arithmetic rather than of the numpy calls.
+    """
     lim = [(-0.5, float(n) - 0.5) for n in shape2]
-    # all edges of the plane at once: edge u runs from p0[u] to p1[u]
-    p0 = np.vstack(polygons)
-    p1 = np.vstack([np.roll(p, -1, axis=0) for p in polygons])
+    n_pl = len(planes)
+    # all edges at once: edge u runs from p0[u] to p1[u] and belongs to plane pid[u]
+    p0 = np.vstack([np.vstack(polys) for polys in planes])
+    p1 = np.vstack([np.roll(p, -1, axis=0) for polys in planes for p in polys])
+    pid = np.repeat(np.arange(n_pl), [sum(len(p) for p in polys) for polys in planes])
     d = p1 - p0
     ne = len(p0)
     e_l, t_l = [np.arange(ne), np.arange(ne)], [np.zeros(ne), np.ones(ne)]
@@ -568,9 +624,12 @@ def extreme_geometry(polygons: list[np.ndarray], shape2) -> tuple[np.ndarray, np
     mid = (seg_a + seg_b) / 2.0
     ins = ((mid[:, 0] >= lim[0][0]) & (mid[:, 0] <= lim[0][1])
            & (mid[:, 1] >= lim[1][0]) & (mid[:, 1] <= lim[1][1]))
-    seg_a, seg_b = seg_a[ins], seg_b[ins]
-    nodes = _lattice_nodes_inside(polygons, lim)
-    return seg_a, seg_b, nodes
+    seg_a, seg_b, seg_p = seg_a[ins], seg_b[ins], pid[e_s][ins]
+    nodes, node_p = _lattice_nodes_inside(p0, p1, pid, n_pl, lim)
+    # e_s is sorted, so the segments (and the nodes, generated plane by plane) are grouped by plane
+    cut_s = np.searchsorted(seg_p, np.arange(1, n_pl))
+    cut_n = np.searchsorted(node_p, np.arange(1, n_pl))
+    return list(zip(np.split(seg_a, cut_s), np.split(seg_b, cut_s), np.split(nodes, cut_n)))
 
 
 def _cell_lines(lo: float, hi: float, lim: tuple[float, float]) -> np.ndarray:
@@ -581,15 +640,22 @@ def _cell_lines(lo: float, hi: float, lim: tuple[float, float]) -> np.ndarray:
     return np.unique(v)
 
 
-def _lattice_nodes_inside(polygons: list[np.ndarray], lim) -> np.ndarray:
-    """Crossings of the cell lines strictly inside the polygons (even-odd)."""
-    pts = np.vstack(polygons)
-    rows = _cell_lines(pts[:, 0].min(), pts[:, 0].max(), lim[0])
-    cols = _cell_lines(pts[:, 1].min(), pts[:, 1].max(), lim[1])
+def _lattice_nodes_inside(p0: np.ndarray, p1: np.ndarray, pid: np.ndarray, n_pl: int, lim):
+    """Crossings of the cell lines strictly inside each plane's polygons (even-odd).
+
+    ``p0, p1`` are the edges of all planes, ``pid`` the plane of each edge.
+    Returns the nodes ``(m, 2)`` and their planes ``(m,)``, grouped by plane.
+    """
+    none = (np.zeros((0, 2)), np.zeros(0, np.int64))
+    rmin = np.full(n_pl, np.inf); rmax = np.full(n_pl, -np.inf)
+    cmin = np.full(n_pl, np.inf); cmax = np.full(n_pl, -np.inf)
+    np.minimum.at(rmin, pid, p0[:, 0]); np.maximum.at(rmax, pid, p0[:, 0])
+    np.minimum.at(cmin, pid, p0[:, 1]); np.maximum.at(cmax, pid, p0[:, 1])
+    rows = _cell_lines(float(rmin.min()), float(rmax.max()), lim[0])
+    cols = _cell_lines(float(cmin.min()), float(cmax.max()), lim[1])
     if rows.size == 0 or cols.size == 0:
-        return np.zeros((0, 2))
-    p0 = pts
-    p1 = np.vstack([np.roll(p, -1, axis=0) for p in polygons])
+        return none
+    nr = rows.size
     ymin = np.minimum(p0[:, 0], p1[:, 0])
     ymax = np.maximum(p0[:, 0], p1[:, 0])
     # rows crossed by each edge, half-open [ymin, ymax) so vertices count once
@@ -598,21 +664,100 @@ def _lattice_nodes_inside(polygons: list[np.ndarray], lim) -> np.ndarray:
     n = np.clip(b - a, 0, None)
     total = int(n.sum())
     if total == 0:
-        return np.zeros((0, 2))
+        return none
     e = np.repeat(np.arange(len(p0)), n)
     first = np.repeat(np.cumsum(n) - n, n)
     ri = a[e] + (np.arange(total) - first)
     y = rows[ri]
     x = p0[e, 1] + (y - p0[e, 0]) * (p1[e, 1] - p0[e, 1]) / (p1[e, 0] - p0[e, 0])
+    # one group per (plane, row) that has crossings; groups are laid out along one key
+    code = pid[e].astype(np.int64) * nr + ri
+    groups, gid = np.unique(code, return_inverse=True)
     span = float(cols[-1] - cols[0]) + 10.0 + float(np.ptp(x))
     base = min(float(cols[0]), float(x.min())) - 1.0
-    key = np.sort(ri * span + (x - base))
-    rr, cc = np.meshgrid(np.arange(rows.size), cols, indexing="ij")
-    qk = rr.ravel() * span + (cc.ravel() - base)
+    key = np.sort(gid * span + (x - base))
+    # queries: each plane's lattice lines within its own box
+    ra = np.searchsorted(rows, np.maximum(rmin, lim[0][0]), side="left")
+    rb = np.searchsorted(rows, np.minimum(rmax, lim[0][1]), side="right")
+    ca = np.searchsorted(cols, np.maximum(cmin, lim[1][0]), side="left")
+    cb = np.searchsorted(cols, np.minimum(cmax, lim[1][1]), side="right")
+    nrp, ncp = np.clip(rb - ra, 0, None), np.clip(cb - ca, 0, None)
+    size = nrp * ncp
+    tot_q = int(size.sum())
+    if tot_q == 0:
+        return none
+    qp = np.repeat(np.arange(n_pl), size)
+    k = np.arange(tot_q) - np.repeat(np.cumsum(size) - size, size)
+    ncq = ncp[qp]
+    qr = ra[qp] + k // ncq
+    qc = ca[qp] + k % ncq
+    qcode = qp.astype(np.int64) * nr + qr
+    g = np.searchsorted(groups, qcode)
+    present = (g < groups.size) & (groups[np.minimum(g, groups.size - 1)] == qcode)
+    qk = g * span + (cols[qc] - base)
     below = np.searchsorted(key, qk, side="left")
-    row_start = np.searchsorted(key, rr.ravel() * span, side="left")
-    inside = (below - row_start) % 2 == 1
-    return np.c_[rows[rr.ravel()[inside]], cc.ravel()[inside]]
+    row_start = np.searchsorted(key, g * span, side="left")
+    inside = present & ((below - row_start) % 2 == 1)
+    return np.c_[rows[qr[inside]], cols[qc[inside]]], qp[inside]
+
+
+def region_voxels(polygons: list[np.ndarray], sub_r: np.ndarray, sub_c: np.ndarray,
+                  full_origin: tuple[int, int], full: np.ndarray, shape2) -> tuple[tuple[int, int], np.ndarray]:
+    """In-plane voxels that the trilinear dose of any point of a plane's region depends on.
+
+    A point ``p`` of the region is either within ``1 / 8`` pixel (half a
+    sub-row gap for any factor ``f >= 1``) of a sub-row point of the region,
+    whose sub-pixel then has a positive coverage, or that short segment
+    crosses a polygon edge, which is sampled every half pixel (vertices
+    included), so a sample lies within 3/8 pixel of ``p`` along each axis. Either way the voxels
+    ``floor(p), floor(p) + 1`` that interpolate ``p`` (coordinates clamped to
+    the grid) lie within one voxel of the pixel of that sub-pixel, whole
+    pixel or edge sample: the union of those pixels, clamped to the grid and
+    dilated by one, holds every voxel the region's dose is made of.
+
+    Parameters
+    ----------
+    polygons : list of ndarray (n, 2)
+        The plane's polygons in continuous (row, column) pixel indices.
+    sub_r, sub_c : ndarray of int
+        Pixel indices of the sub-pixels with positive coverage.
+    full_origin, full
+        Whole pixels (see :class:`SampleBlock`).
+    shape2 : (int, int)
+        In-plane shape of the grid.
+
+    Returns
+    -------
+    origin : (int, int)
+        Voxel index of ``mask[0, 0]``.
+    mask : ndarray of bool
+    """
+    p0 = np.vstack(polygons)
+    d = np.vstack([np.roll(p, -1, axis=0) for p in polygons]) - p0
+    n = np.ceil(np.abs(d).max(axis=1) / 0.5).astype(np.int64) + 1
+    e = np.repeat(np.arange(len(p0)), n)
+    k = np.arange(e.size) - np.repeat(np.cumsum(n) - n, n)
+    t = k / np.repeat(n - 1, n).clip(1)
+    pts = p0[e] + t[:, None] * d[e]
+    r_l = [np.floor(pts[:, 0] + 0.5).astype(np.int64), np.asarray(sub_r, np.int64)]
+    c_l = [np.floor(pts[:, 1] + 0.5).astype(np.int64), np.asarray(sub_c, np.int64)]
+    if full.size and full.any():
+        fr, fc = np.nonzero(full)
+        r_l.append(fr + full_origin[0])
+        c_l.append(fc + full_origin[1])
+    r = np.clip(np.concatenate(r_l), 0, shape2[0] - 1)
+    c = np.clip(np.concatenate(c_l), 0, shape2[1] - 1)
+    r0, c0 = max(int(r.min()) - 1, 0), max(int(c.min()) - 1, 0)
+    r1, c1 = min(int(r.max()) + 1, shape2[0] - 1), min(int(c.max()) + 1, shape2[1] - 1)
+    mark = np.zeros((r1 - r0 + 3, c1 - c0 + 3), bool)  # one spare row/column each side
+    mark[r - r0 + 1, c - c0 + 1] = True
+    dil = mark.copy()
+    dil[1:] |= mark[:-1]
+    dil[:-1] |= mark[1:]
+    m2 = dil.copy()
+    m2[:, 1:] |= dil[:, :-1]
+    m2[:, :-1] |= dil[:, 1:]
+    return (r0, c0), m2[1:-1, 1:-1]
 
 
 def slab_levels(lo: float, hi: float, n: int) -> np.ndarray:
@@ -858,7 +1003,7 @@ def sample_structure(
             continue
         zc, zl = _split_slab(a, b, max_len)
         fz, fl = _split_slab(a, b, 0.5)
-        seg_a, seg_b, nodes = extreme_geometry(polys, shape2)
+        cells_origin, cells = region_voxels(polys, (rr + r0) // f, (cc + c0) // f, full_origin, full, shape2)
         # sample each sub-pixel at the centroid of its covered part
         blk = SampleBlock(axis_pos=zc, axis_len=zl,
                           rows=(rr + r0 + cen[0][rr, cc] + 0.5) / f - 0.5,
@@ -867,7 +1012,7 @@ def sample_structure(
                           full_origin=full_origin, full=full, full_pos=fz, full_len=fl,
                           slab=(float(a), float(b)),
                           levels=slab_levels(a, b, grid.shape[axis]),
-                          seg_a=seg_a, seg_b=seg_b, nodes=nodes)
+                          polygons=polys, shape2=shape2, cells_origin=cells_origin, cells=cells)
         area = float(blk.area_mm2.sum()) + blk.n_full * px_area
         volume += area * (b - a) * sp[axis]
         blocks.append(blk)

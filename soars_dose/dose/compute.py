@@ -14,6 +14,10 @@ from .dvh import BIN_WIDTH_GY, DVH, DVHBuilder
 
 #: Below this fraction of its volume inside the dose grid a structure is warned about.
 FULL_COVERAGE = 0.9999
+#: Samples gathered from several planes before they are interpolated and accumulated.
+BATCH_SAMPLES = 1_000_000
+#: Planes with the most extreme dose bounds whose exact extremes are computed first.
+EXTREME_FIRST_PLANES = 2
 
 
 def _to_index(samples: StructureSamples, axis_pos: np.ndarray, rc: np.ndarray) -> np.ndarray:
@@ -49,6 +53,12 @@ def dose_extremes(samples: StructureSamples, dose: DoseGrid,
     with mixed difference ``m = d00 - d10 - d01 + d11`` of its in-plane
     corner doses (0 for a dose linear within the cell).
 
+    Only planes that can hold an extreme are evaluated: the dose over a
+    plane's region lies between the lowest and highest voxel dose of the
+    cells it touches (:attr:`~soars_dose.rasterize.SampleBlock.cells`), so a
+    plane whose bounds do not pass the extremes already found is skipped,
+    geometry included. The result is the same as evaluating every plane.
+
     ``"nearest"``: the dose is constant per voxel, so the extremes are the
     lowest and highest dose of the voxels the object overlaps with a
     positive volume (every sample lies in one voxel).
@@ -59,28 +69,103 @@ def dose_extremes(samples: StructureSamples, dose: DoseGrid,
         NaN, NaN when no part of the object lies inside the grid.
     """
     lo, hi = np.inf, -np.inf
-    for blk in samples.blocks:
-        if interpolation == "nearest":
+    if interpolation == "nearest":
+        for blk in samples.blocks:
             idx, _, _, inside = samples.block_arrays(blk)
             if not np.any(inside):
                 continue
             d = dose.interpolate(idx[inside], method="nearest")
             lo, hi = min(lo, float(d.min())), max(hi, float(d.max()))
+        if not np.isfinite(lo):
+            return float("nan"), float("nan")
+        return lo, hi
+    blocks = [blk for blk in samples.blocks if blk.levels.size]
+    if not blocks:
+        return float("nan"), float("nan")
+    # A plane's dose lies between the lowest and highest voxel dose of the trilinear cells
+    # its bounding box touches (the interpolant is a convex combination of its cell's
+    # corners). Planes whose bounds cannot beat the extremes already found are skipped,
+    # with their geometry: first the planes with the most extreme bounds, then the others
+    # that can still hold a lower minimum or a higher maximum.
+    lb, ub = _plane_bounds(samples, dose, blocks)
+    k = EXTREME_FIRST_PLANES
+    first = np.union1d(np.argsort(-ub, kind="stable")[:k], np.argsort(lb, kind="stable")[:k])
+    lo, hi = _exact_extremes(samples, dose, [blocks[i] for i in first], lo, hi)
+    rest = np.setdiff1d(np.nonzero((ub > hi) | (lb < lo))[0], first)
+    lo, hi = _exact_extremes(samples, dose, [blocks[i] for i in rest], lo, hi)
+    if not np.isfinite(lo):
+        return float("nan"), float("nan")
+    return lo, hi
+
+
+def _plane_bounds(samples: StructureSamples, dose: DoseGrid, blocks) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest voxel dose (Gy) of the cells that each block's region can touch.
+
+    In-plane these are the block's :attr:`~soars_dose.rasterize.SampleBlock.cells`
+    when it has them. Otherwise the block's region lies in the box of its polygons
+    (or of its edge pieces and nodes) and its levels; a point there is interpolated from the voxels of the index
+    range ``floor(clamp(lo)) .. floor(clamp(hi)) + 1`` along each axis (clamped to the
+    grid: constant dose out to the faces).
+    """
+    g = samples.grid
+    a = samples.normal_axis
+    b, c = samples.in_plane_axes
+    vals = np.moveaxis(dose.values, a, 0)
+    n = (g.shape[a], g.shape[b], g.shape[c])
+
+    def rng(x0: float, x1: float, m: int) -> slice:
+        i0 = int(np.floor(min(max(x0, 0.0), m - 1.0)))
+        i1 = min(int(np.floor(min(max(x1, 0.0), m - 1.0))) + 1, m - 1)
+        return slice(i0, i1 + 1)
+
+    lb = np.full(len(blocks), np.inf)
+    ub = np.full(len(blocks), -np.inf)
+    for u, blk in enumerate(blocks):
+        ks = rng(float(blk.levels.min()), float(blk.levels.max()), n[0])
+        if blk.cells is not None and blk.cells.size:
+            (r0, c0), m = blk.cells_origin, blk.cells
+            box = vals[ks, r0:r0 + m.shape[0], c0:c0 + m.shape[1]]
+            if box.size and m.any():
+                lb[u] = float(np.where(m, box, np.inf).min())
+                ub[u] = float(np.where(m, box, -np.inf).max())
             continue
-        if blk.levels.size == 0:
+        if blk.polygons:
+            pts = np.vstack(blk.polygons)
+        else:
+            sa, sb, nd = blk.extreme_vertices()
+            pts = np.concatenate([sa, sb, nd])
+        if pts.shape[0] == 0:
             continue
-        if blk.nodes.shape[0]:
-            nd = _node_doses(samples, dose, blk)
+        box = vals[ks,
+                   rng(float(pts[:, 0].min()), float(pts[:, 0].max()), n[1]),
+                   rng(float(pts[:, 1].min()), float(pts[:, 1].max()), n[2])]
+        if box.size:
+            lb[u], ub[u] = float(box.min()), float(box.max())
+    return lb, ub
+
+
+def _exact_extremes(samples: StructureSamples, dose: DoseGrid, blocks, lo: float, hi: float):
+    """``(lo, hi)`` widened by the exact trilinear extremes over ``blocks`` (see :func:`dose_extremes`)."""
+    # the edge pieces of all planes go through one interpolation call: the per-plane
+    # calls cost more than the arithmetic on small planes
+    ends_a, mids, ends_b = [], [], []
+    if blocks:
+        type(blocks[0]).fill_extreme_vertices(blocks)
+    for blk in blocks:
+        seg_a, seg_b, nodes = blk.extreme_vertices()
+        if nodes.shape[0]:
+            nd = _node_doses(samples, dose, blk.levels, nodes)
             lo, hi = min(lo, float(nd.min())), max(hi, float(nd.max()))
-        ns = blk.seg_a.shape[0]
-        if ns == 0:
+        if seg_a.shape[0] == 0:
             continue
-        mid = (blk.seg_a + blk.seg_b) / 2.0
-        pts = np.concatenate([blk.seg_a, mid, blk.seg_b])
-        d = dose.interpolate(_to_index(samples, blk.levels, pts), method=interpolation)
+        ends_a.append(_to_index(samples, blk.levels, seg_a))
+        mids.append(_to_index(samples, blk.levels, (seg_a + seg_b) / 2.0))
+        ends_b.append(_to_index(samples, blk.levels, seg_b))
+    if ends_a:
+        ns = sum(x.shape[0] for x in ends_a)
+        d = dose.interpolate(np.concatenate(ends_a + mids + ends_b), method="linear")
         lo, hi = min(lo, float(d.min())), max(hi, float(d.max()))
-        d = d.reshape(blk.levels.size, -1)
-        f0, fm, f1 = d[:, :ns], d[:, ns:2 * ns], d[:, 2 * ns:3 * ns]
+        f0, fm, f1 = d[:ns], d[ns:2 * ns], d[2 * ns:3 * ns]
         # f(t) = f0 + B t + A t^2 through f(0) = f0, f(1/2) = fm, f(1) = f1
         qa = 2.0 * f0 - 4.0 * fm + 2.0 * f1
         qb = -3.0 * f0 + 4.0 * fm - f1
@@ -91,13 +176,12 @@ def dose_extremes(samples: StructureSamples, dose: DoseGrid,
             if np.any(ok):
                 fs = f0[curved][ok] + qb[curved][ok] * ts[ok] + qa[curved][ok] * ts[ok] ** 2
                 lo, hi = min(lo, float(fs.min())), max(hi, float(fs.max()))
-    if not np.isfinite(lo):
-        return float("nan"), float("nan")
     return lo, hi
 
 
-def _node_doses(samples: StructureSamples, dose: DoseGrid, blk) -> np.ndarray:
-    """Interpolated dose at a block's cell-line crossings on each of its levels.
+def _node_doses(samples: StructureSamples, dose: DoseGrid, levels: np.ndarray,
+                nodes: np.ndarray) -> np.ndarray:
+    """Interpolated dose at a block's cell-line crossings ``nodes`` on each of its ``levels``.
 
     The crossings lie on voxel-centre lines or grid faces, where the dose is
     that of the nearest voxel centre in-plane (constant out to the face), so
@@ -107,17 +191,16 @@ def _node_doses(samples: StructureSamples, dose: DoseGrid, blk) -> np.ndarray:
     a = samples.normal_axis
     b, c = samples.in_plane_axes
     vals = np.moveaxis(dose.values, a, 0)
-    j = np.clip(np.rint(blk.nodes[:, 0]).astype(np.int64), 0, g.shape[b] - 1)
-    i = np.clip(np.rint(blk.nodes[:, 1]).astype(np.int64), 0, g.shape[c] - 1)
+    j = np.clip(np.rint(nodes[:, 0]).astype(np.int64), 0, g.shape[b] - 1)[None, :]
+    i = np.clip(np.rint(nodes[:, 1]).astype(np.int64), 0, g.shape[c] - 1)[None, :]
     n = g.shape[a]
-    out = []
-    for z in blk.levels:
-        zc = min(max(float(z), 0.0), n - 1.0)
-        k0 = min(int(zc), max(n - 2, 0))
-        w = zc - k0 if n > 1 else 0.0
-        d0 = vals[k0][j, i].astype(np.float64)
-        out.append(d0 if w == 0.0 else d0 + w * (vals[k0 + 1][j, i] - d0))
-    return np.concatenate(out)
+    zc = np.minimum(np.maximum(np.asarray(levels, float), 0.0), n - 1.0)
+    k0 = np.minimum(zc.astype(np.int64), max(n - 2, 0))
+    d0 = vals[k0[:, None], j, i].astype(np.float64)
+    if n == 1:
+        return d0.ravel()
+    w = (zc - k0)[:, None]
+    return (d0 + w * (vals[k0[:, None] + 1, j, i] - d0)).ravel()
 
 
 class _PlaneCache:
@@ -142,6 +225,25 @@ class _PlaneCache:
         plane = a + w * step
         if pos < 0.0 or pos > n - 1.0:
             step = np.zeros_like(step)  # constant dose out to the grid face
+        return plane, step
+
+    def at_many(self, pos: np.ndarray, rows: np.ndarray, cols: np.ndarray):
+        """:meth:`at` for many positions at once: ``(plane, step)`` arrays ``[pos, row, column]``."""
+        n = self.n
+        if n == 1:
+            p = np.broadcast_to(self.values[0][np.ix_(rows, cols)].astype(np.float64),
+                                (pos.size, rows.size, cols.size))
+            return p, np.zeros_like(p)
+        c = np.minimum(np.maximum(pos, 0.0), n - 1.0)
+        k0 = np.minimum(c.astype(np.int64), n - 2)
+        w = (c - k0)[:, None, None]
+        rr, cc = rows[None, :, None], cols[None, None, :]
+        a = self.values[k0[:, None, None], rr, cc].astype(np.float64)
+        step = self.values[k0[:, None, None] + 1, rr, cc] - a
+        plane = a + w * step
+        outside = (pos < 0.0) | (pos > n - 1.0)
+        if np.any(outside):
+            step[outside] = 0.0  # constant dose out to the grid face
         return plane, step
 
 
@@ -181,41 +283,47 @@ def _whole_pixel_samples(samples: StructureSamples, blk, cache: _PlaneCache):
     cuts = np.concatenate([cuts, [-0.5, n_ax - 0.5]])
     bounds = np.unique(np.concatenate([[blk.slab[0], blk.slab[1]],
                                        cuts[(cuts > blk.slab[0]) & (cuts < blk.slab[1])]]))
+    zp = (bounds[:-1] + bounds[1:]) / 2.0
+    zl = np.diff(bounds)
+    keep = (zp >= -0.5) & (zp <= n_ax - 0.5)
+    zp, zl = zp[keep], zl[keep]
+    if zp.size == 0:
+        return None
+    # all pieces of the slab at once: arrays [piece, row, column]
+    plane, step = cache.at_many(zp, rows, cols)
+    w_mm = (zl * g.spacing[a])[:, None]
+    zl_ = zl[:, None]
     out_d, out_s, out_w = [], [], []
-    for zp, zl in zip((bounds[:-1] + bounds[1:]) / 2.0, np.diff(bounds)):
-        if zp < -0.5 or zp > n_ax - 0.5:
+    if cells.any():
+        sel = (slice(None),) + np.nonzero(cells)
+        p00, p10 = plane[:, 1:nr, 1:nc], plane[:, 2:nr + 1, 1:nc]
+        p01, p11 = plane[:, 1:nr, 2:nc + 1], plane[:, 2:nr + 1, 2:nc + 1]
+        p00, p10, p01, p11 = p00[sel], p10[sel], p01[sel], p11[sel]
+        gz = (step[:, 1:nr, 1:nc][sel] + step[:, 2:nr + 1, 1:nc][sel] + step[:, 1:nr, 2:nc + 1][sel]
+              + step[:, 2:nr + 1, 2:nc + 1][sel]) / 4.0
+        gr = (p10 - p00 + p11 - p01) / 2.0
+        gc = (p01 - p00 + p11 - p10) / 2.0
+        d = (p00 + p10 + p01 + p11) / 4.0
+        out_d.append(d.ravel())
+        out_s.append(np.sqrt((gz * zl_) ** 2 + gr * gr + gc * gc).ravel())
+        out_w.append(np.broadcast_to(w_mm * px_mm2, d.shape).ravel())
+    for (sr, sc), m in quad.items():
+        if not m.any():
             continue
-        plane, step = cache.at(float(zp), rows, cols)
-        w_mm = zl * g.spacing[a]
-        if cells.any():
-            p00, p10 = plane[1:nr, 1:nc], plane[2:nr + 1, 1:nc]
-            p01, p11 = plane[1:nr, 2:nc + 1], plane[2:nr + 1, 2:nc + 1]
-            gz = (step[1:nr, 1:nc] + step[2:nr + 1, 1:nc] + step[1:nr, 2:nc + 1]
-                  + step[2:nr + 1, 2:nc + 1])[cells] / 4.0
-            gr = (p10 - p00 + p11 - p01)[cells] / 2.0
-            gc = (p01 - p00 + p11 - p10)[cells] / 2.0
-            d = (p00 + p10 + p01 + p11)[cells] / 4.0
-            out_d.append(d)
-            out_s.append(np.sqrt((gz * zl) ** 2 + gr * gr + gc * gc))
-            out_w.append(np.full(d.size, w_mm * px_mm2))
-        c0 = plane[1:-1, 1:-1]
-        cz = step[1:-1, 1:-1]
-        for (sr, sc), m in quad.items():
-            if not m.any():
-                continue
-            r_ = plane[1 + sr:1 + sr + nr, 1:-1][m]
-            c_ = plane[1:-1, 1 + sc:1 + sc + nc][m]
-            rc = plane[1 + sr:1 + sr + nr, 1 + sc:1 + sc + nc][m]
-            p0 = c0[m]
-            gr = 0.75 * (r_ - p0) + 0.25 * (rc - c_)
-            gc = 0.75 * (c_ - p0) + 0.25 * (rc - r_)
-            gz = (9.0 * cz[m] + 3.0 * step[1 + sr:1 + sr + nr, 1:-1][m]
-                  + 3.0 * step[1:-1, 1 + sc:1 + sc + nc][m]
-                  + step[1 + sr:1 + sr + nr, 1 + sc:1 + sc + nc][m]) / 16.0
-            d = (9.0 * p0 + 3.0 * r_ + 3.0 * c_ + rc) / 16.0
-            out_d.append(d)
-            out_s.append(np.sqrt((gz * zl) ** 2 + 0.25 * (gr * gr + gc * gc)))
-            out_w.append(np.full(d.size, w_mm * px_mm2 / 4.0))
+        sel = (slice(None),) + np.nonzero(m)
+        p0 = plane[:, 1:-1, 1:-1][sel]
+        r_ = plane[:, 1 + sr:1 + sr + nr, 1:-1][sel]
+        c_ = plane[:, 1:-1, 1 + sc:1 + sc + nc][sel]
+        rc = plane[:, 1 + sr:1 + sr + nr, 1 + sc:1 + sc + nc][sel]
+        gr = 0.75 * (r_ - p0) + 0.25 * (rc - c_)
+        gc = 0.75 * (c_ - p0) + 0.25 * (rc - r_)
+        gz = (9.0 * step[:, 1:-1, 1:-1][sel] + 3.0 * step[:, 1 + sr:1 + sr + nr, 1:-1][sel]
+              + 3.0 * step[:, 1:-1, 1 + sc:1 + sc + nc][sel]
+              + step[:, 1 + sr:1 + sr + nr, 1 + sc:1 + sc + nc][sel]) / 16.0
+        d = (9.0 * p0 + 3.0 * r_ + 3.0 * c_ + rc) / 16.0
+        out_d.append(d.ravel())
+        out_s.append(np.sqrt((gz * zl_) ** 2 + 0.25 * (gr * gr + gc * gc)).ravel())
+        out_w.append(np.broadcast_to(w_mm * px_mm2 / 4.0, d.shape).ravel())
     if not out_d:
         return None
     return np.concatenate(out_d), np.concatenate(out_s), np.concatenate(out_w)
@@ -256,13 +364,39 @@ def dvh_of_samples(samples: StructureSamples, dose: DoseGrid, name: str,
     d_range = dose_extremes(samples, dose, interpolation)
     builder = DVHBuilder(name, bin_width, dose_range=None if np.isnan(d_range[0]) else d_range)
     cache = _PlaneCache(dose, samples.normal_axis) if interpolation == "linear" else None
+    # samples of many planes are gathered into one call of the interpolation and of the
+    # accumulator: per-call overhead, not arithmetic, dominates small planes
+    pend_idx, pend_w, pend_box, n_idx = [], [], [], 0
+    pend_full, n_full = [], 0
+
+    def flush_partial():
+        nonlocal n_idx
+        if not pend_idx:
+            return
+        idx = np.concatenate(pend_idx)
+        w = np.concatenate(pend_w)
+        box = np.concatenate(pend_box)
+        pend_idx.clear(); pend_w.clear(); pend_box.clear()
+        n_idx = 0
+        d, g = dose.interpolate(idx, gradient=True, method=interpolation)
+        gb = g * box
+        builder.add(d, np.sqrt(np.einsum("ij,ij->i", gb, gb)), w)
+
+    def flush_full():
+        nonlocal n_full
+        if not pend_full:
+            return
+        builder.add(*(np.concatenate(x) for x in zip(*pend_full)))
+        pend_full.clear()
+        n_full = 0
+
     for blk in samples.blocks:
         part = _partial_samples(samples, blk)
         if part is not None:
-            idx, w, box = part
-            d, g = dose.interpolate(idx, gradient=True, method=interpolation)
-            gb = g * box
-            builder.add(d, np.sqrt(np.einsum("ij,ij->i", gb, gb)), w)
+            pend_idx.append(part[0]); pend_w.append(part[1]); pend_box.append(part[2])
+            n_idx += part[1].size
+            if n_idx >= BATCH_SAMPLES:
+                flush_partial()
         if blk.n_full == 0:
             continue
         if cache is None:
@@ -274,7 +408,12 @@ def dvh_of_samples(samples: StructureSamples, dose: DoseGrid, name: str,
             continue
         full = _whole_pixel_samples(samples, blk, cache)
         if full is not None:
-            builder.add(*full)
+            pend_full.append(full)
+            n_full += full[0].size
+            if n_full >= BATCH_SAMPLES:
+                flush_full()
+    flush_partial()
+    flush_full()
     if builder.volume <= 0:
         raise StructureError(
             f"ROI {name!r} lies entirely outside the dose grid {dose.grid}; check that the "

@@ -71,18 +71,34 @@ class CumulativeAccumulator:
         width = hi - lo
         ramp = width > 1e-9 * self.bin_width
         if ramp.all():
-            r_lo, r_hi, r_w, step = lo, hi, weight / width, None
+            r_lo, r_hi, step = lo, hi, None
+            r_w = np.divide(weight, width, out=width)
         else:
             step = ~ramp
             r_lo, r_hi = lo[ramp], hi[ramp]
             r_w = weight[ramp] / width[ramp]
-        # one pass over both kinks of every ramp: +w at hi, -w at lo
-        self._kinks(np.concatenate([r_hi, r_lo]), np.concatenate([r_w, -r_w]))
+        # both kinks of every ramp: +w at hi, -w at lo
+        self._kinks2(r_hi, r_lo, r_w)
         if step is not None and np.any(step):
             k = np.floor(hi[step] / self.bin_width + 1e-9).astype(np.int64)
             n = int(k.max()) + 2
             self._grow(n)
             self.steps[:n] += np.bincount(k, weights=weight[step], minlength=n)
+
+    def _kinks2(self, a_hi: np.ndarray, a_lo: np.ndarray, c: np.ndarray) -> None:
+        """Add kinks ``c (a_hi - e)_+ - c (a_lo - e)_+`` (doses ``>= 0``, ``a_lo <= a_hi``)."""
+        if a_hi.size == 0:
+            return
+        m_hi = (a_hi / self.bin_width).astype(np.int64)  # a >= 0: truncation is the floor
+        m_lo = (a_lo / self.bin_width).astype(np.int64)
+        n = int(m_hi.max()) + 2
+        self._grow(n)
+        ca = c * a_hi
+        self.c0[:n] += np.bincount(m_hi, weights=c, minlength=n)
+        self.c1[:n] += np.bincount(m_hi, weights=ca, minlength=n)
+        np.multiply(c, a_lo, out=ca)
+        self.c0[:n] -= np.bincount(m_lo, weights=c, minlength=n)[:n]
+        self.c1[:n] -= np.bincount(m_lo, weights=ca, minlength=n)[:n]
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """``(edges_gy, volume)``: volume receiving at least each edge dose."""
@@ -360,16 +376,19 @@ class DVHBuilder:
         """Add samples: centre dose (Gy), spread (Gy), volume (mm^3)."""
         if dose.size == 0:
             return
-        lo = dose - spread / 2.0
-        hi = dose + spread / 2.0
+        half = spread * 0.5
+        lo = dose - half
+        hi = np.add(dose, half, out=half)
         if self.range is not None:
-            lo = np.minimum(np.maximum(lo, self.range[0]), self.range[1])
-            hi = np.minimum(np.maximum(hi, self.range[0]), self.range[1])
+            np.clip(lo, self.range[0], self.range[1], out=lo)
+            np.clip(hi, self.range[0], self.range[1], out=hi)
+        else:
+            # the range, when given, replaces the sample extremes
+            self.min = min(self.min, float(lo.min()))
+            self.max = max(self.max, float(hi.max()))
         self.acc.add_interval(lo, hi, weight_mm3)
         self.volume += float(weight_mm3.sum())
         self.dose_volume += float(np.dot(weight_mm3, dose))
-        self.min = min(self.min, float(lo.min()))
-        self.max = max(self.max, float(hi.max()))
 
     def build(self, structure_volume_mm3: float) -> DVH:
         """The DVH; ``structure_volume_mm3`` is the whole structure's volume."""
