@@ -26,6 +26,7 @@ from ..errors import MemoryLimitError
 from ..grid import Grid
 from ..rasterize import PLANE_TOL_MM, ROW_SUBSAMPLES, auto_factor
 from ..structures import Structure
+from .compute import BATCH_SAMPLES
 
 #: Default limit (GB = 1e9 bytes) on the memory one structure may take to rasterise.
 DEFAULT_MAX_MEMORY_GB = 2.0
@@ -112,8 +113,9 @@ def estimate_sampling_bytes(
     Follows what :func:`soars_dose.rasterize.sample_structure` allocates:
     per contour plane, the coverage of the plane's whole bounding box in
     sub-pixels, then the plane's samples (covered sub-pixels x slab
-    pieces) while their dose is interpolated; the kept sub-pixels of all
-    planes stay in memory together.
+    pieces) while their dose is interpolated, in batches of up to
+    ``BATCH_SAMPLES`` samples gathered from many planes; the kept sub-pixels
+    of all planes stay in memory together.
 
     Parameters
     ----------
@@ -161,7 +163,7 @@ def estimate_sampling_bytes(
     thick = 1.5 * nominal_spacing_mm / sp[axis]
     max_len = 2.0 / f * inplane / sp[axis]
     pieces = np.ceil(thick / max_len) + 2 * np.ceil(thick) + 2
-    peak, kept = 0.0, 0.0
+    peak, kept, total, largest = 0.0, 0.0, 0.0, 0.0
     for pl, a_mm2 in zip(planes, area_mm2):
         idx = grid.world_to_index(np.vstack(pl))
         ext_r, ext_c = np.ptp(idx[:, b]) * f + 2, np.ptp(idx[:, c]) * f + 2
@@ -172,9 +174,15 @@ def estimate_sampling_bytes(
             perim += float(np.sum(np.hypot(*np.diff(ring, axis=0).T))) * f
         covered = min(box, a_mm2 / (sp[b] * sp[c]) * f * f + 2 * perim + 4 * sum(len(q) for q in pl))
         crossings = ext_r * ROW_SUBSAMPLES * 2 * 8 * 6  # sub-row crossings, a few arrays
-        peak = max(peak, box * BYTES_PER_BOX_SUBPIXEL + crossings + covered * pieces * BYTES_PER_SAMPLE)
+        peak = max(peak, box * BYTES_PER_BOX_SUBPIXEL + crossings)
         kept += covered * BYTES_PER_KEPT_SUBPIXEL
-    return float(BASE_BYTES + peak + kept), int(f)
+        total += covered * pieces
+        largest = max(largest, covered * pieces)
+    # the dose of many planes' samples is interpolated in batches of up to
+    # BATCH_SAMPLES (plus the plane that overflows the batch); a batch never
+    # holds fewer samples than the largest plane
+    batch = min(total, BATCH_SAMPLES + largest)
+    return float(BASE_BYTES + peak + kept + batch * BYTES_PER_SAMPLE), int(f)
 
 
 def check_sampling_size(
