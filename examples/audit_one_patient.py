@@ -29,7 +29,7 @@ def main(out: Path) -> None:
     dvh = result.dvhs[("reference", "Parotid_L")]
     print(f"\nParotid_L (reference): mean {dvh.mean_gy:.2f} Gy, D50% "
           f"{dvh.dose_at_volume_pct(50):.2f} Gy, V26Gy {dvh.volume_at_dose_pct(26):.1f} %")
-    folder = audit.write_result(result, case, out / "results", settings=audit.Settings())
+    folder = audit.write_result(result, case, out / "results")
     print(f"tables in {folder}")
 
 

@@ -3,7 +3,7 @@
 The public API lives in :mod:`soars_dose.audit` (load a case, compute
 DVHs, compare sets, write results); the data model is
 :class:`~soars_dose.grid.Grid`, :class:`~soars_dose.structures.StructureSet`,
-:class:`~soars_dose.dose.dosegrid.DoseGrid` and :class:`~soars_dose.dose.dvh.DVH`.
+:class:`~soars_dose.dosegrid.DoseGrid` and :class:`~soars_dose.dose.dvh.DVH`.
 """
 
 from .errors import SoarsDoseError, SoarsDoseWarning

@@ -1,4 +1,11 @@
-"""The public dose-audit API: load a case, compute DVHs, compare sets, write results.
+"""The public dose-audit API: the one recipe for one case.
+
+``soars-dose compare``, ``soars-dose cohort`` (per patient) and a Python
+script all run :func:`compare`: ROI names are matched to canonical OAR
+names once; every matched structure's DVH and statistics are computed on
+the case's fixed dose (eq 6/7 differences to the reference); the contour
+metrics of every substitute set against the reference use the same
+matching. :func:`write_result` writes exactly what the command line writes.
 
 Examples
 --------
@@ -6,43 +13,96 @@ Examples
 >>> case = audit.load_case("RD.dcm", {"reference": "RS_clin.dcm", "soars": "RS_auto.dcm"})
 >>> result = audit.compare(case)
 >>> result.stats[["set", "roi", "mean_gy", "diff_mean_pct"]]
->>> audit.write_result(result, case, "out/", settings=audit.Settings())
+>>> result.contour_metrics[["set", "roi", "dice", "hd95_mm"]]
+>>> audit.write_result(result, case, "out/")
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
-from .case import REFERENCE, Case, case_inputs, load_case
-from .dose.compare import Result, Settings, compare, dvh_all
-from .names import AliasTable
-from .outputs import check_writable, provenance, write_output_dir
+from .analysis.contours import contour_metrics_for_case
+from .case import REFERENCE, Case
+from .dose.compare import Result, Settings, dvh_all
+from .dose.compare import compare as dose_statistics
+from .load import load_case
+from .names import AliasTable, MatchedSets, match_sets
+from .outputs import case_provenance, check_writable, write_output_dir
 
-__all__ = ["REFERENCE", "Case", "Result", "Settings", "AliasTable", "load_case", "compare",
-           "dvh_all", "write_result", "check_writable"]
+__all__ = ["REFERENCE", "Case", "Result", "Settings", "AliasTable", "MatchedSets", "load_case",
+           "compare", "dvh_all", "write_result", "check_writable"]
 
 
-def write_result(result: Result, case: Case, out_dir: "str | Path", *, settings: Settings,
-                 command: str = "", overwrite: bool = False, extra: dict | None = None,
-                 tables: dict | None = None) -> Path:
-    """Write ``stats``, ``dvh`` and ``names`` (CSV + Parquet), any extra ``tables``
-    (e.g. ``contour_metrics``) and ``provenance.json``.
+def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | None = None, *,
+            contour_metrics: bool = True, tolerances: dict | None = None,
+            on_step: Callable[[str], None] | None = None) -> Result:
+    """Compare every set of ``case`` with its ``"reference"`` set: doses and contours.
 
-    The folder is written atomically and never replaces an existing one
-    unless ``overwrite``.
+    Parameters
+    ----------
+    case : Case
+        A checked case (:func:`load_case`) whose first set is ``"reference"``.
+    settings : Settings, optional
+        DVH sampling and statistics; default :class:`Settings()`. Kept in
+        :attr:`Result.settings`.
+    aliases : AliasTable, optional
+        ROI name matching; default the packaged table.
+    contour_metrics : bool
+        Also compute Dice, Hausdorff, HD95, ASD and surface Dice of every
+        substitute set against the reference (what ``soars-dose compare``
+        writes); False leaves :attr:`Result.contour_metrics` None.
+    tolerances : dict, optional
+        Surface-Dice tolerances (mm) per OAR; default the packaged table.
+    on_step : callable, optional
+        Called with ``"match"``, ``"dvh"`` and ``"metrics"`` as each step
+        starts (the cohort runner records the step a failure happened in).
+
+    Returns
+    -------
+    Result
+        ``stats``, ``dvh``, ``names``, ``contour_metrics``, ``messages``,
+        ``dvhs`` and the ``settings`` used.
     """
-    record = provenance(
-        settings.as_dict(),
-        case_inputs(case),
-        result.messages,
-        command=command,
-        patient=case.patient,
-        dose_summation_type=case.dose.summation_type,
-        dose_grid={"shape": case.dose.grid.shape, "spacing_mm": case.dose.grid.spacing,
-                   "origin_mm": case.dose.grid.origin,
-                   "direction": case.dose.grid.direction.tolist()},
-        **(extra or {}),
-    )
-    all_tables = {"stats": result.stats, "dvh": result.dvh, "names": result.names,
-                  **(tables or {})}
-    return write_output_dir(out_dir, all_tables, record, overwrite=overwrite)
+    step = on_step or (lambda name: None)
+    settings = settings or Settings()
+    table = aliases or AliasTable.load()
+    step("match")
+    matched = match_sets(case, table)  # matched once for doses and contours alike
+    step("dvh")
+    result = dose_statistics(case, settings, table, matched_sets=matched)
+    if contour_metrics:
+        step("metrics")
+        result.contour_metrics = contour_metrics_for_case(case, aliases=table,
+                                                          tolerances=tolerances,
+                                                          matched_sets=matched)
+    return result
+
+
+def write_result(result: Result, case: Case, out_dir: "str | Path", *, command: str = "",
+                 overwrite: bool = False, extra: dict | None = None) -> Path:
+    """Write ``stats``, ``dvh``, ``names``, ``contour_metrics`` (CSV + Parquet) and ``provenance.json``.
+
+    The provenance records ``result.settings``, the settings the numbers
+    were computed with. The folder is written atomically and never replaces
+    an existing one unless ``overwrite``.
+
+    Parameters
+    ----------
+    result : Result
+        From :func:`compare` or :func:`dvh_all`.
+    case : Case
+        The case ``result`` was computed from (its inputs are hashed).
+    out_dir : path
+    command : str
+        The command line, for the provenance.
+    overwrite : bool
+    extra : dict, optional
+        More provenance entries.
+    """
+    record = case_provenance(case, result.settings.as_dict(), result.messages,
+                             command=command, **(extra or {}))
+    tables = {"stats": result.stats, "dvh": result.dvh, "names": result.names}
+    if result.contour_metrics is not None:
+        tables["contour_metrics"] = result.contour_metrics
+    return write_output_dir(out_dir, tables, record, overwrite=overwrite)

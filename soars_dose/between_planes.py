@@ -102,7 +102,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage import measure
 
-from .errors import GeometryError, InputError, SoarsDoseError, StructureError
+from .errors import EmptyStructureError, GeometryError, InputError, SoarsDoseError, StructureError
 from .rasterize import GAP_BREAK_FACTOR, PLANE_TOL_MM
 from .structures import Structure
 
@@ -184,7 +184,7 @@ def prepare(structure: Structure, mode: str = "stack", *, nominal_spacing_mm: fl
 def _planes_mm(structure: Structure, source: str):
     """``(normal axis, in-plane axes, [(position mm, [polygons (n,2) mm]), ...])``."""
     if structure.is_empty:
-        raise StructureError(f"{source}: ROI {structure.name!r} has no contour (empty structure)")
+        raise EmptyStructureError(f"{source}: ROI {structure.name!r} has no contour (empty structure)")
     axes = {int(np.argmin(np.ptp(c, axis=0))) for c in structure.contours}
     if len(axes) != 1:
         raise GeometryError(

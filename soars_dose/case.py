@@ -1,20 +1,50 @@
-"""A patient case: one fixed RTDOSE and named contour sets, checked for consistency."""
+"""The case data model: one fixed RTDOSE and named contour sets of one patient.
+
+Reading files into a checked :class:`Case` is :mod:`soars_dose.load`; what
+is computed from it is :mod:`soars_dose.audit`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Mapping, Sequence
 
-from .dicom.ct import CTSeries, read_ct_series
-from .dicom.rtdose import read_rtdoses
-from .dicom.rtstruct import read_rtstruct
-from .dose.dosegrid import DoseGrid
-from .errors import FrameOfReferenceError, InputError, warn
+from .dicom.ct import CTSeries
+from .dosegrid import DoseGrid
+from .errors import InputError
 from .structures import StructureSet
 
 #: Name of the reference set in every table.
 REFERENCE = "reference"
+
+#: ``status`` values of a (set, ROI) row in ``stats``: computed in full, or
+#: with part of the structure outside the dose grid.
+OK, PARTIAL = "ok", "partial"
+#: Not computed: the set has no ROI for an OAR of the reference, the ROI has
+#: no contour, two ROIs claim one OAR, the structure misses the dose grid,
+#: it would need more memory than allowed, or another input error.
+MISSING, EMPTY, DUPLICATE, OUTSIDE_GRID, TOO_LARGE, ERROR = (
+    "missing", "empty", "duplicate", "outside_grid", "too_large", "error")
+#: Statuses whose row carries dose statistics.
+COMPUTED = (OK, PARTIAL)
+
+
+@dataclass(frozen=True)
+class RoiOutcome:
+    """Why a set has no usable structure for an OAR (or for one ROI).
+
+    Attributes
+    ----------
+    status : str
+        One of :data:`MISSING`, :data:`EMPTY`, :data:`DUPLICATE`.
+    original : str
+        The ROI name(s) as written in the file; ``""`` when missing.
+    message : str
+        What happened and what to do, naming the file.
+    """
+
+    status: str
+    original: str
+    message: str
 
 
 @dataclass
@@ -41,150 +71,17 @@ class Case:
     notes: list[str] = field(default_factory=list)
 
 
-def _check_set_name(name: str) -> None:
+def check_set_name(name: str) -> None:
+    """Refuse a set name that cannot be a column value and part of a file name.
+
+    Raises
+    ------
+    InputError
+        ``name`` is empty or holds characters other than letters, digits,
+        ``_`` and ``-``.
+    """
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise InputError(
             f"set name {name!r} must be non-empty letters, digits, '_' or '-' "
             "(it becomes a column value and part of file names)"
         )
-
-
-def check_frames(case: Case, allow_mismatch: bool = False) -> list[str]:
-    """Check that dose, every structure set and the CT share one frame of reference.
-
-    Returns the notes made; raises :class:`FrameOfReferenceError` on a
-    mismatch unless ``allow_mismatch`` (then a note is made instead).
-    """
-    notes = []
-    dose_for = case.dose.frame_of_reference_uid
-    dose_src = case.dose.sources[0] if case.dose.sources else "dose"
-    notes += _warn_missing_dose_frame(case, dose_src)
-    others = [(f"set {n!r} ({s.source})", s.frame_of_reference_uid) for n, s in case.sets.items()]
-    if case.ct is not None:
-        others.append((f"CT series {case.ct.series_uid} ({case.ct.paths[0].parent})",
-                       case.ct.frame_of_reference_uid))
-    for what, uid in others:
-        if dose_for and uid and uid != dose_for:
-            msg = (f"{what} has FrameOfReferenceUID {uid} but the dose {dose_src} has "
-                   f"{dose_for}: they are not in one patient coordinate system. Check that the "
-                   "files belong to the same patient and plan; if they were registered and "
-                   "share coordinates, pass --allow-frame-mismatch")
-            if not allow_mismatch:
-                raise FrameOfReferenceError(msg)
-            notes.append("ignored on request: " + msg)
-        elif not uid or not dose_for:
-            notes.append(f"{what}: frame of reference could not be checked (UID absent)")
-    if case.ct is not None:
-        for n, s in case.sets.items():
-            ref = s.referenced_series_uid
-            if ref and ref != case.ct.series_uid:
-                msg = (f"set {n!r} ({s.source}) was drawn on image series {ref}, not on the "
-                       f"given CT series {case.ct.series_uid}; the frame of reference agrees, "
-                       "so the contours are used as they are")
-                warn(msg)
-                notes.append(msg)
-    return notes
-
-
-def _warn_missing_dose_frame(case: Case, dose_src) -> list[str]:
-    """Warn once, naming the dose file, when the RTDOSE has no FrameOfReferenceUID.
-
-    Without it no structure set or CT can be checked against the dose. The
-    reader may already have warned at read time (its note in ``dose.notes``
-    names FrameOfReferenceUID); then only the note is kept, not a second
-    console line.
-    """
-    if case.dose.frame_of_reference_uid:
-        return []
-    msg = (f"{dose_src}: the RTDOSE has no FrameOfReferenceUID, so the frame-of-reference "
-           "check of the structure sets and CT against the dose was skipped; make sure they "
-           "belong to the same patient and plan")
-    already = any("FrameOfReferenceUID" in str(n) for n in case.dose.notes)
-    if not already:
-        warn(msg)
-    return [msg]
-
-
-def load_case(
-    rtdose: "str | Path | Sequence[str | Path]",
-    sets: Mapping[str, "str | Path | StructureSet"],
-    *,
-    ct: "str | Path | None" = None,
-    patient: str | None = None,
-    sum_doses: bool = False,
-    prescription_gy: float | None = None,
-    allow_frame_mismatch: bool = False,
-) -> Case:
-    """Read a dose, contour sets and optionally a CT into a checked :class:`Case`.
-
-    Parameters
-    ----------
-    rtdose : path or list of paths
-        RTDOSE file(s); several are summed only with ``sum_doses``.
-    sets : mapping name -> RTSTRUCT path (or StructureSet)
-        Contour sets in order; use ``"reference"`` first for a comparison.
-    ct : path, optional
-        Folder of the CT series.
-    patient : str, optional
-        Label; default the dose file's PatientID or its folder name.
-    sum_doses, prescription_gy
-        See :func:`soars_dose.dicom.rtdose.read_rtdoses`.
-    allow_frame_mismatch : bool
-        Downgrade a FrameOfReferenceUID mismatch from an error to a note.
-    """
-    paths = [rtdose] if isinstance(rtdose, (str, Path)) else list(rtdose)
-    dose = read_rtdoses(paths, sum_doses=sum_doses, prescription_gy=prescription_gy)
-    loaded: dict[str, StructureSet] = {}
-    for name, s in sets.items():
-        _check_set_name(name)
-        loaded[name] = s if isinstance(s, StructureSet) else read_rtstruct(s)
-    ct_series = read_ct_series(ct) if ct is not None else None
-    if patient is None:
-        import pydicom
-
-        try:
-            patient = str(pydicom.dcmread(paths[0], stop_before_pixels=True).get("PatientID", ""))
-        except Exception:
-            patient = ""
-        patient = patient or Path(paths[0]).parent.name
-    case = Case(dose=dose, sets=loaded, ct=ct_series, patient=patient)
-    case.notes.extend(check_frames(case, allow_frame_mismatch))
-    case.notes.extend(dose.notes)
-    if ct_series is not None:
-        case.notes.extend(ct_series.notes)
-    return case
-
-
-def case_inputs(case: Case) -> list[dict]:
-    """Provenance entries (role, path, SHA-256, UIDs) for every input file of ``case``."""
-    from .dicom.common import sha256
-
-    out = []
-    for path, sop in zip(case.dose.sources, case.dose.sop_instance_uids):
-        out.append({"role": "rtdose", "path": str(path), "sha256": sha256(path),
-                    "sop_instance_uid": sop,
-                    "frame_of_reference_uid": case.dose.frame_of_reference_uid,
-                    "dose_summation_type": case.dose.summation_type,
-                    "dose_type": case.dose.dose_type})
-    for name, s in case.sets.items():
-        entry = {"role": f"rtstruct:{name}", "path": str(s.source) if s.source else None,
-                 "sop_instance_uid": s.sop_instance_uid,
-                 "series_instance_uid": s.series_instance_uid,
-                 "study_instance_uid": s.study_instance_uid,
-                 "frame_of_reference_uid": s.frame_of_reference_uid,
-                 "referenced_series_uid": s.referenced_series_uid}
-        if s.source:
-            entry["sha256"] = sha256(s.source)
-        out.append(entry)
-    if case.ct is not None:
-        import hashlib
-
-        h = hashlib.sha256()
-        for p in case.ct.paths:
-            h.update(sha256(p).encode())
-        out.append({"role": "ct", "path": str(case.ct.paths[0].parent),
-                    "series_instance_uid": case.ct.series_uid,
-                    "frame_of_reference_uid": case.ct.frame_of_reference_uid,
-                    "n_slices": len(case.ct.paths),
-                    "sha256_of_slice_hashes": h.hexdigest()})
-    return out

@@ -430,10 +430,8 @@ class PatientTask:
 def run_patient(task: PatientTask) -> dict:
     """Audit one patient and write its folder; never raises for a bad patient.
 
-    Loads the case, compares every set with the reference
-    (:func:`soars_dose.audit.compare`), computes contour metrics
-    (:func:`soars_dose.analysis.contours.contour_metrics_for_case`) and
-    writes ``stats``, ``dvh``, ``names``, ``contour_metrics`` and
+    Loads the case, compares every set with the reference, doses and
+    contours (:func:`soars_dose.audit.compare`), and writes ``stats``, ``dvh``, ``names``, ``contour_metrics`` and
     ``provenance.json`` atomically to ``task.folder``. Any exception is
     caught: ``FAILED.json`` (error type, message, traceback for unexpected
     errors) is written atomically instead.
@@ -445,8 +443,7 @@ def run_patient(task: PatientTask) -> dict:
         traceback``.
     """
     from . import audit
-    from .case import case_inputs
-    from .outputs import provenance, write_output_dir
+    from .outputs import case_provenance, write_output_dir
 
     row = task.row
     t0 = time.perf_counter()
@@ -454,10 +451,12 @@ def run_patient(task: PatientTask) -> dict:
            "error": "", "message": "", "traceback": "", "warnings": []}
     step = "load"
     caught: list = []
-    try:
-        from .analysis.contours import contour_metrics_for_case
-        from .dose.compare import match_sets
 
+    def at(name: str) -> None:
+        nonlocal step
+        step = name
+
+    try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SoarsDoseWarning)
             sum_doses = task.sum_doses if row.sum_doses is None else row.sum_doses
@@ -466,12 +465,7 @@ def run_patient(task: PatientTask) -> dict:
                 row.rtdose, {audit.REFERENCE: row.reference, **row.sets}, ct=row.ct,
                 patient=row.patient, sum_doses=sum_doses, prescription_gy=rx,
                 allow_frame_mismatch=task.allow_frame_mismatch)
-            step = "match"
-            matched = match_sets(case, task.aliases)  # names matched once for both
-            step = "dvh"
-            result = audit.compare(case, task.settings, task.aliases, matched_sets=matched)
-            step = "metrics"
-            cm = contour_metrics_for_case(case, aliases=task.aliases, matched_sets=matched)
+            result = audit.compare(case, task.settings, task.aliases, on_step=at)
         step = "write"
         messages = list(result.messages) + [str(w.message) for w in caught
                                             if issubclass(w.category, SoarsDoseWarning)]
@@ -480,14 +474,9 @@ def run_patient(task: PatientTask) -> dict:
         if "patient" not in names.columns:
             names.insert(0, "patient", row.patient)
         seconds = round(time.perf_counter() - t0, 3)
-        record = provenance(
-            task.settings.as_dict(), case_inputs(case), list(dict.fromkeys(messages)),
-            command=task.command, patient=case.patient,
-            dose_summation_type=case.dose.summation_type,
-            dose_grid={"shape": case.dose.grid.shape, "spacing_mm": case.dose.grid.spacing,
-                       "origin_mm": case.dose.grid.origin,
-                       "direction": case.dose.grid.direction.tolist()},
-            alias_file=task.aliases_file,
+        record = case_provenance(
+            case, result.settings.as_dict(), list(dict.fromkeys(messages)),
+            command=task.command, alias_file=task.aliases_file,
             load_options={"sum_doses": sum_doses, "prescription_gy": rx,
                           "allow_frame_mismatch": task.allow_frame_mismatch},
             cohort={"manifest": task.manifest, "line": row.line, "inputs": row.inputs(),
@@ -495,7 +484,7 @@ def run_patient(task: PatientTask) -> dict:
             seconds=seconds,
         )
         tables = {"stats": result.stats, "dvh": result.dvh, "names": names,
-                  "contour_metrics": cm}
+                  "contour_metrics": result.contour_metrics}
         write_output_dir(task.folder, tables, record, overwrite=True)
         rec["seconds"] = seconds
         return rec
@@ -804,7 +793,7 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def _sha256(path: "str | Path | None") -> str | None:
     if path is None:
         return None
-    from .dicom.common import sha256
+    from .outputs import sha256
 
     return sha256(path)
 

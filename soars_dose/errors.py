@@ -31,7 +31,24 @@ class DoseUnitsError(SoarsDoseError):
 
 
 class StructureError(SoarsDoseError):
-    """A structure is empty, degenerate or lies outside the dose grid."""
+    """A structure is empty, degenerate or lies outside the dose grid.
+
+    ``status`` is the value its (set, ROI) row gets in ``stats``.
+    """
+
+    status = "error"
+
+
+class EmptyStructureError(StructureError):
+    """A structure has no contour (or no contour with area)."""
+
+    status = "empty"
+
+
+class OutsideGridError(StructureError):
+    """A structure lies entirely outside the dose grid."""
+
+    status = "outside_grid"
 
 
 class NameClashError(SoarsDoseError):

@@ -95,7 +95,10 @@ from typing import Iterable, Literal
 
 import yaml
 
-from soars_dose.errors import InputError, NameClashError
+import pandas as pd
+
+from soars_dose.case import DUPLICATE, EMPTY, REFERENCE, Case, RoiOutcome
+from soars_dose.errors import InputError, NameClashError, SoarsDoseError
 
 __all__ = [
     "AliasTable",
@@ -852,3 +855,83 @@ def match_names(names: list[str], table: AliasTable | None = None,
                if m.canonical is not None and m.canonical not in duplicates}
     return NameMatchReport(matches=matches, mapping=mapping, duplicates=duplicates,
                            source=source)
+
+
+@dataclass
+class MatchedSets:
+    """ROIs of every set keyed by canonical OAR name.
+
+    Attributes
+    ----------
+    rois : dict set -> dict OAR -> Structure or RoiOutcome
+        A Structure when the OAR is usable; a
+        :class:`~soars_dose.case.RoiOutcome` for ``duplicate`` or ``empty``
+        ROIs.
+    order : list of str
+        OARs of the reference first, then those only other sets have.
+    names : DataFrame
+        How every ROI name was matched (one row per set x ROI).
+    messages : list of str
+    """
+
+    rois: dict[str, dict[str, object]]
+    order: list[str]
+    names: pd.DataFrame
+    messages: list[str]
+
+
+def match_sets(case: Case, aliases: AliasTable | None = None) -> MatchedSets:
+    """Match the ROI names of every set to canonical OAR names (never guessing).
+
+    Only organs are kept; External (BODY), targets, derived and unmatched
+    names are listed in :attr:`MatchedSets.names`. Two ROIs of one set
+    that map to one OAR (or one ROIName used twice) make that OAR a
+    ``duplicate`` for the set.
+    """
+    if REFERENCE not in case.sets:
+        raise SoarsDoseError(f"a comparison needs a set named {REFERENCE!r}; got {list(case.sets)}")
+    table = aliases or AliasTable.load()
+    messages: list[str] = []
+    matched: dict[str, dict[str, object]] = {}
+    name_frames = []
+    for set_name, sset in case.sets.items():
+        rep = match_names(sset.names(), table, source=str(sset.source or set_name))
+        nf = rep.to_frame()
+        nf.insert(0, "set", set_name)
+        name_frames.append(nf)
+        by_name: dict[str, list] = {}
+        for st in sset:
+            by_name.setdefault(st.name, []).append(st)
+        m: dict[str, object] = {}
+        kinds = {mt.original: mt.kind for mt in rep.matches}
+        for original, canonical in rep.mapping.items():
+            if kinds.get(original) != "oar":
+                continue
+            sts = by_name.get(original, [])
+            if len(sts) != 1:  # the same ROIName twice: a clash, never pick one
+                m[canonical] = RoiOutcome(
+                    DUPLICATE, original, f"{sset.source}: ROI name {original!r} is used "
+                    f"{len(sts)} times")
+                messages.append(m[canonical].message)
+            elif sts[0].is_empty:
+                m[canonical] = RoiOutcome(EMPTY, original,
+                                          f"{sset.source}: ROI {original!r} has no contour")
+                messages.append(m[canonical].message)
+            else:
+                m[canonical] = sts[0]
+        for canonical, originals in rep.duplicates.items():
+            if table.kind_of(canonical) != "oar":
+                continue
+            m[canonical] = RoiOutcome(
+                DUPLICATE, " | ".join(originals),
+                f"{sset.source}: {len(originals)} ROIs ({', '.join(map(repr, originals))}) "
+                f"all match {canonical}; rename one or map it in an alias file")
+            messages.append(m[canonical].message)
+        for um in rep.unmatched:
+            if um.kind == "unmatched":
+                messages.append(f"{sset.source}: ROI {um.original!r} not matched to an OAR "
+                                f"({um.reason}); add it to an alias file to include it")
+        matched[set_name] = m
+    ref_oars = list(matched[REFERENCE])
+    order = ref_oars + sorted({o for m in matched.values() for o in m} - set(ref_oars))
+    return MatchedSets(matched, order, pd.concat(name_frames, ignore_index=True), messages)

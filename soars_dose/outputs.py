@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
+import hashlib
 import json
 import os
 import platform
@@ -24,12 +25,15 @@ import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import pandas as pd
 
 from .console import option
 from .errors import InputError, OutputExistsError, OutputWriteError
+
+if TYPE_CHECKING:
+    from .case import Case
 
 #: First characters that make a spreadsheet evaluate a cell as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -44,6 +48,15 @@ def version() -> str:
         return metadata.version("soars-dose")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def sha256(path: "str | Path") -> str:
+    """Hex SHA-256 of a file's bytes (for provenance)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _umask() -> int:
@@ -258,3 +271,51 @@ def read_table(path: "str | Path", *, advice: str = "") -> pd.DataFrame:
         raise InputError(f"{path}: not a readable Parquet table ({size} bytes; "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
                          f"{advice}".strip()) from None
+
+
+def case_inputs(case: "Case") -> list[dict]:
+    """Provenance entries (role, path, SHA-256, UIDs) for every input file of ``case``."""
+    out = []
+    for path, sop in zip(case.dose.sources, case.dose.sop_instance_uids):
+        out.append({"role": "rtdose", "path": str(path), "sha256": sha256(path),
+                    "sop_instance_uid": sop,
+                    "frame_of_reference_uid": case.dose.frame_of_reference_uid,
+                    "dose_summation_type": case.dose.summation_type,
+                    "dose_type": case.dose.dose_type})
+    for name, s in case.sets.items():
+        entry = {"role": f"rtstruct:{name}", "path": str(s.source) if s.source else None,
+                 "sop_instance_uid": s.sop_instance_uid,
+                 "series_instance_uid": s.series_instance_uid,
+                 "study_instance_uid": s.study_instance_uid,
+                 "frame_of_reference_uid": s.frame_of_reference_uid,
+                 "referenced_series_uid": s.referenced_series_uid}
+        if s.source:
+            entry["sha256"] = sha256(s.source)
+        out.append(entry)
+    if case.ct is not None:
+        h = hashlib.sha256()
+        for p in case.ct.paths:
+            h.update(sha256(p).encode())
+        out.append({"role": "ct", "path": str(case.ct.paths[0].parent),
+                    "series_instance_uid": case.ct.series_uid,
+                    "frame_of_reference_uid": case.ct.frame_of_reference_uid,
+                    "n_slices": len(case.ct.paths),
+                    "sha256_of_slice_hashes": h.hexdigest()})
+    return out
+
+
+def case_provenance(case: "Case", settings: Mapping, messages: list[str], *,
+                    command: str = "", **extra) -> dict:
+    """The provenance record of one case's results.
+
+    :func:`provenance` plus the patient, the dose's summation type and its
+    grid (shape, spacing and origin in mm, direction cosines as rows).
+    """
+    grid = case.dose.grid
+    return provenance(
+        settings, case_inputs(case), messages, command=command, patient=case.patient,
+        dose_summation_type=case.dose.summation_type,
+        dose_grid={"shape": grid.shape, "spacing_mm": grid.spacing, "origin_mm": grid.origin,
+                   "direction": grid.direction.tolist()},
+        **extra,
+    )

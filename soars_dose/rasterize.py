@@ -56,7 +56,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .errors import GeometryError, StructureError, warn
+from .errors import EmptyStructureError, GeometryError, StructureError, warn
 from .grid import Grid
 from .structures import Structure
 
@@ -314,7 +314,7 @@ def contour_planes(structure: Structure, grid: Grid, source: str = "") -> tuple[
         increasing axis order.
     """
     if structure.is_empty:
-        raise StructureError(f"{source}: ROI {structure.name!r} has no contour (empty structure)")
+        raise EmptyStructureError(f"{source}: ROI {structure.name!r} has no contour (empty structure)")
     p_axis = _contour_normal_axis(structure, source)
     if not grid.is_axis_aligned():
         grid.patient_axis(0)  # raises the oblique-grid error

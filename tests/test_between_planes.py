@@ -19,7 +19,7 @@ import pytest
 from soars_dose.between_planes import MODES, prepare, reconstruct
 from soars_dose.dose.compare import Settings
 from soars_dose.dose.compute import compute_dvh
-from soars_dose.dose.dosegrid import DoseGrid
+from soars_dose.dosegrid import DoseGrid
 from soars_dose.errors import InputError
 from soars_dose.grid import Grid
 from soars_dose.rasterize import sample_structure

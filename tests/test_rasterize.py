@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from soars_dose.dose.compute import compute_dvh
-from soars_dose.dose.dosegrid import DoseGrid
+from soars_dose.dosegrid import DoseGrid
 from soars_dose.errors import StructureError
 from soars_dose.grid import Grid
 from soars_dose.rasterize import occupancy, polygon_coverage, sample_structure, slab_bounds

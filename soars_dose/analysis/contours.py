@@ -20,11 +20,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..case import REFERENCE, Case
-from ..dose.compare import MatchedSets, match_sets
+from ..case import DUPLICATE, REFERENCE, Case, RoiOutcome
 from ..errors import MemoryLimitError, SoarsDoseError
 from ..grid import Grid
-from ..names import AliasTable
+from ..names import AliasTable, MatchedSets, match_sets
 from ..rasterize import contour_planes, nominal_spacing_mm, occupancy, sample_structure
 from ..structures import Structure
 from . import metrics as M
@@ -137,15 +136,15 @@ def contour_metrics_for_case(
             row = {"patient": case.patient, "set": set_name, "roi": oar}
             ref = ref_rois.get(oar)
             sub = sub_rois.get(oar)
-            if ref is None or isinstance(ref, tuple):
-                row.update(status="no_reference" if ref is None else ref[0],
+            if ref is None or isinstance(ref, RoiOutcome):
+                row.update(status="no_reference" if ref is None else ref.status,
                            message="not evaluated: no usable reference ROI")
                 if sub is None:
                     continue
                 rows.append(row)
                 continue
-            if isinstance(sub, tuple) and sub[0] == "duplicate":
-                row.update(status="duplicate", message=sub[2])
+            if isinstance(sub, RoiOutcome) and sub.status == DUPLICATE:
+                row.update(status=DUPLICATE, message=sub.message)
                 rows.append(row)
                 continue
             sub_st = sub if isinstance(sub, Structure) else None  # None: missing or empty

@@ -164,8 +164,8 @@ def cmd_dvh(args) -> int:
                                allow_frame_mismatch=args.allow_frame_mismatch)
         result = audit.dvh_all(case, settings)
         say(console_messages(result.messages, result.stats, case.patient))
-    out = audit.write_result(result, case, args.out, settings=settings,
-                             command=shlex.join(sys.argv), overwrite=args.overwrite)
+    out = audit.write_result(result, case, args.out, command=shlex.join(sys.argv),
+                             overwrite=args.overwrite)
     _report(result, out)
     return 0
 
@@ -179,21 +179,15 @@ def cmd_compare(args) -> int:
     if len(sets) < 2:
         raise InputError("compare needs at least one --set NAME=RTSTRUCT besides --reference")
     table = audit.AliasTable.load(args.names)
-    from ..analysis.contours import contour_metrics_for_case
-    from ..dose.compare import match_sets
-
     with _case_warnings() as say:
         case = audit.load_case(args.rtdose, sets, ct=args.ct, sum_doses=args.sum_doses,
                                prescription_gy=args.prescription_gy,
                                allow_frame_mismatch=args.allow_frame_mismatch)
-        matched = match_sets(case, table)
-        result = audit.compare(case, settings, table, matched_sets=matched)
+        result = audit.compare(case, settings, table)
         say(console_messages(result.messages, result.stats, case.patient))
-        metrics = contour_metrics_for_case(case, aliases=table, matched_sets=matched)
-    out = audit.write_result(result, case, args.out, settings=settings,
-                             command=shlex.join(sys.argv), overwrite=args.overwrite,
-                             extra={"alias_file": str(args.names) if args.names else None},
-                             tables={"contour_metrics": metrics})
+    out = audit.write_result(result, case, args.out, command=shlex.join(sys.argv),
+                             overwrite=args.overwrite,
+                             extra={"alias_file": str(args.names) if args.names else None})
     _report(result, out)
     return 0
 

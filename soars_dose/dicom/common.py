@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,15 +72,6 @@ def require(ds, path: Path, *keywords: str) -> None:
             f"{path}: missing required attribute(s) {', '.join(missing)}; "
             "the file is incomplete or not written by a conformant system"
         )
-
-
-def sha256(path: "str | Path") -> str:
-    """Hex SHA-256 of a file's bytes (for provenance)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def uid(ds, keyword: str) -> str | None:

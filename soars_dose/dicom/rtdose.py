@@ -1,4 +1,4 @@
-"""Reading RTDOSE files into a :class:`~soars_dose.dose.dosegrid.DoseGrid` in Gy."""
+"""Reading RTDOSE files into a :class:`~soars_dose.dosegrid.DoseGrid` in Gy."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Sequence
 
 import numpy as np
 
-from ..dose.dosegrid import DoseGrid
+from ..dosegrid import DoseGrid
 from ..errors import DicomReadError, DoseUnitsError, FrameOfReferenceError, GeometryError, warn
 from ..grid import AXIS_TOLERANCE, Grid
 from .common import (NATIVE_SYNTAXES, check_pixel_length, decoder_available,
                      expected_pixel_bytes, integer, numbers, orientation, read_checked,
-                     require, uid)
+                     require, text, uid)
 
 
 def _frame_offsets(ds, path: Path, n_frames: int, ipp: np.ndarray, iop: np.ndarray) -> np.ndarray:
@@ -225,6 +225,7 @@ def read_rtdose(
         sources=[path],
         sop_instance_uids=[uid(ds, "SOPInstanceUID") or ""],
         notes=notes,
+        patient_id=text(ds.get("PatientID", "")),
     )
 
 
@@ -316,4 +317,5 @@ def read_rtdoses(
         sources=[p for d in doses for p in d.sources],
         sop_instance_uids=[u for d in doses for u in d.sop_instance_uids],
         notes=[n for d in doses for n in d.notes] + [f"summed {len(doses)} dose files"],
+        patient_id=first.patient_id,
     )

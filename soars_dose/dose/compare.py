@@ -19,10 +19,11 @@ import pandas as pd
 
 from ..between_planes import check_mode as check_between_planes
 from ..between_planes import prepare as prepare_between_planes
-from ..case import REFERENCE, Case
+from ..case import (COMPUTED, EMPTY, ERROR, MISSING, OK, OUTSIDE_GRID, PARTIAL, REFERENCE,
+                    TOO_LARGE, Case, RoiOutcome)
 from ..errors import (EmptyStructureSetError, NoMatchingOARError, SoarsDoseError,
                       SoarsDoseWarning, ZeroDoseError, warn)
-from ..names import AliasTable, match_names
+from ..names import AliasTable, MatchedSets, match_sets
 from ..rasterize import nominal_spacing_mm
 from ..analysis.plausibility import (AIR_HU, BONE_HU, MAX_TISSUE_SHARE, load_volume_table,
                                     plausibility_flags)
@@ -122,6 +123,12 @@ class Result:
     messages : list of str
         Warnings and notes raised while computing.
     dvhs : dict of (set, roi) -> DVH
+    settings : Settings
+        The settings the tables were computed with.
+    contour_metrics : DataFrame or None
+        One row per (substitute set, OAR) (see
+        :func:`soars_dose.analysis.contours.contour_metrics_for_case`);
+        None when not computed.
     """
 
     stats: pd.DataFrame
@@ -129,6 +136,8 @@ class Result:
     names: pd.DataFrame
     messages: list[str] = field(default_factory=list)
     dvhs: dict = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+    contour_metrics: pd.DataFrame | None = None
 
 
 def _stat_row(dvh: DVH, s: Settings) -> dict:
@@ -162,8 +171,8 @@ def _evaluate(case: Case, set_name: str, rois: dict[str, object], s: Settings,
     for label, item in rois.items():
         row = {"patient": case.patient, "set": set_name, "roi": label,
                "between_planes": s.between_planes}
-        if isinstance(item, tuple):  # (status, original name or "", message)
-            row.update(status=item[0], roi_original=item[1], message=item[2])
+        if isinstance(item, RoiOutcome):
+            row.update(status=item.status, roi_original=item.original, message=item.message)
             rows.append(row)
             continue
         row["roi_original"] = item.name
@@ -186,13 +195,11 @@ def _evaluate(case: Case, set_name: str, rois: dict[str, object], s: Settings,
             for w in caught:
                 messages.append(str(w.message))
         except SoarsDoseError as exc:
-            status = "outside_grid" if "outside the dose grid" in str(exc) else (
-                "empty" if "no contour" in str(exc) else "error")
-            row.update(status=status, message=str(exc))
+            row.update(status=getattr(exc, "status", ERROR), message=str(exc))
             messages.append(str(exc))
             rows.append(row)
             continue
-        row.update(status="ok" if dvh.coverage >= 0.9999 else "partial", message="; ".join(dvh.notes))
+        row.update(status=OK if dvh.coverage >= 0.9999 else PARTIAL, message="; ".join(dvh.notes))
         row.update(_stat_row(dvh, s))
         rows.append(row)
         dvhs[(set_name, label)] = dvh
@@ -240,8 +247,9 @@ def dvh_all(case: Case, settings: Settings | None = None) -> Result:
                 messages.append(f"{sset.source}: ROI name {st.name!r} is used {counts[st.name]} "
                                 f"times; reported as {label!r}")
             if st.is_empty:
-                rois[label] = ("empty", st.name, f"{sset.source}: ROI {st.name!r} has no contour")
-                messages.append(rois[label][2])
+                rois[label] = RoiOutcome(EMPTY, st.name,
+                                         f"{sset.source}: ROI {st.name!r} has no contour")
+                messages.append(rois[label].message)
             else:
                 rois[label] = st
             name_rows.append({"set": set_name, "original": st.name, "roi": label,
@@ -255,83 +263,8 @@ def dvh_all(case: Case, settings: Settings | None = None) -> Result:
         names=pd.DataFrame(name_rows),
         messages=list(dict.fromkeys(messages)),
         dvhs=dvhs,
+        settings=s,
     )
-
-
-@dataclass
-class MatchedSets:
-    """ROIs of every set keyed by canonical OAR name.
-
-    Attributes
-    ----------
-    rois : dict set -> dict OAR -> Structure or (status, original, message)
-        A Structure when the OAR is usable; a tuple for ``duplicate`` or
-        ``empty`` ROIs.
-    order : list of str
-        OARs of the reference first, then those only other sets have.
-    names : DataFrame
-        How every ROI name was matched (one row per set x ROI).
-    messages : list of str
-    """
-
-    rois: dict[str, dict[str, object]]
-    order: list[str]
-    names: pd.DataFrame
-    messages: list[str]
-
-
-def match_sets(case: Case, aliases: AliasTable | None = None) -> MatchedSets:
-    """Match the ROI names of every set to canonical OAR names (never guessing).
-
-    Only organs are kept; External (BODY), targets, derived and unmatched
-    names are listed in :attr:`MatchedSets.names`. Two ROIs of one set
-    that map to one OAR (or one ROIName used twice) make that OAR a
-    ``duplicate`` for the set.
-    """
-    if REFERENCE not in case.sets:
-        raise SoarsDoseError(f"a comparison needs a set named {REFERENCE!r}; got {list(case.sets)}")
-    table = aliases or AliasTable.load()
-    messages: list[str] = []
-    matched: dict[str, dict[str, object]] = {}
-    name_frames = []
-    for set_name, sset in case.sets.items():
-        rep = match_names(sset.names(), table, source=str(sset.source or set_name))
-        nf = rep.to_frame()
-        nf.insert(0, "set", set_name)
-        name_frames.append(nf)
-        by_name: dict[str, list] = {}
-        for st in sset:
-            by_name.setdefault(st.name, []).append(st)
-        m: dict[str, object] = {}
-        kinds = {mt.original: mt.kind for mt in rep.matches}
-        for original, canonical in rep.mapping.items():
-            if kinds.get(original) != "oar":
-                continue
-            sts = by_name.get(original, [])
-            if len(sts) != 1:  # the same ROIName twice: a clash, never pick one
-                m[canonical] = ("duplicate", original,
-                                f"{sset.source}: ROI name {original!r} is used {len(sts)} times")
-                messages.append(m[canonical][2])
-            elif sts[0].is_empty:
-                m[canonical] = ("empty", original, f"{sset.source}: ROI {original!r} has no contour")
-                messages.append(m[canonical][2])
-            else:
-                m[canonical] = sts[0]
-        for canonical, originals in rep.duplicates.items():
-            if table.kind_of(canonical) != "oar":
-                continue
-            m[canonical] = ("duplicate", " | ".join(originals),
-                            f"{sset.source}: {len(originals)} ROIs ({', '.join(map(repr, originals))}) "
-                            f"all match {canonical}; rename one or map it in an alias file")
-            messages.append(m[canonical][2])
-        for um in rep.unmatched:
-            if um.kind == "unmatched":
-                messages.append(f"{sset.source}: ROI {um.original!r} not matched to an OAR "
-                                f"({um.reason}); add it to an alias file to include it")
-        matched[set_name] = m
-    ref_oars = list(matched[REFERENCE])
-    order = ref_oars + sorted({o for m in matched.values() for o in m} - set(ref_oars))
-    return MatchedSets(matched, order, pd.concat(name_frames, ignore_index=True), messages)
 
 
 def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | None = None,
@@ -358,7 +291,7 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
             if oar in m:
                 rois[oar] = m[oar]
             elif oar in matched[REFERENCE]:
-                rois[oar] = ("missing", "", f"set {set_name!r} has no ROI for {oar}")
+                rois[oar] = RoiOutcome(MISSING, "", f"set {set_name!r} has no ROI for {oar}")
         r, d, c = _evaluate(case, set_name, rois, s, _nominal(case, set_name), messages)
         rows += r; dvhs.update(d); curves += c
 
@@ -372,18 +305,19 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
         names=names,
         messages=list(dict.fromkeys(messages)),
         dvhs=dvhs,
+        settings=s,
     )
 
 
 def _add_differences(stats: pd.DataFrame, near_zero_gy: float) -> pd.DataFrame:
     """Append eq 6/7 percentages and absolute Gy differences against the reference."""
-    ref = stats[(stats["set"] == REFERENCE) & stats["status"].isin(["ok", "partial"])]
+    ref = stats[(stats["set"] == REFERENCE) & stats["status"].isin(COMPUTED)]
     ref = ref.set_index("roi")[["mean_gy", "max_gy"]]
     out = stats.copy()
     for c in DIFF_COLUMNS:
         out[c] = np.nan if c != "diff_flag" else ""
     for i, row in out.iterrows():
-        if row["set"] == REFERENCE or row["status"] not in ("ok", "partial"):
+        if row["set"] == REFERENCE or row["status"] not in COMPUTED:
             continue
         if row["roi"] not in ref.index:
             out.at[i, "diff_flag"] = "no_reference"
@@ -421,7 +355,7 @@ def _precheck(structure, case: Case, s: Settings, nominal: float | None, src: st
     if outside_grid(structure, grid, nominal):
         lo, hi = structure.bounds()
         g_lo, g_hi = grid.world_bounds()
-        return ("outside_grid",
+        return (OUTSIDE_GRID,
                 f"{src}: ROI {structure.name!r} lies entirely outside the dose grid (its contours "
                 f"span {np.round(lo, 1).tolist()} to {np.round(hi, 1).tolist()} mm, the grid "
                 f"{np.round(g_lo, 1).tolist()} to {np.round(g_hi, 1).tolist()} mm); check that "
@@ -429,7 +363,7 @@ def _precheck(structure, case: Case, s: Settings, nominal: float | None, src: st
     try:
         check_sampling_size(structure, grid, s.factor, nominal, s.max_memory_gb, source=src)
     except SoarsDoseError as exc:
-        return ("too_large", str(exc))
+        return (TOO_LARGE, str(exc))
     return None
 
 
@@ -450,7 +384,7 @@ def check_reference_set(case: Case, ms: MatchedSets) -> None:
     """
     sset = case.sets[REFERENCE]
     src = str(sset.source or REFERENCE)
-    usable = [o for o, v in ms.rois[REFERENCE].items() if not isinstance(v, tuple)]
+    usable = [o for o, v in ms.rois[REFERENCE].items() if not isinstance(v, RoiOutcome)]
     if usable:
         return
     names = sset.names()
@@ -465,7 +399,8 @@ def check_reference_set(case: Case, ms: MatchedSets) -> None:
             kinds.setdefault(str(r["kind"]), []).append(str(r["original"]))
     matched = list(ms.rois[REFERENCE])
     if matched:  # OARs were matched, but each is empty or duplicated
-        what = "; ".join(f"{o}: {v[0]}" for o, v in ms.rois[REFERENCE].items())
+        what = "; ".join(f"{o}: {v.status}" for o, v in ms.rois[REFERENCE].items()
+                         if isinstance(v, RoiOutcome))
         raise NoMatchingOARError(
             f"{src}: none of the reference set's OARs can be used ({what}); every statistic "
             "would be missing. Check that the RTSTRUCT holds the contours (not only ROI names) "
@@ -528,7 +463,7 @@ def check_rows_not_zero(case: Case, rows: list[dict], refuse: bool) -> list[str]
     ZeroDoseError
         When ``refuse`` and every row with a DVH has ``max_gy`` <= ZERO_DOSE_GY.
     """
-    computed = [r for r in rows if r.get("status") in ("ok", "partial")]
+    computed = [r for r in rows if r.get("status") in COMPUTED]
     if not computed or any(float(r.get("max_gy", 0.0)) > ZERO_DOSE_GY for r in computed):
         return []
     msg = (f"{_dose_name(case)}: the dose is zero inside every structure ({len(computed)} "
@@ -564,7 +499,7 @@ def add_plausibility(case: Case, ms: MatchedSets, stats: pd.DataFrame, s: Settin
     by_name: dict[tuple[str, str], str] = {}
     for pos, (_, row) in enumerate(stats.iterrows()):
         item = ms.rois.get(row["set"], {}).get(row["roi"])
-        if item is None or isinstance(item, tuple) or row["status"] not in ("ok", "partial"):
+        if item is None or isinstance(item, RoiOutcome) or row["status"] not in COMPUTED:
             continue
         src = str(case.sets[row["set"]].source or row["set"])
         flags, msgs = plausibility_flags(

@@ -6,10 +6,10 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import StructureError, warn
+from ..errors import OutsideGridError, warn
 from ..rasterize import StructureSamples, sample_structure
 from ..structures import Structure
-from .dosegrid import DoseGrid
+from ..dosegrid import DoseGrid
 from .dvh import BIN_WIDTH_GY, DVH, DVHBuilder
 
 #: Below this fraction of its volume inside the dose grid a structure is warned about.
@@ -415,7 +415,7 @@ def dvh_of_samples(samples: StructureSamples, dose: DoseGrid, name: str,
     flush_partial()
     flush_full()
     if builder.volume <= 0:
-        raise StructureError(
+        raise OutsideGridError(
             f"ROI {name!r} lies entirely outside the dose grid {dose.grid}; check that the "
             "dose and the structures belong to the same patient and plan"
         )

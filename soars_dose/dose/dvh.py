@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import StructureError
+from ..errors import OutsideGridError
 
 #: Default dose bin width (Gy).
 BIN_WIDTH_GY = 0.01
@@ -393,7 +393,7 @@ class DVHBuilder:
     def build(self, structure_volume_mm3: float) -> DVH:
         """The DVH; ``structure_volume_mm3`` is the whole structure's volume."""
         if self.volume <= 0:
-            raise StructureError(f"ROI {self.name!r} lies entirely outside the dose grid")
+            raise OutsideGridError(f"ROI {self.name!r} lies entirely outside the dose grid")
         edges, vol = self.acc.result()
         lo, hi = self.range if self.range is not None else (self.min, self.max)
         # the mean of a dose over the object lies between its extremes; the

@@ -59,16 +59,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..case import Case, check_frames
-from ..dicom.common import read_dataset, sha256, uid
+from ..case import Case
+from ..dicom.common import read_dataset, uid
 from ..dicom.rtdose import read_rtdose
 from ..dicom.rtstruct import read_rtstruct
+from ..dosegrid import DoseGrid
 from ..errors import DicomReadError, DoseUnitsError, SoarsDoseError, SoarsDoseWarning, StructureError, warn
 from ..rasterize import (GAP_BREAK_FACTOR, StructureSamples, contour_planes,
                          nominal_spacing_mm as _nominal_of_set, sample_structure, slab_bounds)
 from ..structures import Structure
+from ..load import check_frames
+from ..outputs import sha256
 from .compute import FULL_COVERAGE, dvh_of_samples
-from .dosegrid import DoseGrid
 from .dvh import BIN_WIDTH_GY, DVH
 
 __all__ = ["CAUSES", "METRICS", "TPSCheckResult", "TPSDVH", "Tolerances", "binned_statistics",

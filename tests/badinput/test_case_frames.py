@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from soars_dose import audit
-from soars_dose.case import check_frames
+from soars_dose.load import check_frames
 from soars_dose.errors import SoarsDoseWarning
 
 from ..helpers import oars

@@ -23,7 +23,7 @@ import pytest
 from soars_dose import audit
 from soars_dose.dose import compute as compute_mod
 from soars_dose.dose.compare import Settings
-from soars_dose.dose.dosegrid import DoseGrid
+from soars_dose.dosegrid import DoseGrid
 from soars_dose.dose.precheck import estimate_sampling_bytes, outside_grid
 from soars_dose.errors import InputError, SettingsError, SoarsDoseWarning
 from soars_dose.grid import Grid

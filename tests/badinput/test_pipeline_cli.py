@@ -81,7 +81,7 @@ def test_messages_from_other_modules_are_respelled_in_the_cli(tmp_path, capsys, 
 
 # --------------------------------------------- class 8: warnings in dvh and compare
 def test_reader_warnings_reach_stderr_once(files, tmp_path, capsys, monkeypatch):
-    from soars_dose import case as case_mod
+    from soars_dose import load as case_mod
 
     real = case_mod.read_rtdoses
 

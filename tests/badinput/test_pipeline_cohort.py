@@ -259,16 +259,16 @@ def test_unexpected_error_in_one_patient_is_recorded(tmp_path, monkeypatch, caps
     m = make_cohort(tmp_path, ids=("P1", "P2", "P3"))
     bad_ref = str(tmp_path / "P2" / "rs_ref.dcm")
     if step == "load":
-        from soars_dose import case as case_mod
+        from soars_dose import load as case_mod
 
         _patch_for(monkeypatch, case_mod, "read_rtstruct", bad_ref, exc)
     else:
-        import soars_dose.analysis.contours as contours
+        import soars_dose.audit as audit_mod
         import soars_dose.dose.compare as compare
         import soars_dose.outputs as outputs_mod
 
-        target, attr = {"match": (compare, "match_sets"), "dvh": (compare, "compute_dvh"),
-                        "metrics": (contours, "contour_metrics_for_case"),
+        target, attr = {"match": (audit_mod, "match_sets"), "dvh": (compare, "compute_dvh"),
+                        "metrics": (audit_mod, "contour_metrics_for_case"),
                         "write": (outputs_mod, "write_output_dir")}[step]
         real = getattr(target, attr)
 

@@ -93,10 +93,11 @@ def test_outputs_atomic_and_not_overwritten(tmp_path):
     case = _case(tmp_path / "in", {"reference": oars(), "auto": oars(1.0)})
     s = audit.Settings()
     res = audit.compare(case, s)
-    out = audit.write_result(res, case, tmp_path / "out", settings=s)
+    out = audit.write_result(res, case, tmp_path / "out")
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["dvh.csv", "dvh.parquet", "names.csv", "names.parquet", "provenance.json",
-                     "stats.csv", "stats.parquet"]
+    # everything `soars-dose compare` writes (issue 12: audit.compare returns the contour metrics)
+    assert files == ["contour_metrics.csv", "contour_metrics.parquet", "dvh.csv", "dvh.parquet",
+                     "names.csv", "names.parquet", "provenance.json", "stats.csv", "stats.parquet"]
     import json
     import pandas as pd
 
@@ -114,7 +115,7 @@ def test_outputs_atomic_and_not_overwritten(tmp_path):
     before = (out / "stats.csv").read_bytes()
     # from Python the message names the Python argument (issue 11; the CLI says --overwrite)
     with pytest.raises(OutputExistsError, match="overwrite=True"):
-        audit.write_result(res, case, out, settings=s)
+        audit.write_result(res, case, out)
     assert (out / "stats.csv").read_bytes() == before
-    audit.write_result(res, case, out, settings=s, overwrite=True)
+    audit.write_result(res, case, out, overwrite=True)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".out")]

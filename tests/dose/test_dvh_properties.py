@@ -24,7 +24,7 @@ from shapely import contains_xy
 from shapely.geometry import Polygon
 
 from soars_dose.dose.compute import compute_dvh
-from soars_dose.dose.dosegrid import DoseGrid
+from soars_dose.dosegrid import DoseGrid
 from soars_dose.grid import Grid
 from soars_dose.structures import Structure
 

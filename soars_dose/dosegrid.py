@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..grid import Grid
+from .grid import Grid
 
 #: Points interpolated per block.
 CHUNK = 1 << 15
@@ -33,6 +33,8 @@ class DoseGrid:
         File(s) the dose was read from.
     sop_instance_uids : list of str
     notes : list of str
+    patient_id : str
+        PatientID of the (first) RTDOSE file, ``""`` when absent.
         How units were converted, what was summed, ...
     """
 
@@ -44,6 +46,7 @@ class DoseGrid:
     sources: list[Path] = field(default_factory=list)
     sop_instance_uids: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    patient_id: str = ""
 
     def __post_init__(self) -> None:
         self.values = np.ascontiguousarray(self.values, dtype=np.float32)

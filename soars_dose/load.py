@@ -1,0 +1,118 @@
+"""Files -> a checked :class:`~soars_dose.case.Case`.
+
+One RTDOSE (or several, summed on request), named RTSTRUCT files and an
+optional CT series are read, and their frames of reference checked against
+each other before anything is computed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .case import Case, check_set_name
+from .dicom.ct import read_ct_series
+from .dicom.rtdose import read_rtdoses
+from .dicom.rtstruct import read_rtstruct
+from .errors import FrameOfReferenceError, warn
+from .structures import StructureSet
+
+
+def check_frames(case: Case, allow_mismatch: bool = False) -> list[str]:
+    """Check that dose, every structure set and the CT share one frame of reference.
+
+    Returns the notes made; raises :class:`FrameOfReferenceError` on a
+    mismatch unless ``allow_mismatch`` (then a note is made instead).
+    """
+    notes = []
+    dose_for = case.dose.frame_of_reference_uid
+    dose_src = case.dose.sources[0] if case.dose.sources else "dose"
+    notes += _warn_missing_dose_frame(case, dose_src)
+    others = [(f"set {n!r} ({s.source})", s.frame_of_reference_uid) for n, s in case.sets.items()]
+    if case.ct is not None:
+        others.append((f"CT series {case.ct.series_uid} ({case.ct.paths[0].parent})",
+                       case.ct.frame_of_reference_uid))
+    for what, uid in others:
+        if dose_for and uid and uid != dose_for:
+            msg = (f"{what} has FrameOfReferenceUID {uid} but the dose {dose_src} has "
+                   f"{dose_for}: they are not in one patient coordinate system. Check that the "
+                   "files belong to the same patient and plan; if they were registered and "
+                   "share coordinates, pass --allow-frame-mismatch")
+            if not allow_mismatch:
+                raise FrameOfReferenceError(msg)
+            notes.append("ignored on request: " + msg)
+        elif not uid or not dose_for:
+            notes.append(f"{what}: frame of reference could not be checked (UID absent)")
+    if case.ct is not None:
+        for n, s in case.sets.items():
+            ref = s.referenced_series_uid
+            if ref and ref != case.ct.series_uid:
+                msg = (f"set {n!r} ({s.source}) was drawn on image series {ref}, not on the "
+                       f"given CT series {case.ct.series_uid}; the frame of reference agrees, "
+                       "so the contours are used as they are")
+                warn(msg)
+                notes.append(msg)
+    return notes
+
+
+def _warn_missing_dose_frame(case: Case, dose_src) -> list[str]:
+    """Warn once, naming the dose file, when the RTDOSE has no FrameOfReferenceUID.
+
+    Without it no structure set or CT can be checked against the dose. The
+    reader may already have warned at read time (its note in ``dose.notes``
+    names FrameOfReferenceUID); then only the note is kept, not a second
+    console line.
+    """
+    if case.dose.frame_of_reference_uid:
+        return []
+    msg = (f"{dose_src}: the RTDOSE has no FrameOfReferenceUID, so the frame-of-reference "
+           "check of the structure sets and CT against the dose was skipped; make sure they "
+           "belong to the same patient and plan")
+    already = any("FrameOfReferenceUID" in str(n) for n in case.dose.notes)
+    if not already:
+        warn(msg)
+    return [msg]
+
+
+def load_case(
+    rtdose: "str | Path | Sequence[str | Path]",
+    sets: Mapping[str, "str | Path | StructureSet"],
+    *,
+    ct: "str | Path | None" = None,
+    patient: str | None = None,
+    sum_doses: bool = False,
+    prescription_gy: float | None = None,
+    allow_frame_mismatch: bool = False,
+) -> Case:
+    """Read a dose, contour sets and optionally a CT into a checked :class:`Case`.
+
+    Parameters
+    ----------
+    rtdose : path or list of paths
+        RTDOSE file(s); several are summed only with ``sum_doses``.
+    sets : mapping name -> RTSTRUCT path (or StructureSet)
+        Contour sets in order; use ``"reference"`` first for a comparison.
+    ct : path, optional
+        Folder of the CT series.
+    patient : str, optional
+        Label; default the dose file's PatientID or its folder name.
+    sum_doses, prescription_gy
+        See :func:`soars_dose.dicom.rtdose.read_rtdoses`.
+    allow_frame_mismatch : bool
+        Downgrade a FrameOfReferenceUID mismatch from an error to a note.
+    """
+    paths = [rtdose] if isinstance(rtdose, (str, Path)) else list(rtdose)
+    dose = read_rtdoses(paths, sum_doses=sum_doses, prescription_gy=prescription_gy)
+    loaded: dict[str, StructureSet] = {}
+    for name, s in sets.items():
+        check_set_name(name)
+        loaded[name] = s if isinstance(s, StructureSet) else read_rtstruct(s)
+    ct_series = read_ct_series(ct) if ct is not None else None
+    if patient is None:
+        patient = dose.patient_id or Path(paths[0]).parent.name
+    case = Case(dose=dose, sets=loaded, ct=ct_series, patient=patient)
+    case.notes.extend(check_frames(case, allow_frame_mismatch))
+    case.notes.extend(dose.notes)
+    if ct_series is not None:
+        case.notes.extend(ct_series.notes)
+    return case
