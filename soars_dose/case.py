@@ -6,6 +6,7 @@ is computed from it is :mod:`soars_dose.audit`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .dicom.ct import CTSeries
@@ -71,16 +72,25 @@ class Case:
     notes: list[str] = field(default_factory=list)
 
 
+#: A set name: ASCII letters, digits, ``_`` and ``-`` (a column value and part of file names).
+SET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def valid_set_name(name: str) -> bool:
+    """Whether ``name`` matches :data:`SET_NAME` (the one rule for set names)."""
+    return bool(SET_NAME.fullmatch(name or ""))
+
+
 def check_set_name(name: str) -> None:
     """Refuse a set name that cannot be a column value and part of a file name.
 
     Raises
     ------
     InputError
-        ``name`` is empty or holds characters other than letters, digits,
-        ``_`` and ``-``.
+        ``name`` is empty or holds characters other than ASCII letters,
+        digits, ``_`` and ``-``.
     """
-    if not name or not name.replace("_", "").replace("-", "").isalnum():
+    if not valid_set_name(name):
         raise InputError(
             f"set name {name!r} must be non-empty letters, digits, '_' or '-' "
             "(it becomes a column value and part of file names)"

@@ -148,7 +148,6 @@ RESERVED_COLUMNS = ("line", "sets", "status", "seconds", "resumed", "error", "me
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 _WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
                                *(f"LPT{i}" for i in range(1, 10))})
-_SET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _TRUE = {"true", "yes", "1", "y", "t"}
 _FALSE = {"false", "no", "0", "n", "f"}
 FAILED_FILE = "FAILED.json"
@@ -306,7 +305,7 @@ def read_manifest(path: "str | Path", *, sum_doses: bool = False
     for h in header:
         if h.startswith("set:"):
             name = h[4:].strip()
-            if not _SET_NAME.fullmatch(name):
+            if not valid_set_name(name):
                 bad(header_line, f"set column {h!r}: set names are letters, digits, '_' or '-'")
             elif name == "reference":
                 bad(header_line, "set column 'set:reference': 'reference' is the reference "
