@@ -37,6 +37,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--ct", type=Path, help="folder of the CT series (slice thickness, frame check)")
+    p.add_argument("--ct-series", metavar="UID",
+                   help="SeriesInstanceUID of the CT series to use when the --ct folder holds "
+                        "several")
     p.add_argument("--sum-doses", action="store_true",
                    help="sum several --rtdose files on one grid (e.g. per-beam doses)")
     p.add_argument("--prescription-gy", type=float,
@@ -160,7 +163,7 @@ def cmd_dvh(args) -> int:
     audit.check_writable(args.out, args.overwrite)
     with _case_warnings() as say:
         case = audit.load_case(args.rtdose, {"rtstruct": args.rtstruct}, ct=args.ct,
-                               sum_doses=args.sum_doses, prescription_gy=args.prescription_gy,
+                               ct_series=args.ct_series, sum_doses=args.sum_doses, prescription_gy=args.prescription_gy,
                                allow_frame_mismatch=args.allow_frame_mismatch)
         result = audit.dvh_all(case, settings)
         say(console_messages(result.messages, result.stats, case.patient))
@@ -183,7 +186,8 @@ def cmd_compare(args) -> int:
     from ..dose.compare import match_sets
 
     with _case_warnings() as say:
-        case = audit.load_case(args.rtdose, sets, ct=args.ct, sum_doses=args.sum_doses,
+        case = audit.load_case(args.rtdose, sets, ct=args.ct, ct_series=args.ct_series,
+                               sum_doses=args.sum_doses,
                                prescription_gy=args.prescription_gy,
                                allow_frame_mismatch=args.allow_frame_mismatch)
         matched = match_sets(case, table)
@@ -314,7 +318,8 @@ def cmd_segment(args) -> int:
     print(f"model: {', '.join(models.sources)}\n  covers {len(models.available_oars())} OARs: "
           f"{', '.join(models.available_oars())}", file=sys.stderr)
     result = segment_ct(args.ct_dir, models, args.out, organs=organs, tta=args.tta,
-                        progress=not args.quiet, overwrite=args.overwrite, device=args.device)
+                        progress=not args.quiet, overwrite=args.overwrite, device=args.device,
+                        ct_series=args.ct_series)
     n = len(result.masks)
     empty = [k for k in result.masks if result.masks.voxel_count(k) == 0]
     print(f"{n - len(empty)} of {n} OARs segmented in {result.timings_s.get('total', 0):.1f} s; "
@@ -413,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "models trained with `train` give the others.")
     g.add_argument("ct_dir", type=Path, help="folder of the CT series")
     g.add_argument("--out", required=True, type=Path, help="RTSTRUCT file to write")
+    g.add_argument("--ct-series", metavar="UID",
+                   help="SeriesInstanceUID of the CT series to segment when the folder holds "
+                        "several")
     g.add_argument("--model", nargs="+", type=Path, metavar="MODEL.pt",
                    help="a model bundle, or the branch model files written by `train` "
                         "(default: $SOARS_DOSE_MODEL or the installed default model)")
