@@ -107,7 +107,8 @@ __all__ = [
     "tokenize",
 ]
 
-MatchKind = Literal["oar", "external", "target", "derived", "unmatched", "ignored"]
+MatchKind = Literal["oar", "external", "union", "out_of_scope", "target", "derived",
+                    "unmatched", "ignored"]
 
 _SIDE_TOKENS: dict[str, str] = {
     "l": "L", "lt": "L", "lft": "L", "left": "L",
@@ -127,7 +128,11 @@ _DERIVED_TOKENS = frozenset({
 _DERIVED_PREFIXES = frozenset({"z", "zz", "zzz", "x", "xx"})
 _MARGIN_UNITS = frozenset({"mm", "cm"})
 
-_ORGAN_KINDS = ("oar", "external")
+_ORGAN_KINDS = ("oar", "external", "union", "out_of_scope")
+#: kinds whose matches name a known structure but map onto no canonical OAR
+_KNOWN_UNMAPPED = ("union", "out_of_scope")
+#: tokens that say "both sides" around a lateral organ ("Both Parotids", "Parotid bilat")
+_BOTH_TOKENS = frozenset({"both", "bilat", "bilateral", "bil", "lr", "rl"})
 _BASE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TOP_KEYS = ("organs", "exact", "ignore")
 _ORGAN_KEYS = ("lateral", "synonyms", "kind")
@@ -165,13 +170,20 @@ def tokenize(name: str) -> list[str]:
     ['optic', 'nerve', 'lt']
     """
     s = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name)  # camelCase
-    s = re.sub(r"(?<=[A-Z])(?=[A-Z][a-z])", " ", s)  # ACRONYMWord
+    # ACRONYMWord, but not an acronym's plural: "PCMs" stays one token, not "PC Ms"
+    s = re.sub(r"(?<=[A-Z])(?=[A-Z](?!s(?![a-z]))[a-z])", " ", s)
     s = re.sub(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])", " ", s)  # letters|digits
     return [t for t in re.split(r"[\W_]+", s.casefold()) if t]
 
 
 def name_key(name: str) -> str:
-    """Separator- and case-free key of a name (its tokens joined).
+    """Case-free key of a name: its tokens joined, one-letter tokens kept apart.
+
+    Separators between words do not matter ("Brain Stem", "brain_stem" and
+    "BrainStem" all give ``"brainstem"``), but a one-letter token stays
+    separated by ``|``: "Constrictor S" gives ``"constrictor|s"``, which
+    the plural "Constrictors" (``"constrictors"``) can never equal. Joining
+    those without a mark made a union of organs read as one of its parts.
 
     Parameters
     ----------
@@ -181,9 +193,18 @@ def name_key(name: str) -> str:
     Returns
     -------
     str
-        E.g. ``"brainstem"`` for "Brain Stem", "brain_stem" and "BrainStem".
     """
-    return "".join(tokenize(name))
+    return _join(tokenize(name))
+
+
+def _join(tokens: list[str]) -> str:
+    """The key of a token list (see :func:`name_key`)."""
+    out = ""
+    for i, t in enumerate(tokens):
+        if i and (len(t) == 1 or len(tokens[i - 1]) == 1):
+            out += "|"
+        out += t
+    return out
 
 
 def _split_sides(tokens: list[str]) -> tuple[list[str], list[str]]:
@@ -216,16 +237,23 @@ class NameMatch:
     canonical : str or None
         Canonical name, or None when the name is not mapped (every kind but
         ``oar`` and ``external``).
-    kind : {'oar', 'external', 'target', 'derived', 'unmatched', 'ignored'}
-        What the name was recognised as.
+    kind : {'oar', 'external', 'union', 'out_of_scope', 'target', 'derived', 'unmatched', 'ignored'}
+        What the name was recognised as. ``union``: several OARs drawn as
+        one structure ("Parotids", "Constrictors"), never matched to one of
+        its parts; ``out_of_scope``: a known organ outside head and neck
+        ("Bladder", "Kidney_L").
     reason : str
         Why, in words (which rule matched, or why nothing did).
+    known : str or None
+        For ``union`` and ``out_of_scope``: the known (TG-263 style) name
+        the ROI was recognised as, e.g. ``Musc_Constrict`` or ``Kidney_L``.
     """
 
     original: str
     canonical: str | None
     kind: MatchKind
     reason: str
+    known: str | None = None
 
     @property
     def matched(self) -> bool:
@@ -511,7 +539,14 @@ class AliasTable:
         return hit
 
     def _result(self, name: str, canonical: str, reason: str) -> NameMatch:
-        return NameMatch(name, canonical, self._canonical[canonical].kind, reason)  # type: ignore[arg-type]
+        kind = self._canonical[canonical].kind
+        if kind == "union":
+            return NameMatch(name, None, "union", f"{reason}: a union of several OARs drawn as "
+                             "one structure; never matched to one of its parts", known=canonical)
+        if kind == "out_of_scope":
+            return NameMatch(name, None, "out_of_scope", f"{reason}: a known organ outside "
+                             "head and neck; not an OAR of this audit", known=canonical)
+        return NameMatch(name, canonical, kind, reason)  # type: ignore[arg-type]
 
     def _match(self, name: str) -> NameMatch:
         if not name.strip():
@@ -520,9 +555,10 @@ class AliasTable:
         if exact is not None:
             return self._result(name, exact, "exact override")
         tokens = tokenize(name)
-        key = "".join(tokens)
-        if key in self.ignore:
-            return NameMatch(name, None, "ignored", "listed under 'ignore' in the alias table")
+        key = _join(tokens)
+        if key in self.ignore or (tokens and tokens[0] == "couch"):
+            return NameMatch(name, None, "ignored", "listed under 'ignore' in the alias table"
+                             if key in self.ignore else "couch structure")
         if "+" in name:
             return NameMatch(name, None, "derived",
                              "derived structure ('+' marks an expansion or union)")
@@ -532,6 +568,11 @@ class AliasTable:
             return NameMatch(name, None, "unmatched", "no letters or digits in the name")
 
         found = self._lookup(name, tokens)
+        if found is not None and found.kind != "unmatched":
+            return found
+        both = self._union_of_sides(name, tokens)
+        if both is not None:
+            return both
         if found is not None:
             return found
 
@@ -545,7 +586,7 @@ class AliasTable:
     def _lookup(self, name: str, tokens: list[str]) -> NameMatch | None:
         """Organ lookup with side handling; None when no organ is found."""
         rest, sides = _split_sides(tokens)
-        base_key = "".join(rest)
+        base_key = _join(rest)
         if not rest:
             return NameMatch(name, None, "unmatched", "only a side, no organ name")
         base = self._key_to_base.get(base_key)
@@ -570,18 +611,38 @@ class AliasTable:
                              f"{base} is a midline organ but the name carries side {side}")
         return self._result(name, f"{base}_{side}", f"{how} + side {side}")
 
+    def _union_of_sides(self, name: str, tokens: list[str]) -> NameMatch | None:
+        """Both sides of a lateral organ as one structure ("Parotids", "Both Eyes", "Lenses")."""
+        toks = [t for t in tokens if t not in _BOTH_TOKENS]
+        said_both = len(toks) < len(tokens)
+        if not toks or any(t in _SIDE_TOKENS for t in (toks[0], toks[-1])):
+            return None
+        key = _join(toks)
+        candidates = [key] if said_both else []
+        # plurals: "parotids", "lenses", "optic nerves" (the key's last letters)
+        candidates += [key[:-1]] if key.endswith("s") else []
+        candidates += [key[:-2]] if key.endswith("es") else []
+        for k in candidates:
+            base = self._key_to_base.get(k)
+            if base is not None and self.organs[base].lateral is not False:
+                plural = base + ("es" if base.endswith("s") else "s")  # TG-263: Parotids, Lenses
+                return NameMatch(name, None, "union",
+                                 f"{base}_L and {base}_R drawn as one structure; never matched "
+                                 "to one side", known=plural)
+        return None
+
     def _lookup_glued(self, name: str, tokens: list[str]) -> NameMatch | None:
         """Try a side glued onto the first or last token ("parotidl", "LEFTPAROTID")."""
         readings: dict[str, str] = {}
         first, last = tokens[0], tokens[-1]
         for s in _GLUED_SIDES:
             if len(first) > len(s) and first.startswith(s):
-                k = "".join([first[len(s):], *tokens[1:]])
+                k = _join([first[len(s):], *tokens[1:]])
                 base = self._key_to_base.get(k)
                 if base is not None and self.organs[base].lateral is not False:
                     readings.setdefault(f"{base}_{_SIDE_TOKENS[s]}", k)
             if len(last) > len(s) and last.endswith(s):
-                k = "".join([*tokens[:-1], last[: -len(s)]])
+                k = _join([*tokens[:-1], last[: -len(s)]])
                 base = self._key_to_base.get(k)
                 if base is not None and self.organs[base].lateral is not False:
                     readings.setdefault(f"{base}_{_SIDE_TOKENS[s]}", k)
@@ -794,6 +855,9 @@ def _merge(organs: dict[str, OrganEntry], extra: dict[str, OrganEntry], source: 
                 old.lateral = new.lateral
             if new.kind is not None:
                 old.kind = new.kind
+            elif new.lateral is not None and old.kind in _KNOWN_UNMAPPED:
+                # a user who defines a known union or out-of-scope organ wants it audited
+                old.kind = "oar"
             old.synonyms.extend(s for s in new.synonyms if s not in old.synonyms)
     for entry in organs.values():
         if entry.kind is None:
