@@ -86,6 +86,7 @@ and canonical names produced twice are errors
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.resources
 import re
@@ -99,6 +100,8 @@ from soars_dose.errors import InputError, NameClashError
 
 __all__ = [
     "AliasTable",
+    "describe_rois",
+    "suggest",
     "NameMatch",
     "NameMatchReport",
     "OrganEntry",
@@ -916,3 +919,96 @@ def match_names(names: list[str], table: AliasTable | None = None,
                if m.canonical is not None and m.canonical not in duplicates}
     return NameMatchReport(matches=matches, mapping=mapping, duplicates=duplicates,
                            source=source)
+
+
+# --------------------------------------------------------------------------
+# how the ROIs of one file match (``soars-dose names``)
+# --------------------------------------------------------------------------
+
+#: Columns of :func:`describe_rois`.
+DESCRIBE_COLUMNS = ["roi_number", "roi_name", "canonical", "status", "rule", "suggestions"]
+
+
+def suggest(name: str, table: AliasTable | None = None, n: int = 3) -> list[str]:
+    """Canonical OAR names close to an unmatched ROI name (suggestions only, never applied).
+
+    Compares name keys (:func:`name_key`) with :func:`difflib.get_close_matches`.
+
+    Parameters
+    ----------
+    name : str
+        The ROI name as written.
+    table : AliasTable, optional
+        Defaults to the packaged table.
+    n : int
+        At most this many suggestions, closest first.
+
+    Returns
+    -------
+    list of str
+        Canonical names of kind ``oar``; empty when nothing is close.
+    """
+    table = AliasTable.default() if table is None else table
+    rest, sides = _split_sides(tokenize(name))
+    keys: dict[str, OrganEntry] = {}
+    for entry in table.organs.values():
+        if entry.kind == "oar":
+            for k in entry.keys():  # synonyms too: "Mandibel" is close to "Mandible"
+                keys.setdefault(k, entry)
+    out: list[str] = []
+    for hit in difflib.get_close_matches(_join(rest), list(keys), n=n, cutoff=0.75):
+        entry = keys[hit]
+        side = sides[0] if len(set(sides)) == 1 else None
+        wanted = [f"{entry.base}_{side}"] if side and entry.lateral is not False else (
+            [entry.base] if entry.lateral is not True else entry.canonical_names())
+        out += [c for c in wanted if c not in out]
+    return out[:n]
+
+
+def describe_rois(rois: "list[tuple[int | None, str]]", table: AliasTable | None = None,
+                  source: str = ""):
+    """How every ROI of one structure set matches, one row each.
+
+    Parameters
+    ----------
+    rois : list of (ROI number, ROI name)
+        In file order.
+    table : AliasTable, optional
+        Defaults to the packaged table.
+    source : str, optional
+        Where the ROIs came from, for messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`DESCRIBE_COLUMNS`. ``status`` is ``matched`` (one of
+        the 42 SOARS OARs), ``outside_42`` (a known OAR name that is not one
+        of the 42), ``external``, ``union``, ``out_of_scope``, ``target``,
+        ``derived``, ``ignored``, ``duplicate`` or ``unmatched``;
+        ``canonical`` holds the canonical name, or for unions and
+        out-of-scope organs the known name; ``suggestions`` lists close
+        canonical names (``;``-separated) for unmatched names only.
+    """
+    import pandas as pd
+
+    from .segmentation.catalogue import names as catalogue_names  # no torch
+
+    table = AliasTable.default() if table is None else table
+    report = match_names([name for _, name in rois], table, source=source)
+    soars42 = set(catalogue_names())
+    rows = []
+    for (number, name), m in zip(rois, report.matches):
+        status = report.status(m)
+        if status == "matched" and m.kind == "oar" and m.canonical not in soars42:
+            status = "outside_42"
+        elif status == "matched" and m.kind == "external":
+            status = "external"
+        rule = m.reason
+        if status == "duplicate":
+            rule = (f"{m.canonical} is claimed by {len(report.duplicates[m.canonical])} ROIs of "
+                    "the file; none is used")
+        rows.append({"roi_number": number, "roi_name": name,
+                     "canonical": m.canonical or m.known, "status": status, "rule": rule,
+                     "suggestions": "; ".join(suggest(name, table)) if status == "unmatched"
+                     else ""})
+    return pd.DataFrame(rows, columns=DESCRIBE_COLUMNS)

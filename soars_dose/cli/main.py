@@ -283,6 +283,38 @@ def cmd_tps_check(args) -> int:
     return 0
 
 
+def cmd_names(args) -> int:
+    from ..dicom.rtstruct import read_rtstruct
+    from ..names import AliasTable, describe_rois
+
+    path = args.rtstruct
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a DICOM RTSTRUCT file")
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path of the RTSTRUCT")
+    if args.out is not None:
+        if args.out.is_dir():
+            raise InputError(f"{args.out}: is a folder; --out names the CSV file to write")
+        if args.out.exists() and not args.overwrite:
+            from ..errors import OutputExistsError
+
+            raise OutputExistsError(f"{args.out}: already exists; choose another --out or pass "
+                                    "--overwrite to replace it")
+    table = AliasTable.load(args.names)
+    sset = read_rtstruct(path)
+    frame = describe_rois([(st.number, st.name) for st in sset], table, source=str(path))
+    if args.out is None:
+        print(frame.to_string(index=False, na_rep=""))
+    else:
+        from ..outputs import atomic_write_file, csv_safe
+
+        atomic_write_file(args.out, lambda f: csv_safe(frame).to_csv(f, index=False))
+        print(f"{len(frame)} ROI(s) written to {args.out}", file=sys.stderr)
+    counts = frame["status"].value_counts()
+    print("; ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
+    return 0
+
+
 def _require_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
@@ -499,6 +531,17 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--dose-tol-gy", type=float, default=0.1,
                    help="dose tolerance in Gy (0.1); the larger of the two counts")
     k.set_defaults(func=cmd_tps_check)
+
+    n = sub.add_parser(
+        "names", help="how every ROI name of an RTSTRUCT matches the OAR name table",
+        description="Lists every ROI of an RTSTRUCT (ROI number, name, canonical name or "
+                    "status, the rule that matched). Unmatched names get close canonical "
+                    "names as suggestions only; nothing is renamed.")
+    n.add_argument("rtstruct", type=Path, help="DICOM RTSTRUCT file")
+    n.add_argument("--names", type=Path, help="YAML alias file extending the OAR name table")
+    n.add_argument("--out", type=Path, help="CSV file to write instead of printing the table")
+    n.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    n.set_defaults(func=cmd_names)
 
     from ..cohort import manifest_help
 
