@@ -17,10 +17,13 @@ decides:
    collapsed) -> ``oar`` / ``external``;
 3. the name is tokenised (see :func:`tokenize`): camelCase, letter/digit
    boundaries and every non-alphanumeric character (space, ``_``, ``-``,
-   ``.``, brackets...) split tokens; tokens are lower-cased.  The *key* of a
-   token list is its tokens joined without separator, so "Brain Stem",
-   "brain_stem" and "BrainStem" share the key ``brainstem``;
-4. key in ``ignore`` -> ``ignored`` (couch, markers...);
+   ``.``, brackets...) split tokens; tokens are lower-cased; an acronym's
+   plural ("PCMs") stays one token.  The *key* of a token list is its
+   tokens joined without separator, so "Brain Stem", "brain_stem" and
+   "BrainStem" share the key ``brainstem``; a one-letter token stays apart
+   (``constrictor|s`` for "Constrictor S"), so a plural such as
+   "Constrictors" never reads as a part;
+4. key in ``ignore``, or a first token ``couch`` -> ``ignored``;
 5. a ``+`` anywhere -> ``derived`` (expansions and unions such as
    ``Brainstem+3mm``);
 6. name starting with PTV/CTV/GTV/ITV -> ``target`` (never mapped; callers
@@ -38,6 +41,13 @@ decides:
    * ``optional`` organ: either;
    * a lateral organ without side, a midline organ with a side, or two
      different sides -> ``unmatched`` with the reason (never guessed);
+   * an organ of kind ``union`` (``Musc_Constrict``: "Constrictors",
+     "PCMs") -> ``union``, of kind ``out_of_scope`` (Bladder, Kidney_L...)
+     -> ``out_of_scope``: known, but mapped onto no canonical name
+     (:attr:`NameMatch.known` holds the known name);
+
+   When no organ matched, both sides of a lateral organ as one structure
+   ("Parotids", "Lenses", "Both Eyes", "Parotid bilat") -> ``union``;
 
 8. no organ found, but a token marks a derived structure (``prv``, ``opt``,
    ``avoid``, ``ring``, ``crop``, a margin such as ``3mm``, a PTV/CTV/GTV
@@ -68,7 +78,10 @@ the same format extends or overrides it (:meth:`AliasTable.load`)::
     ``optional`` makes all three (e.g. ``Bone_Mandible``,
     ``Bone_Mandible_L``, ``Bone_Mandible_R``).  ``synonyms`` list base names
     only, without side; the base name itself is always a synonym.  ``kind``
-    is ``oar`` (default) or ``external`` (the patient outline).
+    is ``oar`` (default), ``external`` (the patient outline), ``union``
+    (several OARs as one structure) or ``out_of_scope`` (a known organ
+    outside head and neck); a user file that redefines a union or
+    out-of-scope organ without ``kind`` makes it an ``oar``.
 ``exact``
     Mapping of literal ROI names to canonical names the table produces.
 ``ignore``
