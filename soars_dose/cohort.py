@@ -129,9 +129,10 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from .case import valid_set_name
 from .console import console_messages, dedupe, in_cli, option
-from .errors import (InputError, OutputExistsError, OutputLockedError, SoarsDoseError,
-                     SoarsDoseWarning)
+from .errors import (CTSeriesChoiceError, InputError, OutputExistsError, OutputLockedError,
+                     SoarsDoseError, SoarsDoseWarning)
 
 __all__ = [
     "CohortResult", "CohortInterrupted", "ManifestRow", "PatientTask", "manifest_help",
@@ -142,7 +143,7 @@ __all__ = [
 PATIENT_TABLES = ("stats", "dvh", "names", "contour_metrics")
 COHORT_TABLES = PATIENT_TABLES + ("patients", "failures")
 REQUIRED_COLUMNS = ("patient", "rtdose", "reference")
-OPTIONAL_COLUMNS = ("ct", "sum_doses", "prescription_gy")
+OPTIONAL_COLUMNS = ("ct", "ct_series", "sum_doses", "prescription_gy")
 #: Columns of the ``patients`` table that metadata columns may not shadow.
 RESERVED_COLUMNS = ("line", "sets", "status", "seconds", "resumed", "error", "message")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
@@ -168,6 +169,8 @@ manifest: CSV, header on line 1, one row per patient
   set:<name>   one column per substitute set (letters, digits, '_', '-'; not
                'reference'); blank cell = the patient has no such set
   ct           optional: CT series folder (blank = none)
+  ct_series    optional: SeriesInstanceUID of the CT series to use when the
+               ct folder holds several (blank = the folder's only series)
   sum_doses    optional: true/false per patient (default --sum-doses)
   prescription_gy  optional: Gy for RELATIVE dose units (default --prescription-gy)
   any other column (institution, ...) is metadata copied to the patients table
@@ -195,6 +198,9 @@ class ManifestRow:
     sets : dict of str -> str
         Substitute sets present for this patient, in manifest column order.
     ct : str or None
+    ct_series : str or None
+        SeriesInstanceUID chosen in the ``ct_series`` column (None: the CT
+        folder's only series).
     sum_doses, prescription_gy : bool or None, float or None
         Per-patient values; None means "the run's default".
     metadata : dict of str -> str
@@ -206,15 +212,23 @@ class ManifestRow:
     reference: str
     sets: dict[str, str]
     ct: str | None = None
+    ct_series: str | None = None
     sum_doses: bool | None = None
     prescription_gy: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
     def inputs(self) -> dict:
-        """The inputs of the row (what a finished result must have been computed from)."""
-        return {"rtdose": list(self.rtdose), "reference": self.reference,
-                "sets": dict(self.sets), "ct": self.ct, "sum_doses": self.sum_doses,
-                "prescription_gy": self.prescription_gy}
+        """The inputs of the row (what a finished result must have been computed from).
+
+        ``ct_series`` is listed only when chosen, so that results written
+        before the column existed still count as computed from the same inputs.
+        """
+        out = {"rtdose": list(self.rtdose), "reference": self.reference,
+               "sets": dict(self.sets), "ct": self.ct, "sum_doses": self.sum_doses,
+               "prescription_gy": self.prescription_gy}
+        if self.ct_series:
+            out["ct_series"] = self.ct_series
+        return out
 
 
 def check_patient_id(pid: str) -> str | None:
@@ -393,9 +407,14 @@ def read_manifest(path: "str | Path", *, sum_doses: bool = False
         if not any(cell[c] for c in set_cols) and set_cols:
             bad(line, f"{who}: every set column is blank; give at least one substitute set")
         ct = existing("ct", cell.get("ct", ""), folder=True)
+        ct_series = cell.get("ct_series", "").strip() or None
+        if ct_series and not cell.get("ct", "").strip():
+            bad(line, f"{who}: ct_series {ct_series} is given but ct is blank; give the CT "
+                      "folder in the ct column or leave ct_series blank")
         rows.append(ManifestRow(
             patient=pid, line=line, rtdose=[p for p in dose_paths if p], reference=ref or "",
-            sets={k: v for k, v in sets.items() if v}, ct=ct, sum_doses=row_sum,
+            sets={k: v for k, v in sets.items() if v}, ct=ct, ct_series=ct_series,
+            sum_doses=row_sum,
             prescription_gy=rx, metadata={m: cell[m] for m in meta_cols}))
     if not rows and not problems:
         bad(header_line, "the manifest has a header but no patient rows")
@@ -460,10 +479,14 @@ def run_patient(task: PatientTask) -> dict:
             warnings.simplefilter("always", SoarsDoseWarning)
             sum_doses = task.sum_doses if row.sum_doses is None else row.sum_doses
             rx = task.prescription_gy if row.prescription_gy is None else row.prescription_gy
-            case = audit.load_case(
-                row.rtdose, {audit.REFERENCE: row.reference, **row.sets}, ct=row.ct,
-                patient=row.patient, sum_doses=sum_doses, prescription_gy=rx,
-                allow_frame_mismatch=task.allow_frame_mismatch)
+            try:
+                case = audit.load_case(
+                    row.rtdose, {audit.REFERENCE: row.reference, **row.sets}, ct=row.ct,
+                    ct_series=row.ct_series, patient=row.patient, sum_doses=sum_doses,
+                    prescription_gy=rx, allow_frame_mismatch=task.allow_frame_mismatch)
+            except CTSeriesChoiceError as exc:  # in a cohort the choice is a manifest cell
+                raise exc.with_choice(f"the ct_series column of the manifest (line {row.line})"
+                                      ) from None
             result = audit.compare(case, task.settings, task.aliases, on_step=at)
         step = "write"
         messages = list(result.messages) + [str(w.message) for w in caught

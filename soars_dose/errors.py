@@ -18,6 +18,41 @@ class DicomReadError(SoarsDoseError):
     """A DICOM file is unreadable, of the wrong modality or misses required attributes."""
 
 
+class CTSeriesChoiceError(DicomReadError):
+    """A CT folder holds several series and none, or one it does not hold, was chosen.
+
+    Attributes
+    ----------
+    directory : str
+        The CT folder.
+    series : list of str
+        One line per series of the folder: SeriesInstanceUID, description,
+        slice count, slice thickness and acquisition date.
+    requested : str or None
+        The SeriesInstanceUID asked for, when it is not in the folder.
+    choose_with : str
+        How the user picks a series in the interface they used (e.g.
+        ``--ct-series UID``), named in the message.
+    """
+
+    def __init__(self, directory: str, series: "list[str]", requested: "str | None",
+                 choose_with: str) -> None:
+        self.directory, self.series = str(directory), list(series)
+        self.requested, self.choose_with = requested, choose_with
+        listing = "".join(f"\n  {line}" for line in self.series)
+        if requested is None:
+            head = (f"{directory}: holds {len(self.series)} CT series; choose one with "
+                    f"{choose_with} (its SeriesInstanceUID), or give a folder with one series:")
+        else:
+            head = (f"{directory}: no CT series with SeriesInstanceUID {requested} (given with "
+                    f"{choose_with}); the folder holds:")
+        super().__init__(head + listing)
+
+    def with_choice(self, choose_with: str) -> "CTSeriesChoiceError":
+        """The same error, naming another way to choose (a manifest column, a flag)."""
+        return CTSeriesChoiceError(self.directory, self.series, self.requested, choose_with)
+
+
 class GeometryError(SoarsDoseError):
     """Geometry we cannot handle correctly (oblique planes, irregular grids, ...)."""
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .case import Case, check_set_name
+from .console import in_cli, option
 from .dicom.ct import read_ct_series
 from .dicom.rtdose import read_rtdoses
 from .dicom.rtstruct import read_rtstruct
-from .errors import FrameOfReferenceError, warn
+from .errors import FrameOfReferenceError, InputError, warn
 from .structures import StructureSet
 
 
@@ -79,6 +80,7 @@ def load_case(
     sets: Mapping[str, "str | Path | StructureSet"],
     *,
     ct: "str | Path | None" = None,
+    ct_series: str | None = None,
     patient: str | None = None,
     sum_doses: bool = False,
     prescription_gy: float | None = None,
@@ -94,6 +96,9 @@ def load_case(
         Contour sets in order; use ``"reference"`` first for a comparison.
     ct : path, optional
         Folder of the CT series.
+    ct_series : str, optional
+        SeriesInstanceUID of the CT series to use when ``ct`` holds several
+        (blank or None: the folder's only series).
     patient : str, optional
         Label; default the dose file's PatientID or its folder name.
     sum_doses, prescription_gy
@@ -107,12 +112,18 @@ def load_case(
     for name, s in sets.items():
         check_set_name(name)
         loaded[name] = s if isinstance(s, StructureSet) else read_rtstruct(s)
-    ct_series = read_ct_series(ct) if ct is not None else None
+    if ct_series is not None and ct is None:
+        raise InputError(f"a CT series ({ct_series}) was chosen but no CT folder given; "
+                         f"give the folder with {option('ct', 'FOLDER')}")
+    series = None
+    if ct is not None:
+        choose_with = "--ct-series UID" if in_cli() else "ct_series='UID'"
+        series = read_ct_series(ct, (ct_series or "").strip() or None, choose_with=choose_with)
     if patient is None:
         patient = dose.patient_id or Path(paths[0]).parent.name
-    case = Case(dose=dose, sets=loaded, ct=ct_series, patient=patient)
+    case = Case(dose=dose, sets=loaded, ct=series, patient=patient)
     case.notes.extend(check_frames(case, allow_frame_mismatch))
     case.notes.extend(dose.notes)
-    if ct_series is not None:
-        case.notes.extend(ct_series.notes)
+    if series is not None:
+        case.notes.extend(series.notes)
     return case

@@ -17,10 +17,13 @@ decides:
    collapsed) -> ``oar`` / ``external``;
 3. the name is tokenised (see :func:`tokenize`): camelCase, letter/digit
    boundaries and every non-alphanumeric character (space, ``_``, ``-``,
-   ``.``, brackets...) split tokens; tokens are lower-cased.  The *key* of a
-   token list is its tokens joined without separator, so "Brain Stem",
-   "brain_stem" and "BrainStem" share the key ``brainstem``;
-4. key in ``ignore`` -> ``ignored`` (couch, markers...);
+   ``.``, brackets...) split tokens; tokens are lower-cased; an acronym's
+   plural ("PCMs") stays one token.  The *key* of a token list is its
+   tokens joined without separator, so "Brain Stem", "brain_stem" and
+   "BrainStem" share the key ``brainstem``; a one-letter token stays apart
+   (``constrictor|s`` for "Constrictor S"), so a plural such as
+   "Constrictors" never reads as a part;
+4. key in ``ignore``, or a first token ``couch`` -> ``ignored``;
 5. a ``+`` anywhere -> ``derived`` (expansions and unions such as
    ``Brainstem+3mm``);
 6. name starting with PTV/CTV/GTV/ITV -> ``target`` (never mapped; callers
@@ -38,6 +41,13 @@ decides:
    * ``optional`` organ: either;
    * a lateral organ without side, a midline organ with a side, or two
      different sides -> ``unmatched`` with the reason (never guessed);
+   * an organ of kind ``union`` (``Musc_Constrict``: "Constrictors",
+     "PCMs") -> ``union``, of kind ``out_of_scope`` (Bladder, Kidney_L...)
+     -> ``out_of_scope``: known, but mapped onto no canonical name
+     (:attr:`NameMatch.known` holds the known name);
+
+   When no organ matched, both sides of a lateral organ as one structure
+   ("Parotids", "Lenses", "Both Eyes", "Parotid bilat") -> ``union``;
 
 8. no organ found, but a token marks a derived structure (``prv``, ``opt``,
    ``avoid``, ``ring``, ``crop``, a margin such as ``3mm``, a PTV/CTV/GTV
@@ -68,7 +78,10 @@ the same format extends or overrides it (:meth:`AliasTable.load`)::
     ``optional`` makes all three (e.g. ``Bone_Mandible``,
     ``Bone_Mandible_L``, ``Bone_Mandible_R``).  ``synonyms`` list base names
     only, without side; the base name itself is always a synonym.  ``kind``
-    is ``oar`` (default) or ``external`` (the patient outline).
+    is ``oar`` (default), ``external`` (the patient outline), ``union``
+    (several OARs as one structure) or ``out_of_scope`` (a known organ
+    outside head and neck); a user file that redefines a union or
+    out-of-scope organ without ``kind`` makes it an ``oar``.
 ``exact``
     Mapping of literal ROI names to canonical names the table produces.
 ``ignore``
@@ -86,6 +99,7 @@ and canonical names produced twice are errors
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.resources
 import re
@@ -102,6 +116,8 @@ from soars_dose.errors import InputError, NameClashError, SoarsDoseError
 
 __all__ = [
     "AliasTable",
+    "describe_rois",
+    "suggest",
     "NameMatch",
     "NameMatchReport",
     "OrganEntry",
@@ -110,7 +126,8 @@ __all__ = [
     "tokenize",
 ]
 
-MatchKind = Literal["oar", "external", "target", "derived", "unmatched", "ignored"]
+MatchKind = Literal["oar", "external", "union", "out_of_scope", "target", "derived",
+                    "unmatched", "ignored"]
 
 _SIDE_TOKENS: dict[str, str] = {
     "l": "L", "lt": "L", "lft": "L", "left": "L",
@@ -130,7 +147,11 @@ _DERIVED_TOKENS = frozenset({
 _DERIVED_PREFIXES = frozenset({"z", "zz", "zzz", "x", "xx"})
 _MARGIN_UNITS = frozenset({"mm", "cm"})
 
-_ORGAN_KINDS = ("oar", "external")
+_ORGAN_KINDS = ("oar", "external", "union", "out_of_scope")
+#: kinds whose matches name a known structure but map onto no canonical OAR
+_KNOWN_UNMAPPED = ("union", "out_of_scope")
+#: tokens that say "both sides" around a lateral organ ("Both Parotids", "Parotid bilat")
+_BOTH_TOKENS = frozenset({"both", "bilat", "bilateral", "bil", "lr", "rl"})
 _BASE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TOP_KEYS = ("organs", "exact", "ignore")
 _ORGAN_KEYS = ("lateral", "synonyms", "kind")
@@ -168,13 +189,20 @@ def tokenize(name: str) -> list[str]:
     ['optic', 'nerve', 'lt']
     """
     s = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name)  # camelCase
-    s = re.sub(r"(?<=[A-Z])(?=[A-Z][a-z])", " ", s)  # ACRONYMWord
+    # ACRONYMWord, but not an acronym's plural: "PCMs" stays one token, not "PC Ms"
+    s = re.sub(r"(?<=[A-Z])(?=[A-Z](?!s(?![a-z]))[a-z])", " ", s)
     s = re.sub(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])", " ", s)  # letters|digits
     return [t for t in re.split(r"[\W_]+", s.casefold()) if t]
 
 
 def name_key(name: str) -> str:
-    """Separator- and case-free key of a name (its tokens joined).
+    """Case-free key of a name: its tokens joined, one-letter tokens kept apart.
+
+    Separators between words do not matter ("Brain Stem", "brain_stem" and
+    "BrainStem" all give ``"brainstem"``), but a one-letter token stays
+    separated by ``|``: "Constrictor S" gives ``"constrictor|s"``, which
+    the plural "Constrictors" (``"constrictors"``) can never equal. Joining
+    those without a mark made a union of organs read as one of its parts.
 
     Parameters
     ----------
@@ -184,9 +212,18 @@ def name_key(name: str) -> str:
     Returns
     -------
     str
-        E.g. ``"brainstem"`` for "Brain Stem", "brain_stem" and "BrainStem".
     """
-    return "".join(tokenize(name))
+    return _join(tokenize(name))
+
+
+def _join(tokens: list[str]) -> str:
+    """The key of a token list (see :func:`name_key`)."""
+    out = ""
+    for i, t in enumerate(tokens):
+        if i and (len(t) == 1 or len(tokens[i - 1]) == 1):
+            out += "|"
+        out += t
+    return out
 
 
 def _split_sides(tokens: list[str]) -> tuple[list[str], list[str]]:
@@ -219,16 +256,23 @@ class NameMatch:
     canonical : str or None
         Canonical name, or None when the name is not mapped (every kind but
         ``oar`` and ``external``).
-    kind : {'oar', 'external', 'target', 'derived', 'unmatched', 'ignored'}
-        What the name was recognised as.
+    kind : {'oar', 'external', 'union', 'out_of_scope', 'target', 'derived', 'unmatched', 'ignored'}
+        What the name was recognised as. ``union``: several OARs drawn as
+        one structure ("Parotids", "Constrictors"), never matched to one of
+        its parts; ``out_of_scope``: a known organ outside head and neck
+        ("Bladder", "Kidney_L").
     reason : str
         Why, in words (which rule matched, or why nothing did).
+    known : str or None
+        For ``union`` and ``out_of_scope``: the known (TG-263 style) name
+        the ROI was recognised as, e.g. ``Musc_Constrict`` or ``Kidney_L``.
     """
 
     original: str
     canonical: str | None
     kind: MatchKind
     reason: str
+    known: str | None = None
 
     @property
     def matched(self) -> bool:
@@ -514,7 +558,14 @@ class AliasTable:
         return hit
 
     def _result(self, name: str, canonical: str, reason: str) -> NameMatch:
-        return NameMatch(name, canonical, self._canonical[canonical].kind, reason)  # type: ignore[arg-type]
+        kind = self._canonical[canonical].kind
+        if kind == "union":
+            return NameMatch(name, None, "union", f"{reason}: a union of several OARs drawn as "
+                             "one structure; never matched to one of its parts", known=canonical)
+        if kind == "out_of_scope":
+            return NameMatch(name, None, "out_of_scope", f"{reason}: a known organ outside "
+                             "head and neck; not an OAR of this audit", known=canonical)
+        return NameMatch(name, canonical, kind, reason)  # type: ignore[arg-type]
 
     def _match(self, name: str) -> NameMatch:
         if not name.strip():
@@ -523,9 +574,10 @@ class AliasTable:
         if exact is not None:
             return self._result(name, exact, "exact override")
         tokens = tokenize(name)
-        key = "".join(tokens)
-        if key in self.ignore:
-            return NameMatch(name, None, "ignored", "listed under 'ignore' in the alias table")
+        key = _join(tokens)
+        if key in self.ignore or (tokens and tokens[0] == "couch"):
+            return NameMatch(name, None, "ignored", "listed under 'ignore' in the alias table"
+                             if key in self.ignore else "couch structure")
         if "+" in name:
             return NameMatch(name, None, "derived",
                              "derived structure ('+' marks an expansion or union)")
@@ -535,6 +587,11 @@ class AliasTable:
             return NameMatch(name, None, "unmatched", "no letters or digits in the name")
 
         found = self._lookup(name, tokens)
+        if found is not None and found.kind != "unmatched":
+            return found
+        both = self._union_of_sides(name, tokens)
+        if both is not None:
+            return both
         if found is not None:
             return found
 
@@ -548,7 +605,7 @@ class AliasTable:
     def _lookup(self, name: str, tokens: list[str]) -> NameMatch | None:
         """Organ lookup with side handling; None when no organ is found."""
         rest, sides = _split_sides(tokens)
-        base_key = "".join(rest)
+        base_key = _join(rest)
         if not rest:
             return NameMatch(name, None, "unmatched", "only a side, no organ name")
         base = self._key_to_base.get(base_key)
@@ -573,18 +630,38 @@ class AliasTable:
                              f"{base} is a midline organ but the name carries side {side}")
         return self._result(name, f"{base}_{side}", f"{how} + side {side}")
 
+    def _union_of_sides(self, name: str, tokens: list[str]) -> NameMatch | None:
+        """Both sides of a lateral organ as one structure ("Parotids", "Both Eyes", "Lenses")."""
+        toks = [t for t in tokens if t not in _BOTH_TOKENS]
+        said_both = len(toks) < len(tokens)
+        if not toks or any(t in _SIDE_TOKENS for t in (toks[0], toks[-1])):
+            return None
+        key = _join(toks)
+        candidates = [key] if said_both else []
+        # plurals: "parotids", "lenses", "optic nerves" (the key's last letters)
+        candidates += [key[:-1]] if key.endswith("s") else []
+        candidates += [key[:-2]] if key.endswith("es") else []
+        for k in candidates:
+            base = self._key_to_base.get(k)
+            if base is not None and self.organs[base].lateral is not False:
+                plural = base + ("es" if base.endswith("s") else "s")  # TG-263: Parotids, Lenses
+                return NameMatch(name, None, "union",
+                                 f"{base}_L and {base}_R drawn as one structure; never matched "
+                                 "to one side", known=plural)
+        return None
+
     def _lookup_glued(self, name: str, tokens: list[str]) -> NameMatch | None:
         """Try a side glued onto the first or last token ("parotidl", "LEFTPAROTID")."""
         readings: dict[str, str] = {}
         first, last = tokens[0], tokens[-1]
         for s in _GLUED_SIDES:
             if len(first) > len(s) and first.startswith(s):
-                k = "".join([first[len(s):], *tokens[1:]])
+                k = _join([first[len(s):], *tokens[1:]])
                 base = self._key_to_base.get(k)
                 if base is not None and self.organs[base].lateral is not False:
                     readings.setdefault(f"{base}_{_SIDE_TOKENS[s]}", k)
             if len(last) > len(s) and last.endswith(s):
-                k = "".join([*tokens[:-1], last[: -len(s)]])
+                k = _join([*tokens[:-1], last[: -len(s)]])
                 base = self._key_to_base.get(k)
                 if base is not None and self.organs[base].lateral is not False:
                     readings.setdefault(f"{base}_{_SIDE_TOKENS[s]}", k)
@@ -797,6 +874,9 @@ def _merge(organs: dict[str, OrganEntry], extra: dict[str, OrganEntry], source: 
                 old.lateral = new.lateral
             if new.kind is not None:
                 old.kind = new.kind
+            elif new.lateral is not None and old.kind in _KNOWN_UNMAPPED:
+                # a user who defines a known union or out-of-scope organ wants it audited
+                old.kind = "oar"
             old.synonyms.extend(s for s in new.synonyms if s not in old.synonyms)
     for entry in organs.values():
         if entry.kind is None:
@@ -855,6 +935,99 @@ def match_names(names: list[str], table: AliasTable | None = None,
                if m.canonical is not None and m.canonical not in duplicates}
     return NameMatchReport(matches=matches, mapping=mapping, duplicates=duplicates,
                            source=source)
+
+
+# --------------------------------------------------------------------------
+# how the ROIs of one file match (``soars-dose names``)
+# --------------------------------------------------------------------------
+
+#: Columns of :func:`describe_rois`.
+DESCRIBE_COLUMNS = ["roi_number", "roi_name", "canonical", "status", "rule", "suggestions"]
+
+
+def suggest(name: str, table: AliasTable | None = None, n: int = 3) -> list[str]:
+    """Canonical OAR names close to an unmatched ROI name (suggestions only, never applied).
+
+    Compares name keys (:func:`name_key`) with :func:`difflib.get_close_matches`.
+
+    Parameters
+    ----------
+    name : str
+        The ROI name as written.
+    table : AliasTable, optional
+        Defaults to the packaged table.
+    n : int
+        At most this many suggestions, closest first.
+
+    Returns
+    -------
+    list of str
+        Canonical names of kind ``oar``; empty when nothing is close.
+    """
+    table = AliasTable.default() if table is None else table
+    rest, sides = _split_sides(tokenize(name))
+    keys: dict[str, OrganEntry] = {}
+    for entry in table.organs.values():
+        if entry.kind == "oar":
+            for k in entry.keys():  # synonyms too: "Mandibel" is close to "Mandible"
+                keys.setdefault(k, entry)
+    out: list[str] = []
+    for hit in difflib.get_close_matches(_join(rest), list(keys), n=n, cutoff=0.75):
+        entry = keys[hit]
+        side = sides[0] if len(set(sides)) == 1 else None
+        wanted = [f"{entry.base}_{side}"] if side and entry.lateral is not False else (
+            [entry.base] if entry.lateral is not True else entry.canonical_names())
+        out += [c for c in wanted if c not in out]
+    return out[:n]
+
+
+def describe_rois(rois: "list[tuple[int | None, str]]", table: AliasTable | None = None,
+                  source: str = ""):
+    """How every ROI of one structure set matches, one row each.
+
+    Parameters
+    ----------
+    rois : list of (ROI number, ROI name)
+        In file order.
+    table : AliasTable, optional
+        Defaults to the packaged table.
+    source : str, optional
+        Where the ROIs came from, for messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`DESCRIBE_COLUMNS`. ``status`` is ``matched`` (one of
+        the 42 SOARS OARs), ``outside_42`` (a known OAR name that is not one
+        of the 42), ``external``, ``union``, ``out_of_scope``, ``target``,
+        ``derived``, ``ignored``, ``duplicate`` or ``unmatched``;
+        ``canonical`` holds the canonical name, or for unions and
+        out-of-scope organs the known name; ``suggestions`` lists close
+        canonical names (``;``-separated) for unmatched names only.
+    """
+    import pandas as pd
+
+    from .segmentation.catalogue import names as catalogue_names  # no torch
+
+    table = AliasTable.default() if table is None else table
+    report = match_names([name for _, name in rois], table, source=source)
+    soars42 = set(catalogue_names())
+    rows = []
+    for (number, name), m in zip(rois, report.matches):
+        status = report.status(m)
+        if status == "matched" and m.kind == "oar" and m.canonical not in soars42:
+            status = "outside_42"
+        elif status == "matched" and m.kind == "external":
+            status = "external"
+        rule = m.reason
+        if status == "duplicate":
+            rule = (f"{m.canonical} is claimed by {len(report.duplicates[m.canonical])} ROIs of "
+                    "the file; none is used")
+        rows.append({"roi_number": number, "roi_name": name,
+                     "canonical": m.canonical or m.known, "status": status, "rule": rule,
+                     "suggestions": "; ".join(suggest(name, table)) if status == "unmatched"
+                     else ""})
+    return pd.DataFrame(rows, columns=DESCRIBE_COLUMNS)
 
 
 @dataclass

@@ -51,3 +51,31 @@ def oars(shift_x: float = 0.0, names=("Parotid_L", "SpinalCord")) -> list[Struct
         Structure(names[0], 1, disc_stack(-10 + shift_x, 0, 6, -8, 8)),
         Structure(names[1], 2, disc_stack(12 + shift_x, 5, 4, -10, 10)),
     ]
+
+
+def write_ct_folder(folder: Path, series: list[dict], grid: Grid | None = None) -> list[str]:
+    """Write several CT series into one folder (one sub-folder each); their UIDs in order.
+
+    Each dict may give ``description``, ``acquisition_date``, ``series_date``
+    (DICOM ``YYYYMMDD``) and ``thickness`` (mm: the slice step and SliceThickness).
+    """
+    import pydicom
+
+    from soars_dose.dicom.write import write_ct_series
+
+    base = grid or small_grid()
+    uids = []
+    for n, spec in enumerate(series, start=1):
+        step = float(spec.get("thickness", base.spacing[0]))
+        g = Grid(shape=(max(2, int(round(base.shape[0] * base.spacing[0] / step))),
+                        *base.shape[1:]), spacing=(step, *base.spacing[1:]), origin=base.origin)
+        info = write_ct_series(np.zeros(g.shape, np.int16), g, folder / f"s{n}", patient_id="P",
+                               frame_of_reference_uid=FOR, series_number=n)
+        for p in info.paths:
+            ds = pydicom.dcmread(p)
+            ds.SeriesDescription = spec.get("description", "")
+            ds.AcquisitionDate = spec.get("acquisition_date", "")
+            ds.SeriesDate = spec.get("series_date", "")
+            ds.save_as(p)
+        uids.append(info.series_uid)
+    return uids

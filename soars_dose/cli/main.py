@@ -37,6 +37,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--ct", type=Path, help="folder of the CT series (slice thickness, frame check)")
+    p.add_argument("--ct-series", metavar="UID",
+                   help="SeriesInstanceUID of the CT series to use when the --ct folder holds "
+                        "several")
     p.add_argument("--sum-doses", action="store_true",
                    help="sum several --rtdose files on one grid (e.g. per-beam doses)")
     p.add_argument("--prescription-gy", type=float,
@@ -160,7 +163,7 @@ def cmd_dvh(args) -> int:
     audit.check_writable(args.out, args.overwrite)
     with _case_warnings() as say:
         case = audit.load_case(args.rtdose, {"rtstruct": args.rtstruct}, ct=args.ct,
-                               sum_doses=args.sum_doses, prescription_gy=args.prescription_gy,
+                               ct_series=args.ct_series, sum_doses=args.sum_doses, prescription_gy=args.prescription_gy,
                                allow_frame_mismatch=args.allow_frame_mismatch)
         result = audit.dvh_all(case, settings)
         say(console_messages(result.messages, result.stats, case.patient))
@@ -180,7 +183,8 @@ def cmd_compare(args) -> int:
         raise InputError("compare needs at least one --set NAME=RTSTRUCT besides --reference")
     table = audit.AliasTable.load(args.names)
     with _case_warnings() as say:
-        case = audit.load_case(args.rtdose, sets, ct=args.ct, sum_doses=args.sum_doses,
+        case = audit.load_case(args.rtdose, sets, ct=args.ct, ct_series=args.ct_series,
+                               sum_doses=args.sum_doses,
                                prescription_gy=args.prescription_gy,
                                allow_frame_mismatch=args.allow_frame_mismatch)
         result = audit.compare(case, settings, table)
@@ -273,6 +277,38 @@ def cmd_tps_check(args) -> int:
     return 0
 
 
+def cmd_names(args) -> int:
+    from ..dicom.rtstruct import read_rtstruct
+    from ..names import AliasTable, describe_rois
+
+    path = args.rtstruct
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a DICOM RTSTRUCT file")
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path of the RTSTRUCT")
+    if args.out is not None:
+        if args.out.is_dir():
+            raise InputError(f"{args.out}: is a folder; --out names the CSV file to write")
+        if args.out.exists() and not args.overwrite:
+            from ..errors import OutputExistsError
+
+            raise OutputExistsError(f"{args.out}: already exists; choose another --out or pass "
+                                    "--overwrite to replace it")
+    table = AliasTable.load(args.names)
+    sset = read_rtstruct(path)
+    frame = describe_rois([(st.number, st.name) for st in sset], table, source=str(path))
+    if args.out is None:
+        print(frame.to_string(index=False, na_rep=""))
+    else:
+        from ..outputs import atomic_write_file, csv_safe
+
+        atomic_write_file(args.out, lambda f: csv_safe(frame).to_csv(f, index=False))
+        print(f"{len(frame)} ROI(s) written to {args.out}", file=sys.stderr)
+    counts = frame["status"].value_counts()
+    print("; ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
+    return 0
+
+
 def _require_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
@@ -308,7 +344,8 @@ def cmd_segment(args) -> int:
     print(f"model: {', '.join(models.sources)}\n  covers {len(models.available_oars())} OARs: "
           f"{', '.join(models.available_oars())}", file=sys.stderr)
     result = segment_ct(args.ct_dir, models, args.out, organs=organs, tta=args.tta,
-                        progress=not args.quiet, overwrite=args.overwrite, device=args.device)
+                        progress=not args.quiet, overwrite=args.overwrite, device=args.device,
+                        ct_series=args.ct_series)
     n = len(result.masks)
     empty = [k for k in result.masks if result.masks.voxel_count(k) == 0]
     print(f"{n - len(empty)} of {n} OARs segmented in {result.timings_s.get('total', 0):.1f} s; "
@@ -407,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "models trained with `train` give the others.")
     g.add_argument("ct_dir", type=Path, help="folder of the CT series")
     g.add_argument("--out", required=True, type=Path, help="RTSTRUCT file to write")
+    g.add_argument("--ct-series", metavar="UID",
+                   help="SeriesInstanceUID of the CT series to segment when the folder holds "
+                        "several")
     g.add_argument("--model", nargs="+", type=Path, metavar="MODEL.pt",
                    help="a model bundle, or the branch model files written by `train` "
                         "(default: $SOARS_DOSE_MODEL or the installed default model)")
@@ -485,6 +525,17 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--dose-tol-gy", type=float, default=0.1,
                    help="dose tolerance in Gy (0.1); the larger of the two counts")
     k.set_defaults(func=cmd_tps_check)
+
+    n = sub.add_parser(
+        "names", help="how every ROI name of an RTSTRUCT matches the OAR name table",
+        description="Lists every ROI of an RTSTRUCT (ROI number, name, canonical name or "
+                    "status, the rule that matched). Unmatched names get close canonical "
+                    "names as suggestions only; nothing is renamed.")
+    n.add_argument("rtstruct", type=Path, help="DICOM RTSTRUCT file")
+    n.add_argument("--names", type=Path, help="YAML alias file extending the OAR name table")
+    n.add_argument("--out", type=Path, help="CSV file to write instead of printing the table")
+    n.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    n.set_defaults(func=cmd_names)
 
     from ..cohort import manifest_help
 

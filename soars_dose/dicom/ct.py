@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from ..errors import DicomReadError, GeometryError, warn
+from ..console import in_cli
+from ..errors import CTSeriesChoiceError, DicomReadError, GeometryError, warn
 from ..grid import AXIS_TOLERANCE, Grid
 from .common import (NATIVE_SYNTAXES, check_pixel_length, decoder_available, file_layout,
                      integer, numbers, orientation, require, text)
@@ -149,7 +150,28 @@ def _is_ct(ds) -> bool:
     ) in ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1")
 
 
-def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CTSeries:
+def _dicom_date(value) -> str:
+    """``YYYYMMDD`` as ``YYYY-MM-DD``; anything else as written."""
+    v = str(value or "").strip()
+    return f"{v[:4]}-{v[4:6]}-{v[6:8]}" if len(v) == 8 and v.isdigit() else v
+
+
+def _series_line(uid: str, items: list) -> str:
+    """One line describing a CT series of a folder, for the choose-a-series message."""
+    ds = items[0][1]
+    desc = str(ds.get("SeriesDescription", "") or "").strip() or "no description"
+    try:
+        thick = f"{float(ds.get('SliceThickness', '')):g} mm slices"
+    except (TypeError, ValueError):  # absent or not a number: say so, the list still helps
+        thick = "slice thickness unknown"
+    date = _dicom_date(ds.get("AcquisitionDate", "")) or _dicom_date(ds.get("SeriesDate", ""))
+    n = len(items)
+    return (f"{uid or '(no SeriesInstanceUID)'}: {desc!r}, {n} slice{'s' if n != 1 else ''}, "
+            f"{thick}, acquired {date or 'on an unknown date'}")
+
+
+def read_ct_series(directory: "str | Path", series_uid: str | None = None, *,
+                   choose_with: str | None = None) -> CTSeries:
     """Read the CT series in ``directory`` (non-CT files there are ignored).
 
     Parameters
@@ -157,12 +179,16 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
     directory : path
         Folder holding the CT slices (searched recursively).
     series_uid : str, optional
-        Which series to take when the folder holds several.
+        SeriesInstanceUID of the series to take when the folder holds several.
+    choose_with : str, optional
+        How the caller's user chooses a series (``--ct-series UID``, a
+        manifest column), named in the error; default the CLI flag under
+        the command line, ``series_uid='UID'`` from Python.
 
     Raises
     ------
     DicomReadError
-        No CT slice found, several series without ``series_uid``; a slice
+        No CT slice found; a slice
         that is truncated (checked on the bytes, see
         :func:`~soars_dose.dicom.common.file_layout`), lacks SOPInstanceUID
         or shares another slice's, has malformed geometry (PixelSpacing not
@@ -171,6 +197,11 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
         disagrees with Rows x Columns x SamplesPerPixel x BitsAllocated/8
         (the one pad byte of an odd length is allowed). Each message names
         the slice file.
+    CTSeriesChoiceError
+        Several series and no ``series_uid``, or a ``series_uid`` the folder
+        does not hold; the message lists every series (SeriesInstanceUID,
+        SeriesDescription, slice count, slice thickness, AcquisitionDate or
+        else SeriesDate) and names ``choose_with``.
     GeometryError
         A degenerate, non-unit or oblique ImageOrientationPatient; slices
         that differ in Rows, Columns, PixelSpacing or ImageOrientationPatient
@@ -220,19 +251,16 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None) -> CT
     if not by_series:
         raise DicomReadError(f"{directory}: no CT image found (looked for Modality CT files)")
     if series_uid is not None:
-        if series_uid not in by_series:
-            raise DicomReadError(
-                f"{directory}: no CT series with SeriesInstanceUID {series_uid}; "
-                f"found {sorted(by_series)}"
-            )
-        items = by_series[series_uid]
-    elif len(by_series) > 1:
-        raise DicomReadError(
-            f"{directory}: holds {len(by_series)} CT series ({sorted(by_series)}); "
-            "pass the SeriesInstanceUID to use or give a folder with one series"
-        )
-    else:
-        series_uid, items = next(iter(by_series.items()))
+        series_uid = series_uid.strip()
+    if (series_uid is not None and series_uid not in by_series) or (
+            series_uid is None and len(by_series) > 1):
+        hint = choose_with or ("--ct-series UID" if in_cli() else "series_uid='UID'")
+        raise CTSeriesChoiceError(str(directory), [_series_line(u, it) for u, it in
+                                                   sorted(by_series.items())],
+                                  series_uid, hint)
+    if series_uid is None:
+        series_uid = next(iter(by_series))
+    items = by_series[series_uid]
 
     geoms = [_slice_geometry(p, ds) for p, ds in items]
     ref_path, ref = items[0][0], geoms[0]

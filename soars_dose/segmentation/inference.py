@@ -628,7 +628,8 @@ def segment_volume(hu: np.ndarray, grid: Grid, models, organs: Sequence[str] | N
 def segment_ct(ct_dir, models=None, out_rtstruct=None, organs: Sequence[str] | None = None,
                tta: bool = False, *, progress: bool = True, overwrite: bool = False,
                label: str = "SOARS", detect_threshold: float | None = None,
-               device: "str | None" = None) -> SegmentationResult:
+               device: "str | None" = None, ct_series: "str | None" = None
+               ) -> SegmentationResult:
     """Segment a DICOM CT series and write the OARs as an RTSTRUCT.
 
     Parameters
@@ -646,6 +647,9 @@ def segment_ct(ct_dir, models=None, out_rtstruct=None, organs: Sequence[str] | N
         OARs to segment and write (default: all the model covers).
     tta : bool
         Left-right mirror test-time augmentation.
+    ct_series : str, optional
+        SeriesInstanceUID of the series to segment when ``ct_dir`` holds
+        several (:func:`~soars_dose.dicom.ct.read_ct_series`).
     progress, overwrite, label, detect_threshold, device
         See :func:`segment_volume` and
         :func:`~soars_dose.segmentation.export.write_segmentation_rtstruct`.
@@ -664,8 +668,9 @@ def segment_ct(ct_dir, models=None, out_rtstruct=None, organs: Sequence[str] | N
     out_path = Path(out_rtstruct)
     if out_path.exists() and not overwrite:
         raise OutputExistsError(f"{out_path} already exists; pass overwrite=True to replace it")
+    # the CT is read before the models: a folder of several series fails in a second
+    ct = read_ct_series(ct_dir, ct_series)
     models = load_models(models if models is not None else default_model_path())
-    ct = read_ct_series(ct_dir)
     hu = ct.load_hu()
     result = segment_volume(hu, ct.grid, models, organs, tta=tta, progress=progress,
                             detect_threshold=detect_threshold, device=device)
