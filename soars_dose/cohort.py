@@ -116,7 +116,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -133,6 +132,7 @@ from .case import valid_set_name
 from .console import console_messages, dedupe, in_cli, option
 from .errors import (CTSeriesChoiceError, InputError, OutputExistsError, OutputLockedError,
                      SoarsDoseError, SoarsDoseWarning)
+from .outputs import write_folder, write_text_file
 
 __all__ = [
     "CohortResult", "CohortInterrupted", "ManifestRow", "PatientTask", "manifest_help",
@@ -566,44 +566,10 @@ def _write_failure(task: PatientTask, rec: dict) -> None:
     doc = {**rec, "tool": "soars-dose", "version": version(), "line": task.row.line,
            "inputs": task.row.inputs(), "manifest": task.manifest}
     try:
-        _atomic_folder(Path(task.folder), {FAILED_FILE: json.dumps(doc, indent=2, default=str)})
+        write_folder(Path(task.folder), {FAILED_FILE: json.dumps(doc, indent=2, default=str)},
+                     overwrite=True)
     except Exception as exc:  # pragma: no cover - disk full, permissions
         rec["message"] += f" (and {FAILED_FILE} could not be written: {exc})"
-
-
-def _atomic_folder(dest: Path, files: dict[str, str]) -> None:
-    """Replace ``dest`` by a folder holding exactly ``files`` (name -> text), atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        for name, text in files.items():
-            with open(tmp / name, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _atomic_file(dest: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def is_complete(folder: "str | Path") -> bool:
@@ -1025,7 +991,7 @@ def _run_locked(out, manifest, rows, meta_cols, aliases, aliases_file, settings,
         shutil.rmtree(out / "cohort", ignore_errors=True)  # rebuilt from patients/ at the end
         for stale in (out / "patients").glob(".*.tmp-*"):  # left by a killed run
             shutil.rmtree(stale, ignore_errors=True)
-        _atomic_file(run_file, json.dumps({**run_doc, "manifest": str(manifest.resolve())},
+        write_text_file(run_file, json.dumps({**run_doc, "manifest": str(manifest.resolve())},
                                           indent=2, default=str))
     except OSError as exc:
         backend.close(interrupted=True)

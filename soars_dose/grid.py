@@ -112,11 +112,6 @@ class Grid:
         xyz = np.asarray(xyz, dtype=float)
         return ((xyz - np.asarray(self.origin)) @ self.direction.T) / np.asarray(self.spacing)
 
-    def axis_coordinates(self, axis: int) -> np.ndarray:
-        """LPS mm positions of the voxel centres along ``axis`` projected on its direction."""
-        o = float(np.dot(self.origin, self.direction[axis]))
-        return o + self.spacing[axis] * np.arange(self.shape[axis])
-
     def world_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper LPS corner (mm) of the box covered by the voxels."""
         corners = np.array(

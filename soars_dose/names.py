@@ -101,7 +101,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib.resources
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +111,7 @@ import yaml
 import pandas as pd
 
 from soars_dose.case import DUPLICATE, EMPTY, REFERENCE, Case, RoiOutcome
+from soars_dose.config_files import YamlReader, packaged_text, user_text
 from soars_dose.errors import InputError, NameClashError, SoarsDoseError
 
 __all__ = [
@@ -495,18 +495,12 @@ class AliasTable:
         _merge(organs, packaged, packaged_name)
         sources = [packaged_name]
         if user_file is not None:
-            path = Path(user_file)
-            try:
-                user_text = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise InputError(f"{path}: alias file not found; check the path.") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InputError(f"{path}: cannot read alias file ({exc}).") from None
-            u_organs, u_exact, u_ignore = _parse_alias_text(user_text, str(path))
-            _merge(organs, u_organs, str(path))
+            text, where = user_text(user_file, "alias file")
+            u_organs, u_exact, u_ignore = _parse_alias_text(text, where)
+            _merge(organs, u_organs, where)
             exact.update(u_exact)
             ignore.extend(u_ignore)
-            sources.append(str(path))
+            sources.append(where)
         return cls(organs, exact, ignore, source=" + ".join(sources))
 
     @classmethod
@@ -699,82 +693,14 @@ def _default_table() -> AliasTable:
 
 def _packaged_text() -> tuple[str, str]:
     """Text and display name of the packaged aliases.yaml."""
-    try:
-        res = importlib.resources.files("soars_dose").joinpath("data", "aliases.yaml")
-        return res.read_text(encoding="utf-8"), str(res)
-    except (NotADirectoryError, FileNotFoundError, TypeError, AttributeError):
-        # namespace package under an editable install: fall back to the file system
-        path = Path(__file__).with_name("data") / "aliases.yaml"
-        return path.read_text(encoding="utf-8"), str(path)
-
-
-class _Reader:
-    """Walks a composed YAML node tree, keeping line numbers for messages."""
-
-    def __init__(self, text: str, source: str) -> None:
-        self.source = source
-        self.loader = yaml.SafeLoader(text)
-        try:
-            self.root = self.loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            problem = exc.problem or exc.context or "syntax error"
-            raise InputError(f"{source}: not valid YAML: {problem}{at}. "
-                             "Fix the syntax (check indentation, colons and quotes).") from None
-        except yaml.YAMLError as exc:
-            raise InputError(f"{source}: not valid YAML: {exc}") from None
-
-    def fail(self, node: yaml.Node | None, problem: str) -> InputError:
-        at = f" (line {node.start_mark.line + 1})" if node is not None else ""
-        return InputError(f"{self.source}{at}: {problem}")
-
-    def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, f"{what} must be a mapping (key: value lines)")
-        out, seen = [], {}
-        for knode, vnode in node.value:
-            key = self.string(knode, f"a key in {what}")
-            if key in seen:
-                raise self.fail(knode, f"duplicate key {key!r} in {what} "
-                                       f"(first at line {seen[key] + 1}); keep one")
-            seen[key] = knode.start_mark.line
-            out.append((key, knode, vnode))
-        return out
-
-    def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.fail(node, f"{what} must be a list ([a, b] or '- a' lines)")
-        return list(node.value)
-
-    def scalar(self, node: yaml.Node, what: str):
-        """Typed value of a scalar (true/false/numbers resolved)."""
-        if not isinstance(node, yaml.ScalarNode):
-            raise self.fail(node, f"{what} must be a single value, not a list or mapping")
-        try:
-            return self.loader.construct_object(node)
-        except yaml.YAMLError as exc:
-            raise self.fail(node, f"{what}: cannot read the value ({exc})") from None
-
-    def string(self, node: yaml.Node, what: str) -> str:
-        """A scalar as the text written: names such as ON, NO or 1 stay text."""
-        if not isinstance(node, yaml.ScalarNode):
-            raise self.fail(node, f"{what} must be a single value, not a list or mapping")
-        value = str(node.value).strip()
-        if not value or self.is_null(node):
-            raise self.fail(node, f"{what} must be a non-empty text")
-        return value
-
-    @staticmethod
-    def is_null(node: yaml.Node) -> bool:
-        return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+    return packaged_text("aliases.yaml")
 
 
 def _parse_alias_text(text: str, source: str
                       ) -> tuple[dict[str, OrganEntry], dict[str, str], list[str]]:
     """Parse and validate one alias file; organs of a user file may omit ``lateral``
     (``OrganEntry.lateral`` is then None until merged)."""
-    r = _Reader(text, source)
+    r = YamlReader(text, source)
     organs: dict[str, OrganEntry] = {}
     exact: dict[str, str] = {}
     ignore: list[str] = []
@@ -806,7 +732,7 @@ def _parse_alias_text(text: str, source: str
     return organs, exact, ignore
 
 
-def _parse_organ(r: _Reader, base: str, bnode: yaml.Node, enode: yaml.Node) -> OrganEntry:
+def _parse_organ(r: YamlReader, base: str, bnode: yaml.Node, enode: yaml.Node) -> OrganEntry:
     if not _BASE_RE.match(base):
         raise r.fail(bnode, f"organ name {base!r} may hold only letters, digits and '_' "
                             "and must start with a letter (TG-263 style)")

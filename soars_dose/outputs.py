@@ -65,18 +65,22 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_file(path: "str | Path", write) -> Path:
+def atomic_write_file(path: "str | Path", write, *, mode: "int | None" = 0o644) -> Path:
     """Write one file atomically: ``write(f)`` fills a temporary file beside it, then rename.
 
-    A reader never sees a half-written file and a failure leaves no
-    temporary file behind. The parent folder is created; the file gets mode
-    0644. Whether an existing file may be replaced is the caller's decision.
+    The one atomic file writer of soars-dose (tables, DICOM, pages, lock
+    and failure records). A reader never sees a half-written file and a
+    failure leaves no temporary file behind. The parent folder is created.
+    Whether an existing file may be replaced is the caller's decision.
 
     Parameters
     ----------
     path : path
     write : callable
         Called with the open binary file object.
+    mode : int or None
+        Permission bits of the file (default 0644: results are meant to be
+        shared); None follows the user's umask.
 
     Returns
     -------
@@ -91,7 +95,9 @@ def atomic_write_file(path: "str | Path", write) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, 0o644)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -231,6 +237,44 @@ def write_output_dir(
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def write_folder(out_dir: "str | Path", files: Mapping[str, "str | bytes"], *,
+                 overwrite: bool = False) -> Path:
+    """Replace ``out_dir`` by a folder holding exactly ``files`` (name -> text or bytes), atomically.
+
+    Like :func:`write_output_dir` for files that are not tables (a
+    patient's ``FAILED.json``): a crash leaves the old folder or the new
+    one, never a mix.
+    """
+    out = check_writable(out_dir, overwrite)
+    tmp: Path | None = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        for name, content in files.items():
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o777 & ~_umask())
+        _replace_folder(tmp, out)
+    except OSError as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(exc, out) from exc
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def write_text_file(path: "str | Path", text: str) -> Path:
+    """Write one UTF-8 text file atomically (see :func:`atomic_write_file`)."""
+    data = text.encode("utf-8")
+    return atomic_write_file(path, lambda f: f.write(data))
 
 
 def _replace_folder(new: Path, dest: Path) -> None:

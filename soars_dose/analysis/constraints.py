@@ -26,7 +26,7 @@ import yaml
 
 from ..case import REFERENCE
 from ..errors import InputError
-from ..names import _Reader
+from ..config_files import YamlReader, packaged_text, user_text
 
 #: Comparison operators a constraint may use.
 OPS = ("<", "<=")
@@ -80,17 +80,8 @@ class Constraint:
 # loading
 # --------------------------------------------------------------------------
 
-def _packaged_text() -> tuple[str, str]:
-    try:
-        res = importlib.resources.files("soars_dose").joinpath("data", "constraints.yaml")
-        return res.read_text(encoding="utf-8"), str(res)
-    except (NotADirectoryError, FileNotFoundError, TypeError, AttributeError):
-        path = Path(__file__).resolve().parents[1] / "data" / "constraints.yaml"
-        return path.read_text(encoding="utf-8"), str(path)
-
-
 def _parse(text: str, source: str) -> list[Constraint]:
-    r = _Reader(text, source)
+    r = YamlReader(text, source)
     if r.root is None or r.is_null(r.root):
         raise InputError(f"{source}: contains no constraints; write a list of entries "
                          f"with the keys {', '.join(ENTRY_KEYS)}")
@@ -166,17 +157,8 @@ def load_constraints(path: str | Path | None = None) -> list[Constraint]:
         1 and its rois).
     """
     if path is None:
-        text, source = _packaged_text()
-    else:
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"{p}: constraints file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{p}: cannot read the constraints file ({exc})") from None
-        source = str(p)
-    return _parse(text, source)
+        return _parse(*packaged_text("constraints.yaml"))
+    return _parse(*user_text(path, "constraints file"))
 
 
 def _as_constraints(constraints) -> list[Constraint]:

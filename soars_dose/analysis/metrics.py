@@ -63,6 +63,7 @@ import numpy as np
 import yaml
 from scipy import ndimage
 
+from soars_dose.config_files import load_yaml, packaged_text, user_text
 from soars_dose.errors import InputError
 
 __all__ = [
@@ -792,25 +793,8 @@ def contour_metrics(mask_ref, mask_sub, spacing_mm, tolerance_mm: float, *,
 # surface-Dice tolerances per OAR
 # --------------------------------------------------------------------------
 
-def _packaged_tolerances() -> tuple[str, str]:
-    try:
-        res = importlib.resources.files("soars_dose").joinpath("data", "surface_tolerances.yaml")
-        return res.read_text(encoding="utf-8"), str(res)
-    except (NotADirectoryError, FileNotFoundError, TypeError, AttributeError):
-        path = Path(__file__).resolve().parents[1] / "data" / "surface_tolerances.yaml"
-        return path.read_text(encoding="utf-8"), str(path)
-
-
 def _parse_tolerances(text: str, source: str) -> dict[str, float]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise InputError(f"{source}: not valid YAML: {exc.problem or exc.context}{at}. "
-                         "Fix the syntax: one 'OAR_name: tolerance_mm' per line.") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{source}: not valid YAML: {exc}") from None
+    data = load_yaml(text, source, "Fix the syntax: one 'OAR_name: tolerance_mm' per line.")
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -852,17 +836,9 @@ def load_tolerances(user_file: str | Path | None = None) -> dict[str, float]:
         The user file is missing, unreadable, not YAML, not a mapping, or has
         a tolerance that is not a number >= 0; the message names the file.
     """
-    text, source = _packaged_tolerances()
-    table = _parse_tolerances(text, source)
+    table = _parse_tolerances(*packaged_text("surface_tolerances.yaml"))
     if user_file is not None:
-        path = Path(user_file)
-        try:
-            user_text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"{path}: surface-tolerance file not found; check the path.") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read surface-tolerance file ({exc}).") from None
-        table.update(_parse_tolerances(user_text, str(path)))
+        table.update(_parse_tolerances(*user_text(user_file, "surface-tolerance file")))
     return table
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..config_files import load_yaml, packaged_text, user_text
 from ..errors import InputError, SoarsDoseError
 from ..grid import Grid
 from ..rasterize import sample_structure
@@ -80,20 +81,8 @@ class OARVolume:
     source: str
 
 
-def _packaged_text() -> tuple[str, str]:
-    try:
-        res = importlib.resources.files("soars_dose").joinpath("data", "oar_volumes.yaml")
-        return res.read_text(encoding="utf-8"), "soars_dose/data/oar_volumes.yaml"
-    except (FileNotFoundError, ModuleNotFoundError):  # pragma: no cover - source checkout
-        path = Path(__file__).resolve().parent.parent / "data" / "oar_volumes.yaml"
-        return path.read_text(encoding="utf-8"), str(path)
-
-
 def _parse(text: str, where: str) -> dict[str, OARVolume]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{where}: not valid YAML ({exc}); fix the file") from None
+    data = load_yaml(text, where)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -129,14 +118,9 @@ def load_volume_table(user_file: "str | Path | None" = None) -> dict[str, OARVol
     InputError
         Unreadable or malformed file (named, with the entry at fault).
     """
-    table = _parse(*_packaged_text())
+    table = _parse(*packaged_text("oar_volumes.yaml"))
     if user_file is not None:
-        path = Path(user_file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read the plausibility volume file ({exc})") from None
-        table.update(_parse(text, str(path)))
+        table.update(_parse(*user_text(user_file, "plausibility volume file")))
     return table
 
 

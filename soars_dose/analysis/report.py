@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from plotly.utils import PlotlyJSONEncoder
 
 from ..case import REFERENCE
 from ..errors import OutputExistsError
+from ..outputs import atomic_write_file
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
@@ -191,15 +190,5 @@ def write_report(path: "str | Path", *, title: str,
                  "document.querySelectorAll('.js-plotly-plot .main-svg').length>0?"
                  "document.querySelectorAll('.js-plotly-plot').length:0);</script>")
     parts.append("</body></html>")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(parts))
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; follow the umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    page = "".join(parts).encode("utf-8")
+    return atomic_write_file(path, lambda f: f.write(page), mode=None)

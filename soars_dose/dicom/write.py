@@ -17,9 +17,7 @@ existing file is replaced unless ``overwrite=True``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +43,7 @@ from skimage.measure import find_contours
 
 from ..errors import FrameOfReferenceError, GeometryError, OutputExistsError, warn
 from ..grid import Grid
+from ..outputs import atomic_write_file
 from ..structures import Structure, StructureSet
 from .uids import new_uid
 
@@ -241,21 +240,6 @@ def _check_writable(paths: Sequence[Path], overwrite: bool) -> None:
         )
 
 
-def _write_atomically(ds: Dataset, path: Path) -> None:
-    """Write ``ds`` (with ``file_meta`` set) to ``path`` via a temporary file and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pydicom.dcmwrite(f, ds, enforce_file_format=True)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; DICOM files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _check_array_on_grid(array: np.ndarray, grid: Grid, what: str) -> np.ndarray:
     array = np.asarray(array)
     if array.shape != grid.shape:
@@ -390,7 +374,7 @@ def write_ct_series(
         ds.WindowWidth = "400"
         ds.PixelData = np.ascontiguousarray(pixels[k]).tobytes()
         ds.file_meta = _file_meta(CTImageStorage, sop_uid, ExplicitVRLittleEndian)
-        _write_atomically(ds, path)
+        atomic_write_file(path, lambda f: pydicom.dcmwrite(f, ds, enforce_file_format=True))
 
     return CTSeriesInfo(
         series_uid=str(series_uid),
@@ -575,7 +559,7 @@ def write_rtdose(
         ds.ReferencedRTPlanSequence = DicomSequence([ref])
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
     ds.file_meta = _file_meta(RTDoseStorage, sop_uid, ExplicitVRLittleEndian)
-    _write_atomically(ds, path)
+    atomic_write_file(path, lambda f: pydicom.dcmwrite(f, ds, enforce_file_format=True))
     return str(sop_uid)
 
 
@@ -870,5 +854,5 @@ def write_rtstruct(
 
     syntax = ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian
     ds.file_meta = _file_meta(RTStructureSetStorage, sop_uid, syntax)
-    _write_atomically(ds, path)
+    atomic_write_file(path, lambda f: pydicom.dcmwrite(f, ds, enforce_file_format=True))
     return str(sop_uid)

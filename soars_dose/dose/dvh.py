@@ -110,37 +110,6 @@ class CumulativeAccumulator:
         return e, np.maximum(vol, 0.0)
 
 
-def cumulative_from_samples(
-    dose: np.ndarray,
-    spread: np.ndarray,
-    weight: np.ndarray,
-    bin_width: float = BIN_WIDTH_GY,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cumulative volume at bin edges for uniformly spread samples.
-
-    Parameters
-    ----------
-    dose : ndarray (n,)
-        Dose (Gy) at each sample centre.
-    spread : ndarray (n,)
-        Width (Gy) of each sample's uniform dose distribution (may be 0).
-    weight : ndarray (n,)
-        Volume of each sample (any unit; the result is in the same unit).
-    bin_width : float
-        Distance (Gy) between edges.
-
-    Returns
-    -------
-    edges : ndarray (m,)
-        ``0, bin_width, 2 * bin_width, ...`` up to past the largest dose.
-    volume : ndarray (m,)
-        Volume receiving at least ``edges[k]``.
-    """
-    acc = CumulativeAccumulator(bin_width)
-    acc.add(np.asarray(dose, float), np.asarray(spread, float), np.asarray(weight, float))
-    return acc.result()
-
-
 @dataclass
 class DVH:
     """A cumulative DVH with exact sample statistics.
@@ -317,32 +286,6 @@ class DVH:
 def _fmt(x: float) -> str:
     s = f"{x:g}"
     return s.replace(".", "_").replace("-", "m")
-
-
-def dvh_from_samples(
-    name: str,
-    dose: np.ndarray,
-    spread: np.ndarray,
-    weight_mm3: np.ndarray,
-    structure_volume_mm3: float,
-    bin_width: float = BIN_WIDTH_GY,
-) -> DVH:
-    """Build a :class:`DVH` from samples already inside the dose grid.
-
-    Parameters
-    ----------
-    dose : ndarray (n,)
-        Dose (Gy) at sample centres.
-    spread : ndarray (n,)
-        Width (Gy) of each sample's uniform dose distribution,
-        ``sqrt(sum_a (gradient_a * box_a)^2)``.
-    weight_mm3 : ndarray (n,)
-    structure_volume_mm3 : float
-        Volume of the whole structure (for the coverage).
-    """
-    builder = DVHBuilder(name, bin_width)
-    builder.add(dose, spread, weight_mm3)
-    return builder.build(structure_volume_mm3)
 
 
 class DVHBuilder:
