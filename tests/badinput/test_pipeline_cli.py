@@ -190,6 +190,7 @@ def _targets(tmp_path, files):
     import soars_dose.cohort as cohort_mod
     import soars_dose.demo as demo
 
+    (tmp_path / "o4").mkdir(exist_ok=True)  # report checks that its folder exists first
     return {
         "dvh": (audit, "load_case", _dvh(files, tmp_path / "o1")),
         "compare": (audit, "load_case", _compare(files, tmp_path / "o2")),
