@@ -110,6 +110,7 @@ from typing import Iterable, Literal
 import yaml
 
 from soars_dose.errors import InputError, NameClashError
+from soars_dose.inputs import require_file
 
 __all__ = [
     "AliasTable",
@@ -492,7 +493,8 @@ class AliasTable:
         _merge(organs, packaged, packaged_name)
         sources = [packaged_name]
         if user_file is not None:
-            path = Path(user_file)
+            path = require_file(user_file, "a YAML alias file",
+                                missing=f"{user_file}: alias file not found; check the path.")
             try:
                 user_text = path.read_text(encoding="utf-8")
             except FileNotFoundError:

@@ -26,6 +26,7 @@ import yaml
 
 from ..case import REFERENCE
 from ..errors import InputError
+from ..inputs import require_file
 from ..names import _Reader
 
 #: Comparison operators a constraint may use.
@@ -168,7 +169,8 @@ def load_constraints(path: str | Path | None = None) -> list[Constraint]:
     if path is None:
         text, source = _packaged_text()
     else:
-        p = Path(path)
+        p = require_file(path, "a YAML constraints file",
+                         missing=f"{path}: constraints file not found")
         try:
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
