@@ -133,6 +133,7 @@ from .console import console_messages, dedupe, in_cli, option
 from .errors import (CTSeriesChoiceError, InputError, OutputExistsError, OutputLockedError,
                      SoarsDoseError, SoarsDoseWarning)
 from .outputs import write_folder, write_text_file
+from .inputs import require_file
 
 __all__ = [
     "CohortResult", "CohortInterrupted", "ManifestRow", "PatientTask", "manifest_help",
@@ -273,7 +274,8 @@ def read_manifest(path: "str | Path", *, sum_doses: bool = False
     InputError
         Listing *every* problem found, each with its line number.
     """
-    path = Path(path)
+    path = require_file(path, "a CSV manifest file",
+                        missing=f"{path}: manifest not found; check the path")
     default_sum = sum_doses
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -391,7 +393,7 @@ def read_manifest(path: "str | Path", *, sum_doses: bool = False
         if cell.get("prescription_gy"):
             try:
                 rx = float(cell["prescription_gy"])
-                if not rx > 0:
+                if not 0 < rx < float("inf"):
                     raise ValueError
             except ValueError:
                 bad(line, f"{who}: prescription_gy {cell['prescription_gy']!r} is not a "

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import InputError
+from .inputs import require_file
 
 __all__ = ["packaged_text", "user_text", "load_yaml", "YamlReader"]
 
@@ -40,13 +41,11 @@ def user_text(path: "str | Path", what: str) -> tuple[str, str]:
     InputError
         The file is missing, a folder, unreadable or not UTF-8 text.
     """
-    p = Path(path)
+    p = require_file(path, f"a YAML {what}", missing=f"{path}: {what} not found; check the path.")
     try:
         return p.read_text(encoding="utf-8"), str(p)
     except FileNotFoundError:
         raise InputError(f"{p}: {what} not found; check the path.") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a folder, expected a {what} (a YAML text file).") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{p}: cannot read the {what} ({exc}).") from None
 

@@ -3,22 +3,18 @@
 A message that tells the user what to do names an option. From the
 command line that is ``--overwrite``; from Python it is ``overwrite=True``.
 The CLI marks its calls with :func:`cli_interface`; library code spells
-options through :func:`option`, so one message serves both interfaces.
+options through :func:`option`, so one message serves both interfaces and
+nothing is rewritten after the fact.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import re
 
 import pandas as pd
 
 _CLI = contextvars.ContextVar("soars_dose_cli", default=False)
-
-#: Python spellings of options that messages outside the CLI may use, and the flag
-#: each stands for on the command line (the CLI rewrites them in error messages).
-_PYTHON_SPELLING = re.compile(r"\b(overwrite|resume)=True(?: \(--\1\))?")
 
 
 @contextlib.contextmanager
@@ -45,11 +41,6 @@ def option(name: str, value: str = "True") -> str:
     if in_cli():
         return "--" + name.replace("_", "-")
     return f"{name}={value}"
-
-
-def cli_spelling(message: str) -> str:
-    """Rewrite Python option spellings (``overwrite=True``) in ``message`` as CLI flags."""
-    return _PYTHON_SPELLING.sub(lambda m: f"--{m.group(1)}", message)
 
 
 def dedupe(messages) -> list[str]:

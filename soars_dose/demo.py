@@ -27,7 +27,9 @@ import numpy as np
 
 from .analysis.cohort_report import build_report
 from .cohort import run_cohort
-from .errors import OutputExistsError
+from .console import option
+from .errors import InputError
+from .outputs import check_writable
 from .phantom import PhantomCase, make_cohort
 
 
@@ -71,11 +73,14 @@ def run_demo(out: "str | Path", n_patients: int = 5, seed: int = 0, *,
 
     Returns a dict with the cohort result and the report path.
     """
-    out = Path(out)
+    if isinstance(n_patients, bool) or not isinstance(n_patients, int) or n_patients < 1:
+        raise InputError(f"{option('patients', 'N')} must be a whole number >= 1, "
+                         f"got {n_patients!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"{option('seed', 'N')} must be a whole number >= 0, got {seed!r}")
+    out = check_writable(out, overwrite)
     old = None
     if out.exists():
-        if not overwrite:
-            raise OutputExistsError(f"{out}: already exists; choose another --out or pass --overwrite")
         # keep the old folder until the new run has finished
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         out.rename(old)

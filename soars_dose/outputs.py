@@ -5,7 +5,12 @@ one CSV writer: string cells that a spreadsheet would run as a formula
 (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) are
 prefixed with ``'`` in the CSV file (OWASP's advice against CSV
 injection); the Parquet twin keeps the raw value. CSV rows end in CRLF
-(RFC 4180), so a cell holding a line break is quoted and reads back whole. A write that fails for
+(RFC 4180), so a cell holding a line break is quoted and reads back whole. Floating-point
+columns of the CSV file are rounded to the precision a physicist reads
+(:data:`CSV_DECIMALS`, chosen by column name: doses 0.001 Gy, volumes
+0.001 cc, percentages 0.01, distances 0.001 mm, fractions 1e-6); the
+Parquet twin keeps full precision and is what soars-dose itself reads
+back. A write that fails for
 a full disk, a read-only file system or missing permissions raises
 :class:`~soars_dose.errors.OutputWriteError` naming the folder and the
 cause, and leaves nothing half-written behind.
@@ -29,7 +34,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import pandas as pd
 
-from .console import option
+from .console import in_cli, option
 from .errors import InputError, OutputExistsError, OutputWriteError
 
 if TYPE_CHECKING:
@@ -136,6 +141,57 @@ def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
     return df if out is None else out
 
 
+#: Decimals kept in CSV files, by column name: ``(pattern, decimals, why)``, the first
+#: pattern that matches the whole name wins. Columns that match none (p-values, which
+#: are meaningful far below any fixed step, and free-form numbers) are written as
+#: computed. Parquet files are never rounded.
+CSV_DECIMALS: tuple[tuple[str, int, str], ...] = (
+    # p-values first: "dice_p_vs_reader" must not be taken for a fraction
+    (r"p|p_.*|.*_p|.*_p_.*", -1, "p-value: not rounded"),
+    (r".*_gy|limit|value|reference_value|ours|theirs|diff|tolerance", 3,
+     "dose 0.001 Gy (limits, values and TPS differences are Gy or cc: 0.001 either way)"),
+    (r".*_cc", 3, "volume 0.001 cc"),
+    (r".*_mm", 3, "distance 0.001 mm"),
+    (r".*pct.*", 2, "percentage 0.01"),
+    (r".*_min.*", 2, "minutes 0.01"),
+    (r"seconds", 3, "run time 0.001 s"),
+    # a fraction 0-1 to 1e-6: coverage 1 - 1e-6 of a 1000 cc organ is 0.001 cc, the volume
+    # precision; Dice, surface Dice and correlations stay finer than any difference that matters
+    (r"coverage|dice|surface_dice|rho|rank_biserial|mean|sd|median.*|q1|q3|ci_.*|statistic",
+     6, "fraction or mixed-unit statistic 1e-6"),
+)
+
+
+def csv_decimals(column: str) -> "int | None":
+    """Decimals :func:`write_output_dir` keeps for ``column`` in CSV files (None: not rounded)."""
+    import re
+
+    for pattern, decimals, _ in CSV_DECIMALS:
+        if re.fullmatch(pattern, str(column)):
+            return None if decimals < 0 else decimals
+    return None
+
+
+def csv_rounded(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with its floating-point columns rounded as :data:`CSV_DECIMALS` says.
+
+    Only float columns are touched (integers, strings and NaN stay as they
+    are); ``df`` itself is not modified.
+    """
+    out = None
+    for col in df.columns:
+        if df[col].dtype.kind != "f":
+            continue
+        decimals = csv_decimals(col)
+        if decimals is None:
+            continue
+        if out is None:
+            out = df.copy()
+        # + 0.0 turns the -0.0 that rounding a tiny negative gives into 0.0
+        out[col] = df[col].round(decimals) + 0.0
+    return df if out is None else out
+
+
 def write_error(exc: OSError, target: "str | Path", what: str = "write") -> OutputWriteError:
     """An :class:`OutputWriteError` naming ``target`` and the cause of ``exc``."""
     cause = exc.strerror or str(exc)
@@ -152,16 +208,82 @@ def write_error(exc: OSError, target: "str | Path", what: str = "write") -> Outp
                             "Nothing was left half-written.", path=str(target), errno=exc.errno)
 
 
+def _replace_advice() -> str:
+    if in_cli():
+        return "choose another --out or pass --overwrite to replace it"
+    return f"choose another path or pass {option('overwrite')} to replace it"
+
+
+def check_parent_writable(path: "str | Path") -> None:
+    """Fail early when ``path`` could not be created: its nearest existing parent is a file
+    or not writable.
+
+    Raises
+    ------
+    OutputWriteError
+        Naming the parent and what to do.
+    """
+    path = Path(os.path.abspath(path))
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    where = "another --out" if in_cli() else "another output path"
+    if not parent.is_dir():
+        raise OutputWriteError(f"{path}: cannot write the output, {parent} is a file, not a "
+                               f"folder; choose {where}", path=str(path), errno=_errno.ENOTDIR)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputWriteError(f"{path}: cannot write the output, you may not write into "
+                               f"{parent}; choose {where} or fix its permissions",
+                               path=str(path), errno=_errno.EACCES)
+
+
 def check_writable(out_dir: "str | Path", overwrite: bool) -> Path:
-    """Fail early when ``out_dir`` exists and ``overwrite`` is not set."""
+    """Fail early, before any work, when the output folder ``out_dir`` cannot be written.
+
+    Raises
+    ------
+    OutputExistsError
+        ``out_dir`` exists and ``overwrite`` is not set, or it is a file.
+    OutputWriteError
+        Its parent is a file or not writable.
+    """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        how = ("choose another --out or pass --overwrite" if option("overwrite") == "--overwrite"
-               else "choose another folder or pass overwrite=True")
-        raise OutputExistsError(f"{out}: already exists; {how} to replace it")
     if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: exists and is not a folder; refusing to replace it")
+        raise OutputExistsError(f"{out}: is a file, expected an output folder; "
+                                f"{'choose another --out' if in_cli() else 'choose another path'}"
+                                " (a file is never replaced by a folder)")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out}: already exists; {_replace_advice()}")
+    check_parent_writable(out)
     return out
+
+
+def check_writable_file(path: "str | Path", overwrite: bool, what: str = "a file") -> Path:
+    """Fail early, before any work, when the output file ``path`` cannot be written.
+
+    Parameters
+    ----------
+    path : path
+    overwrite : bool
+    what : str
+        What the file will be, for the message, e.g. ``"the RTSTRUCT file to write"``.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` is a folder, or exists and ``overwrite`` is not set.
+    OutputWriteError
+        Its parent is a file or not writable.
+    """
+    p = Path(path)
+    if p.is_dir():
+        example = p / "RS.dcm" if "RTSTRUCT" in what else p / "out"
+        raise OutputExistsError(f"{p}: is a folder, expected {what}; give a file name, "
+                                f"e.g. {example} (a folder is never replaced by a file)")
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"{p}: already exists; {_replace_advice()}")
+    check_parent_writable(p)
+    return p
 
 
 def software_versions() -> dict[str, str]:
@@ -218,7 +340,7 @@ def write_output_dir(
             if "csv" in formats:
                 # CRLF rows (RFC 4180): the csv writer then quotes any cell holding a bare
                 # CR, which with LF rows would silently split the row in two when read back
-                csv_safe(df).to_csv(tmp / f"{name}.csv", index=False, lineterminator="\r\n")
+                csv_safe(csv_rounded(df)).to_csv(tmp / f"{name}.csv", index=False, lineterminator="\r\n")
             if "parquet" in formats:
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
         with open(tmp / "provenance.json", "w", encoding="utf-8") as f:

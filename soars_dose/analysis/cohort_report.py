@@ -65,7 +65,7 @@ def load_tables(cohort_dir: Path) -> dict[str, pd.DataFrame]:
         if p.exists():
             tables[name] = read_table(p, advice=advice)
         elif name in REQUIRED:
-            raise InputError(f"{folder}: no {name}.parquet; run `soars-dose cohort` into "
+            raise InputError(f"{folder}: no {name}.parquet; run soars-dose cohort into "
                              f"{cohort_dir} first")
     for name in ("patients", "failures", "names"):
         tables.setdefault(name, pd.DataFrame())

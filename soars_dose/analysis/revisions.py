@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..inputs import require_file
 
 #: Revision classes, in order (the names used in every table).
 REVISION_CATEGORIES = ("none", "<1 min", "1-3 min", ">3 min")
@@ -201,7 +202,7 @@ def read_revisions(path: str | Path) -> pd.DataFrame:
         The file is absent or unreadable, lacks a required column, or a line
         is malformed; the message names the file and the line.
     """
-    p = Path(path)
+    p = require_file(path, "a CSV revision file", missing=f"{path}: revision file not found")
     try:
         with p.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)

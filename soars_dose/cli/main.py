@@ -17,13 +17,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import math
 import shlex
 import sys
 import warnings
 from pathlib import Path
 
-from ..console import cli_interface, cli_spelling, console_messages, dedupe
-from ..errors import InputError, SoarsDoseError, SoarsDoseWarning
+from ..console import cli_interface, console_messages, dedupe
+from ..errors import InputError, OutputExistsError, SoarsDoseError, SoarsDoseWarning
+from ..inputs import require_file, require_folder
+
+
+#: OARs of the packaged segmentation model (soars_dose/segmentation/models/soars_default.pt),
+#: for the help text: reading them from the file would need torch, which --help must not.
+PACKAGED_MODEL_OARS = ("Brainstem", "SpinalCord", "Bone_Mandible", "Parotid_L", "Parotid_R",
+                       "Esophagus", "Larynx_GSL")
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -33,8 +41,35 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
 
 
+def _number(lo: float, *, above: bool = True, integer: bool = False, unit: str = ""):
+    """An argparse ``type``: a finite number > ``lo`` (``above``) or >= ``lo``.
+
+    argparse puts the option's name before the message and exits with
+    status 2 before any work is done.
+    """
+    kind = "a whole number" if integer else "a finite number"
+    need = f"{kind} {'>' if above else '>='} {lo:g}{(' ' + unit) if unit else ''}"
+
+    def parse(text: str):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text!r}") from None
+        if not math.isfinite(value) or value < lo or (above and value == lo):
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_PRESCRIPTION_HELP = ("dose (Gy, > 0) that 1.0 stands for, required for RELATIVE dose units; "
+                      "ignored for doses in Gy")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output folder (must not exist, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--ct", type=Path, help="folder of the CT series (slice thickness, frame check)")
     p.add_argument("--ct-series", metavar="UID",
@@ -42,8 +77,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "several")
     p.add_argument("--sum-doses", action="store_true",
                    help="sum several --rtdose files on one grid (e.g. per-beam doses)")
-    p.add_argument("--prescription-gy", type=float,
-                   help="dose (Gy) that 1.0 stands for, required for RELATIVE dose units")
+    p.add_argument("--prescription-gy", type=_number(0, unit="Gy"), help=_PRESCRIPTION_HELP)
     p.add_argument("--allow-frame-mismatch", action="store_true",
                    help="accept structures whose FrameOfReferenceUID differs from the dose's")
     p.add_argument("--supersample", default="auto",
@@ -99,6 +133,10 @@ def _sampling_options(args) -> "int | str":
             raise InputError(f"--supersample must be an integer or 'auto', got {factor!r}")
         if factor < 1:
             raise InputError(f"--supersample must be >= 1, got {factor}")
+        if factor != 1 and factor % 2:
+            # odd sub-pixels straddle the voxel centres, where trilinear dose has its kinks
+            raise InputError(f"--supersample must be an even integer (or 'auto'), got {factor}; "
+                             f"use {factor - 1} or {factor + 1}")
     if not 0 < args.bin_width <= 1:
         raise InputError(f"--bin-width must be in (0, 1] Gy, got {args.bin_width}")
     return factor
@@ -108,6 +146,8 @@ def _settings(args):
     from ..dose.compare import Settings
 
     factor = _sampling_options(args)
+    if args.plausibility_volumes is not None:
+        require_file(args.plausibility_volumes, "a YAML file of plausible OAR volumes")
     return Settings(factor=factor, bin_width_gy=args.bin_width, d_pct=args.dx, d_cc=args.dcc,
                     v_gy=args.vgy, dvh_step_gy=args.dvh_step, interpolation=args.interpolation,
                     between_planes=getattr(args, "between_planes", "stack"),
@@ -206,10 +246,20 @@ def cmd_demo(args) -> int:
 
 def cmd_report(args) -> int:
     from ..analysis.cohort_report import build_report
+    from ..outputs import check_parent_writable
 
-    if (args.dir / "report").exists() and not args.overwrite:
-        raise InputError(f"{args.dir / 'report'}: a report already exists; pass --overwrite "
-                         "to replace it (report always writes into DIR/report)")
+    report = require_folder(args.dir, "the output folder of soars-dose cohort") / "report"
+    if report.exists() and not report.is_dir():
+        raise OutputExistsError(f"{report}: is a file; report writes its tables into the "
+                                "folder DIR/report: move that file away")
+    if report.exists() and not args.overwrite:
+        raise OutputExistsError(f"{report}: a report already exists; pass --overwrite to "
+                                "replace it (report always writes into DIR/report)")
+    check_parent_writable(report)
+    for path, what in ((args.revisions, "a CSV revision file"),
+                       (args.constraints, "a YAML constraints file")):
+        if path is not None:
+            require_file(path, what)
 
     path = build_report(args.dir, revisions=args.revisions, constraints=args.constraints,
                         overwrite=args.overwrite, from_scratch_min=args.from_scratch_min,
@@ -221,7 +271,10 @@ def cmd_report(args) -> int:
 def cmd_cohort(args) -> int:
     from .. import cohort
 
+    from ..outputs import check_parent_writable
+
     settings = _settings(args)
+    check_parent_writable(args.out)
     try:
         res = cohort.run_cohort(
             args.manifest, args.out, jobs=args.jobs, scheduler=args.scheduler,
@@ -322,7 +375,12 @@ def _require_torch(command: str) -> None:
 
 
 def cmd_segment(args) -> int:
+    from ..outputs import check_writable_file
+
+    # before torch, the model and inference: a refused --out must not cost a run
+    check_writable_file(args.out, args.overwrite, "the RTSTRUCT file to write")
     _require_torch("segment")
+    require_folder(args.ct_dir, "a folder of CT slices")
     from ..segmentation import catalogue
     from ..segmentation.bundle import default_model_path
     from ..segmentation.inference import segment_ct
@@ -398,17 +456,30 @@ def _report(result, out: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="soars-dose", description=__doc__.splitlines()[0])
+    from ..outputs import version
+
+    p = argparse.ArgumentParser(
+        prog="soars-dose",
+        description="Dose audit of organ-at-risk contour sets on a fixed RTDOSE grid, and "
+                    "SOARS segmentation of a CT series. The packaged segmentation model covers "
+                    f"{len(PACKAGED_MODEL_OARS)} head-and-neck OARs "
+                    f"({', '.join(PACKAGED_MODEL_OARS)}); models trained with the train "
+                    "command can cover up to the 42 SOARS OARs.",
+        epilog="Run soars-dose COMMAND -h for the options of a command.")
+    p.add_argument("--version", action="version", version=f"soars-dose {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("dvh", help="DVHs and dose statistics of every ROI of one RTSTRUCT")
-    d.add_argument("--rtstruct", required=True, type=Path)
-    d.add_argument("--rtdose", required=True, type=Path, nargs="+")
+    d.add_argument("--rtstruct", required=True, type=Path,
+                   help="DICOM RTSTRUCT file whose ROIs are evaluated")
+    d.add_argument("--rtdose", required=True, type=Path, nargs="+",
+                   help="DICOM RTDOSE file (several with --sum-doses)")
     _add_common(d)
     d.set_defaults(func=cmd_dvh)
 
     c = sub.add_parser("compare", help="compare contour sets with a reference on one fixed dose")
-    c.add_argument("--rtdose", required=True, type=Path, nargs="+")
+    c.add_argument("--rtdose", required=True, type=Path, nargs="+",
+                   help="DICOM RTDOSE file, the fixed dose of every set (several with --sum-doses)")
     c.add_argument("--reference", required=True, type=Path, help="reference (clinical) RTSTRUCT")
     c.add_argument("--set", action="append", metavar="NAME=RTSTRUCT",
                    help="a substitute contour set (repeatable)")
@@ -417,38 +488,45 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
 
     r = sub.add_parser("report", help="statistics and the HTML report of a cohort output folder")
-    r.add_argument("dir", type=Path, help="folder written by `soars-dose cohort`")
+    r.add_argument("dir", type=Path, help="output folder written by soars-dose cohort")
     r.add_argument("--revisions", type=Path,
                    help="CSV of per (patient, roi) revision category (none, <1 min, 1-3 min, >3 min)")
     r.add_argument("--constraints", type=Path,
                    help="YAML constraint table replacing the packaged published limits")
-    r.add_argument("--from-scratch-min", type=float, default=5.0,
+    r.add_argument("--from-scratch-min", type=_number(0, unit="min"), default=5.0,
                    help="minutes to contour one OAR from scratch, for the time saved (5)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing DIR/report")
     r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("demo", help="generate the synthetic head-and-neck cohort and audit it")
-    m.add_argument("--out", required=True, type=Path)
-    m.add_argument("--patients", type=int, default=5)
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--out", required=True, type=Path,
+                   help="folder for the synthetic data, the audit and the report (must not "
+                        "exist, unless --overwrite)")
+    m.add_argument("--patients", type=_number(1, above=False, integer=True), default=5,
+                   help="number of synthetic patients (5)")
+    m.add_argument("--seed", type=_number(0, above=False, integer=True), default=0,
+                   help="random seed of the synthetic cohort (0); the same seed gives the same "
+                        "data")
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out folder (kept until the new run is done)")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_demo)
 
     g = sub.add_parser(
-        "segment", help="segment the 42 SOARS OARs on a CT series and write an RTSTRUCT",
+        "segment", help="segment OARs on a CT series and write an RTSTRUCT (packaged model: "
+                        f"{len(PACKAGED_MODEL_OARS)} OARs)",
         description="Stratified SOARS segmentation (anchor -> mid-level -> small & hard) of a "
                     "DICOM CT series; the OARs are written as an RTSTRUCT on that CT. Needs "
                     "PyTorch; by default the packaged model, trained on OpenKBP, segments 7 OARs "
-                    "(Brainstem, SpinalCord, Bone_Mandible, Parotid_L/R, Esophagus, Larynx_GSL); "
-                    "models trained with `train` give the others.")
+                    f"({', '.join(PACKAGED_MODEL_OARS)}); models trained with the train "
+                    "command give the others of the 42 SOARS OARs.")
     g.add_argument("ct_dir", type=Path, help="folder of the CT series")
     g.add_argument("--out", required=True, type=Path, help="RTSTRUCT file to write")
     g.add_argument("--ct-series", metavar="UID",
                    help="SeriesInstanceUID of the CT series to segment when the folder holds "
                         "several")
     g.add_argument("--model", nargs="+", type=Path, metavar="MODEL.pt",
-                   help="a model bundle, or the branch model files written by `train` "
+                   help="a model bundle, or the branch model files written by train "
                         "(default: $SOARS_DOSE_MODEL or the installed default model)")
     g.add_argument("--organs", nargs="+", metavar="OAR",
                    help="OARs to segment (catalogue names, or anchor / mid_level / small_hard); "
@@ -466,9 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "folder (dataset.json + cases, see soars_dose.segmentation.phantom42). "
                     "The run folder gets config.json, log.jsonl, checkpoint.pt (resumable) and "
                     "model.soars.pt. Runs distributed when launched by torchrun, e.g. "
-                    "`torchrun --nproc_per_node 2 -m soars_dose.cli.main train ...`.")
+                    "torchrun --nproc_per_node 2 -m soars_dose.cli.main train ...")
     t.add_argument("dataset", type=Path, help="data set folder")
-    t.add_argument("--branch", required=True, choices=["anchor", "mid", "sh-detect", "sh-seg"])
+    t.add_argument("--branch", required=True, choices=["anchor", "mid", "sh-detect", "sh-seg"],
+                   help="the branch to train: anchor, mid-level, small-and-hard detection or "
+                        "small-and-hard segmentation")
     t.add_argument("--out", required=True, type=Path, help="run folder")
     t.add_argument("--search", action="store_true",
                    help="architecture search (warm-up, alternating alpha/weight updates) before "
@@ -481,10 +561,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: full-size SOARS networks; phantom: small networks for the "
                         "synthetic 48x64x64 phantom on a CPU")
     t.add_argument("--config", type=Path, help="JSON file of training settings (TrainConfig fields)")
-    t.add_argument("--epochs", type=int, help="epochs of the final training")
-    t.add_argument("--warmup-epochs", type=int, help="search warm-up epochs")
-    t.add_argument("--search-epochs", type=int, help="alternating search epochs")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--epochs", type=_number(1, above=False, integer=True),
+                   help="epochs of the final training")
+    t.add_argument("--warmup-epochs", type=_number(0, above=False, integer=True),
+                   help="search warm-up epochs")
+    t.add_argument("--search-epochs", type=_number(0, above=False, integer=True),
+                   help="alternating search epochs")
+    t.add_argument("--seed", type=_number(0, above=False, integer=True),
+                   help="random seed (default: the configuration's)")
     t.add_argument("--device", help="torch device, e.g. cuda or cuda:1 (default: cpu; under "
                                     "torchrun with CUDA: the GPU LOCAL_RANK)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -505,24 +589,23 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", type=Path, help="output folder for tps_check.csv/.parquet/.html "
                                             "and provenance.json (default: print the table)")
     k.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    k.add_argument("--prescription-gy", type=float,
-                   help="dose (Gy) that 1.0 stands for, required for RELATIVE dose units")
+    k.add_argument("--prescription-gy", type=_number(0, unit="Gy"), help=_PRESCRIPTION_HELP)
     k.add_argument("--allow-frame-mismatch", action="store_true",
                    help="accept structures whose FrameOfReferenceUID differs from the dose's")
-    k.add_argument("--nominal-spacing-mm", type=float,
+    k.add_argument("--nominal-spacing-mm", type=_number(0, unit="mm"),
                    help="contour spacing (CT slice thickness, mm) for our end caps (default: "
                         "the most common gap between contour planes)")
     k.add_argument("--supersample", default="auto",
                    help="in-plane supersampling factor (even integer) or 'auto' (default)")
     k.add_argument("--bin-width", type=float, default=0.01, help="our DVH bin width in Gy (0.01)")
-    k.add_argument("--volume-tol-pct", type=float, default=2.0,
+    k.add_argument("--volume-tol-pct", type=_number(0, above=False, unit="%"), default=2.0,
                    help="volume tolerance in %% of the TPS volume (2); the larger of the two counts")
-    k.add_argument("--volume-tol-cc", type=float, default=0.1,
+    k.add_argument("--volume-tol-cc", type=_number(0, above=False, unit="cc"), default=0.1,
                    help="volume tolerance in cc (0.1); the larger of the two counts")
-    k.add_argument("--dose-tol-pct", type=float, default=1.0,
+    k.add_argument("--dose-tol-pct", type=_number(0, above=False, unit="%"), default=1.0,
                    help="dose tolerance in %% of our maximum dose of the ROI (1); the larger of "
                         "the two counts")
-    k.add_argument("--dose-tol-gy", type=float, default=0.1,
+    k.add_argument("--dose-tol-gy", type=_number(0, above=False, unit="Gy"), default=0.1,
                    help="dose tolerance in Gy (0.1); the larger of the two counts")
     k.set_defaults(func=cmd_tps_check)
 
@@ -550,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("manifest", type=Path, help="CSV manifest (format below)")
     h.add_argument("--out", required=True, type=Path, help="output folder")
     where = h.add_mutually_exclusive_group()
-    where.add_argument("--jobs", type=int, default=None,
+    where.add_argument("--jobs", type=_number(1, above=False, integer=True), default=None,
                        help="local processes (default: number of CPUs; 1 = in this process)")
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="Dask scheduler, e.g. tcp://host:8786 (workers must see the inputs "
@@ -562,8 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--quiet", action="store_true", help="no progress bar")
     h.add_argument("--sum-doses", action="store_true",
                    help="default for the manifest's sum_doses column")
-    h.add_argument("--prescription-gy", type=float,
-                   help="default for the manifest's prescription_gy column (RELATIVE dose)")
+    h.add_argument("--prescription-gy", type=_number(0, unit="Gy"),
+                   help="default (Gy, > 0) for the manifest's prescription_gy column (RELATIVE "
+                        "dose)")
     h.add_argument("--allow-frame-mismatch", action="store_true",
                    help="accept structures whose FrameOfReferenceUID differs from the dose's")
     h.add_argument("--supersample", default="auto",
@@ -628,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         with cli_interface():
             return int(args.func(args) or 0)
     except SoarsDoseError as exc:
-        print(f"error: {cli_spelling(str(exc))}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written for the unfinished work", file=sys.stderr)

@@ -12,6 +12,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from ..errors import DicomReadError, GeometryError, warn
+from ..inputs import require_file
 
 #: SOP classes we read, by modality.
 SOP_CLASS = {
@@ -36,9 +37,8 @@ def read_dataset(path: "str | Path", modality: str, *, stop_before_pixels: bool 
 
 def read_checked(path: "str | Path", modality: str, *, stop_before_pixels: bool = False):
     """:func:`read_dataset` that also returns the file's :class:`FileLayout`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DicomReadError(f"{path}: no such file (expected a DICOM {modality} file)")
+    path = require_file(path, f"a DICOM {modality} file", error=DicomReadError,
+                        missing=f"{path}: no such file (expected a DICOM {modality} file)")
     layout = file_layout(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)

@@ -10,6 +10,7 @@ import pydicom
 
 from ..console import in_cli
 from ..errors import CTSeriesChoiceError, DicomReadError, GeometryError, warn
+from ..inputs import require_folder
 from ..grid import AXIS_TOLERANCE, Grid
 from .common import (NATIVE_SYNTAXES, check_pixel_length, decoder_available, file_layout,
                      integer, numbers, orientation, require, text)
@@ -222,9 +223,7 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None, *,
     with a :class:`~soars_dose.errors.SoarsDoseWarning`; the grid then uses
     the median step and :attr:`CTSeries.uneven` is set.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DicomReadError(f"{directory}: not a folder (expected a folder of CT slices)")
+    directory = require_folder(directory, "a folder of CT slices", error=DicomReadError)
     by_series: dict[str, list] = {}
     layouts: dict[Path, object] = {}
     for p in sorted(directory.rglob("*")):

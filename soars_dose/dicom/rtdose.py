@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..dosegrid import DoseGrid
+from ..console import option
 from ..errors import DicomReadError, DoseUnitsError, FrameOfReferenceError, GeometryError, warn
 from ..grid import AXIS_TOLERANCE, Grid
 from .common import (NATIVE_SYNTAXES, check_pixel_length, decoder_available,
@@ -146,11 +147,12 @@ def read_rtdose(
         if prescription_gy is None:
             raise DoseUnitsError(
                 f"{path}: DoseUnits RELATIVE; the dose is not in Gy. Give the prescription "
-                "(--prescription-gy / prescription_gy=) so that 1.0 maps to it, or export the "
+                f"({option('prescription_gy', 'GY')}) so that 1.0 maps to it, or export the "
                 "dose in absolute units (GY)"
             )
-        if not prescription_gy > 0:
-            raise DoseUnitsError(f"{path}: prescription must be > 0 Gy, got {prescription_gy}")
+        if not 0 < prescription_gy < float("inf"):
+            raise DoseUnitsError(f"{path}: prescription ({option('prescription_gy', 'GY')}) "
+                                 f"must be a finite number > 0 Gy, got {prescription_gy}")
         dose *= float(prescription_gy)
         notes.append(f"RELATIVE dose scaled by the given prescription {prescription_gy} Gy")
     else:
@@ -287,7 +289,7 @@ def read_rtdoses(
     if not sum_doses:
         raise DicomReadError(
             f"{len(paths)} RTDOSE files given ({', '.join(p.name for p in paths)}); pass "
-            "--sum-doses (sum_doses=True) to add them, e.g. per-beam doses of one plan"
+            f"{option('sum_doses')} to add them, e.g. per-beam doses of one plan"
         )
     first = doses[0]
     for d in doses[1:]:

@@ -41,6 +41,7 @@ from pydicom.uid import (
 from pydicom.valuerep import format_number_as_ds
 from skimage.measure import find_contours
 
+from ..console import option
 from ..errors import FrameOfReferenceError, GeometryError, OutputExistsError, warn
 from ..grid import Grid
 from ..outputs import atomic_write_file
@@ -235,7 +236,7 @@ def _check_writable(paths: Sequence[Path], overwrite: bool) -> None:
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputExistsError(
-            f"{existing[0]}{more} already exists; pass overwrite=True to replace it "
+            f"{existing[0]}{more} already exists; pass {option('overwrite')} to replace it "
             "or choose another output folder"
         )
 

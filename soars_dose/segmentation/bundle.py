@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..console import option
 from ..errors import InputError, OutputExistsError, SoarsDoseError
 from ..outputs import atomic_write_file
 from . import branches as B
@@ -404,7 +405,7 @@ def save_bundle(path: "str | os.PathLike", source, *, overwrite: bool = False,
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"{path} already exists; pass {option('overwrite')} to replace it")
     if weights not in WEIGHT_FORMATS:
         raise InputError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
     models = load_models(source)

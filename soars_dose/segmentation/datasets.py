@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..console import option
 from ..errors import InputError, OutputExistsError
 from . import catalogue
 from .phantom42 import DATASET_FORMAT, DATASET_VERSION, _atomic_bytes
@@ -66,7 +67,8 @@ def dataset_from_training_arrays(arrays_file: "str | os.PathLike", out_dir: "str
 
     out = Path(out_dir)
     if (out / "dataset.json").exists() and not overwrite:
-        raise OutputExistsError(f"{out} already holds a data set; pass overwrite=True")
+        raise OutputExistsError(f"{out} already holds a data set; pass {option('overwrite')} "
+                                 "to replace it")
     records = read_training_arrays(arrays_file)
     if patients is not None:
         known = {r["patient_id"] for r in records}

@@ -33,7 +33,8 @@ import pydicom
 from ..dicom.ct import CTSeries
 from ..dicom.uids import new_uid
 from ..dicom.write import CTSeriesInfo, masks_to_contours, write_rtstruct
-from ..errors import FrameOfReferenceError, GeometryError, InputError, OutputExistsError, warn
+from ..errors import FrameOfReferenceError, GeometryError, InputError, warn
+from ..outputs import check_writable_file
 from ..grid import Grid
 from ..outputs import atomic_write_file
 from ..structures import Structure
@@ -208,9 +209,7 @@ def write_segmentation_rtstruct(
     """
     if not masks:
         raise InputError("no masks to write; give at least one OAR mask")
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    path = check_writable_file(path, overwrite, "the RTSTRUCT file to write")
     info = ct_series_info(ct)
     structures = []
     for number, (name, mask) in enumerate(masks.items(), start=1):
@@ -378,9 +377,7 @@ def write_nifti_labels(label_volume: np.ndarray, grid: Grid, path: "str | os.Pat
             break
     else:
         raise InputError(f"label {hi} does not fit a 32-bit NIfTI integer")
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    path = check_writable_file(path, overwrite, "the NIfTI label file to write")
     payload = _nifti_header(grid.shape, grid, code, bitpix, hi, description) + \
         np.ascontiguousarray(lv, dtype=dt).tobytes(order="C")
 

@@ -660,14 +660,12 @@ def segment_ct(ct_dir, models=None, out_rtstruct=None, organs: Sequence[str] | N
         With ``timings_s['write']`` and the RTSTRUCT path in ``rtstruct``.
     """
     from ..dicom.ct import read_ct_series
-    from ..errors import OutputExistsError
+    from ..outputs import check_writable_file
     from .export import write_segmentation_rtstruct
 
     if out_rtstruct is None:
         raise InputError("segment_ct needs out_rtstruct, the RTSTRUCT file to write")
-    out_path = Path(out_rtstruct)
-    if out_path.exists() and not overwrite:
-        raise OutputExistsError(f"{out_path} already exists; pass overwrite=True to replace it")
+    out_path = check_writable_file(out_rtstruct, overwrite, "the RTSTRUCT file to write")
     # the CT is read before the models: a folder of several series fails in a second
     ct = read_ct_series(ct_dir, ct_series)
     models = load_models(models if models is not None else default_model_path())

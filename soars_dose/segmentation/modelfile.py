@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..console import option
 from ..errors import InputError, OutputExistsError, SoarsDoseError
 from ..outputs import atomic_write_file
 from . import catalogue
@@ -210,7 +211,7 @@ def save_model(path: "str | os.PathLike", network: nn.Module | None = None, *,
         preprocessing = Preprocessing.from_dict(preprocessing)
     preprocessing = preprocessing or Preprocessing()
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"{path} already exists; pass {option('overwrite')} to replace it")
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -68,6 +68,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..console import option
 from ..errors import InputError, OutputExistsError
 from ..outputs import atomic_write_file
 from ..grid import Grid
@@ -609,7 +610,8 @@ def write_dataset(out_dir: "str | os.PathLike", n_cases: int, *, seed: int = 0,
     """
     out = Path(out_dir)
     if (out / "dataset.json").exists() and not overwrite:
-        raise OutputExistsError(f"{out} already holds a data set; pass overwrite=True")
+        raise OutputExistsError(f"{out} already holds a data set; pass {option('overwrite')} "
+                                 "to replace it")
     out.mkdir(parents=True, exist_ok=True)
     cases = []
     for c in range(int(n_cases)):

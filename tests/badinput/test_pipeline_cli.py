@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from soars_dose import errors
-from soars_dose.console import cli_spelling, option
+from soars_dose.console import option
 from soars_dose.errors import DicomReadError, GeometryError, OutputExistsError
 from soars_dose.outputs import check_writable
 
@@ -58,25 +58,54 @@ def test_cli_resume_and_overwrite_together(tmp_path, capsys):
     assert rc == 2 and "--resume" in err and "--overwrite" in err and "=True" not in err
 
 
-@pytest.mark.parametrize("text,want", [
-    ("x.pt already exists; pass overwrite=True to replace it", "pass --overwrite to"),
-    ("x already exists; pass overwrite=True (--overwrite) to replace it", "pass --overwrite to"),
-    ("run in y: use resume=True to continue", "use --resume to"),
-    ("no option here: overwrite=False stays", "overwrite=False stays"),
-])
-def test_cli_spelling_rewrites_python_options(text, want):
-    assert want in cli_spelling(text)
+def test_library_messages_follow_the_interface(tmp_path):
+    """A message raised deep in the library names the option of the interface in use."""
+    from soars_dose.console import cli_interface
+    from soars_dose.outputs import check_writable_file
+
+    (tmp_path / "rs.dcm").write_bytes(b"")
+    with pytest.raises(OutputExistsError) as py:
+        check_writable_file(tmp_path / "rs.dcm", False)
+    with cli_interface(), pytest.raises(OutputExistsError) as cl:
+        check_writable_file(tmp_path / "rs.dcm", False)
+    assert "overwrite=True" in str(py.value) and "--overwrite" not in str(py.value)
+    assert "--overwrite" in str(cl.value) and "overwrite=True" not in str(cl.value)
 
 
-def test_messages_from_other_modules_are_respelled_in_the_cli(tmp_path, capsys, monkeypatch):
-    import soars_dose.demo as demo
+def _literal_strings(tree):
+    import ast
 
-    def refuse(out, **k):
-        raise OutputExistsError(f"{out}/audit already exists; pass overwrite=True to replace it")
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+                  and n.body and isinstance(n.body[0], ast.Expr)
+                  and isinstance(n.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and id(node) not in docstrings:
+            yield node.lineno, node.value
 
-    monkeypatch.setattr(demo, "run_demo", refuse)
-    rc, err = cli(["demo", "--out", tmp_path / "d", "--quiet"], capsys)
-    assert rc == 2 and "pass --overwrite to replace" in err and str(tmp_path / "d") in err
+
+# soars_dose/openkbp.py has its own command line (python -m soars_dose.openkbp) and
+# is being moved into a package on another branch; its messages are fixed there.
+_OWN_CLI = {"openkbp.py"}
+
+
+def test_no_message_hard_codes_a_python_option_spelling():
+    """Every message naming overwrite / resume / sum_doses goes through console.option."""
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "soars_dose"
+    # "resume=True)" closes a whole call shown to a Python user (an in_cli() branch)
+    spelled = re.compile(r"\b(overwrite|resume|sum_doses)=True\b(?!\))")
+    found = []
+    for f in sorted(root.rglob("*.py")):
+        if f.name in _OWN_CLI:
+            continue
+        for line, text in _literal_strings(ast.parse(f.read_text(encoding="utf-8"))):
+            if spelled.search(text):
+                found.append(f"{f.relative_to(root)}:{line}: {text.strip()}")
+    assert not found, "\n".join(found)
 
 
 # --------------------------------------------- class 8: warnings in dvh and compare
@@ -161,6 +190,7 @@ def _targets(tmp_path, files):
     import soars_dose.cohort as cohort_mod
     import soars_dose.demo as demo
 
+    (tmp_path / "o4").mkdir(exist_ok=True)  # report checks that its folder exists first
     return {
         "dvh": (audit, "load_case", _dvh(files, tmp_path / "o1")),
         "compare": (audit, "load_case", _compare(files, tmp_path / "o2")),

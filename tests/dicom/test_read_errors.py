@@ -103,7 +103,11 @@ def test_oblique_ct_refused(shared_data):
 def test_several_doses_need_sum_request(tmp_path):
     a = write_case(tmp_path / "a", {}, summation_type="BEAM")
     b = write_case(tmp_path / "b", {}, summation_type="BEAM")
-    with pytest.raises(DicomReadError, match="--sum-doses"):
+    with pytest.raises(DicomReadError, match="sum_doses=True"):  # the Python spelling here
+        read_rtdoses([a["rtdose"], b["rtdose"]])
+    from soars_dose.console import cli_interface
+
+    with cli_interface(), pytest.raises(DicomReadError, match="--sum-doses"):
         read_rtdoses([a["rtdose"], b["rtdose"]])
     total = read_rtdoses([a["rtdose"], b["rtdose"]], sum_doses=True)
     single = read_rtdose(a["rtdose"])
