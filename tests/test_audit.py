@@ -85,3 +85,22 @@ def test_steps_are_reported_in_order(shifted):
     seen: list[str] = []
     audit.compare(_load(shifted), on_step=seen.append)
     assert seen == ["match", "dvh", "metrics"]
+
+
+def test_package_exports_the_public_verbs_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, soars_dose as s; "
+            "assert 'soars_dose.cohort' not in sys.modules and 'torch' not in sys.modules; "
+            "from soars_dose import load_case, compare, write_result, run_cohort, load_cohort, "
+            "build_report; "
+            "from soars_dose import audit, load, cohort; "
+            "assert compare is audit.compare and load_case is load.load_case; "
+            "assert run_cohort is cohort.run_cohort; "
+            "assert set(s.__all__) >= {'load_case', 'compare', 'write_result', 'run_cohort', "
+            "'load_cohort', 'build_report', 'segment'}; "
+            "assert 'torch' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

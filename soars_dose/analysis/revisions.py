@@ -42,6 +42,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..inputs import require_file
+from ..segmentation.catalogue import CATALOGUE, CATEGORIES, CATEGORY_LABELS
 
 #: Revision classes, in order (the names used in every table).
 REVISION_CATEGORIES = ("none", "<1 min", "1-3 min", ">3 min")
@@ -50,35 +51,19 @@ REVISION_CATEGORIES = ("none", "<1 min", "1-3 min", ">3 min")
 #: midpoint of the class; ``>3 min`` is open-ended and taken as 4 minutes.
 CATEGORY_MINUTES = {"none": 0.0, "<1 min": 0.5, "1-3 min": 2.0, ">3 min": 4.0}
 
+#: Whole-organ names filed with the branch of their parts (OpenKBP-style
+#: structures that do not split left and right or the larynx's parts).
+WHOLE_ORGAN_PARTS = {"Larynx": "Larynx_GSL", "OpticNrv": "OpticNrv_L",
+                     "Glnd_Thyroid": "Glnd_Thyroid_L", "Bone_Mandible": "Bone_Mandible_L"}
 #: OAR category of the SOARS stratification (9 anchor, 19 mid-level, 14 small &
-#: hard OARs), by canonical name; the whole-organ names Bone_Mandible, Larynx,
-#: OpticNrv and Glnd_Thyroid are filed with their parts. OARs not listed are
+#: hard OARs), by canonical name, from the one OAR catalogue
+#: (:mod:`soars_dose.segmentation.catalogue`); the whole-organ names of
+#: :data:`WHOLE_ORGAN_PARTS` are filed with their parts. OARs not listed are
 #: "other".
-OAR_CATEGORY: dict[str, str] = {
-    # anchor
-    "Brainstem": "anchor", "Cerebellum": "anchor", "Eye_L": "anchor", "Eye_R": "anchor",
-    "Bone_Mandible_L": "anchor", "Bone_Mandible_R": "anchor", "Bone_Mandible": "anchor",
-    "SpinalCord": "anchor", "Joint_TM_L": "anchor", "Joint_TM_R": "anchor",
-    # mid-level
-    "BrachialPlex_L": "mid-level", "BrachialPlex_R": "mid-level",
-    "BasalGanglia_L": "mid-level", "BasalGanglia_R": "mid-level",
-    "Musc_Constrict_I": "mid-level", "Musc_Constrict_M": "mid-level",
-    "Musc_Constrict_S": "mid-level", "Epiglottis": "mid-level", "Esophagus": "mid-level",
-    "Larynx_GSL": "mid-level", "Larynx": "mid-level", "Cavity_Oral": "mid-level",
-    "Parotid_L": "mid-level", "Parotid_R": "mid-level",
-    "Glnd_Submand_L": "mid-level", "Glnd_Submand_R": "mid-level",
-    "Lobe_Temporal_L": "mid-level", "Lobe_Temporal_R": "mid-level",
-    "Glnd_Thyroid_L": "mid-level", "Glnd_Thyroid_R": "mid-level", "Glnd_Thyroid": "mid-level",
-    # small & hard
-    "Cochlea_L": "small & hard", "Cochlea_R": "small & hard", "Hypothalamus": "small & hard",
-    "Ear_Internal_L": "small & hard", "Ear_Internal_R": "small & hard",
-    "Glnd_Lacrimal_L": "small & hard", "Glnd_Lacrimal_R": "small & hard",
-    "Lens_L": "small & hard", "Lens_R": "small & hard",
-    "OpticNrv_L": "small & hard", "OpticNrv_R": "small & hard", "OpticNrv": "small & hard",
-    "OpticChiasm": "small & hard", "Pineal": "small & hard", "Pituitary": "small & hard",
-}
+OAR_CATEGORY: dict[str, str] = {o.name: CATEGORY_LABELS[o.category] for o in CATALOGUE}
+OAR_CATEGORY.update({whole: OAR_CATEGORY[part] for whole, part in WHOLE_ORGAN_PARTS.items()})
 #: OAR categories in display order ("other" follows when present).
-OAR_CATEGORIES = ("anchor", "mid-level", "small & hard")
+OAR_CATEGORIES = tuple(CATEGORY_LABELS[c] for c in CATEGORIES)
 OTHER = "other"
 
 #: Default time to contour one OAR from scratch (minutes). An assumption of

@@ -32,6 +32,7 @@ from ..errors import InputError
 
 __all__ = [
     "CATEGORIES",
+    "CATEGORY_LABELS",
     "CATALOGUE",
     "EXTRAS",
     "EXTRA_PARTS",
@@ -47,6 +48,9 @@ __all__ = [
 
 #: Branch names, in the order SOARS processes them (anchors first).
 CATEGORIES: tuple[str, ...] = ("anchor", "mid_level", "small_hard")
+#: How tables and reports spell each branch.
+CATEGORY_LABELS: dict[str, str] = {"anchor": "anchor", "mid_level": "mid-level",
+                                   "small_hard": "small & hard"}
 
 
 class UnknownOARError(InputError, KeyError):
