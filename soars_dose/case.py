@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from .dicom.ct import CTSeries
 from .dosegrid import DoseGrid
 from .errors import InputError
+from .rasterize import nominal_spacing_mm
 from .structures import StructureSet
 
 #: Name of the reference set in every table.
@@ -70,6 +71,18 @@ class Case:
     ct: CTSeries | None = None
     patient: str = ""
     notes: list[str] = field(default_factory=list)
+
+    def nominal_spacing_mm(self, set_name: str) -> float | None:
+        """The contour-plane spacing (mm) that gives the structures of a set their end caps.
+
+        The CT's slice thickness when the case has a CT; otherwise the most
+        common gap between contour planes over the set's structures (None
+        when no structure has two planes). DVHs and contour metrics both
+        use this value, so a structure's end caps are the same in both.
+        """
+        if self.ct is not None:
+            return self.ct.slice_thickness_mm
+        return nominal_spacing_mm(self.sets[set_name].structures, self.dose.grid)
 
 
 #: A set name: ASCII letters, digits, ``_`` and ``-`` (a column value and part of file names).

@@ -17,6 +17,8 @@ The common grid is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -33,9 +35,8 @@ MARGIN = 2
 
 
 def _nominal(case: Case, set_name: str) -> float:
-    if case.ct is not None:
-        return case.ct.slice_thickness_mm
-    n = nominal_spacing_mm(case.sets[set_name].structures, case.dose.grid)
+    """The set's end-cap spacing (the DVH's, :meth:`Case.nominal_spacing_mm`), else the grid's."""
+    n = case.nominal_spacing_mm(set_name)
     return n if n is not None else float(case.dose.grid.spacing[0])
 
 
@@ -76,30 +77,51 @@ def supersampled_pair_grid(ref: Structure, structures: list[Structure], dose_gri
     return Grid(tuple(shape), tuple(spacing), tuple(origin), dose_grid.direction)
 
 
-def _check_pair_size(pair: list[Structure], grid: Grid, nominal: float, case: Case,
-                     set_name: str, oar: str) -> None:
-    """Refuse (MemoryLimitError) a pair whose common grid or rasterisation is too large."""
+def _check_sizes(members: list[tuple[str, Structure]], grid: Grid, case: Case,
+                 oar: str) -> None:
+    """Refuse (MemoryLimitError) a common grid, or a rasterisation on it, that is too large."""
     from ..dose.precheck import check_grid_size, check_sampling_size
 
-    names = [REFERENCE, set_name]
-    for st, name in zip(pair, names):
+    for name, st in members:
         src = str(case.sets[name].source or name)
-        check_sampling_size(st, grid, 1, nominal, source=src, grid_name="contour-metric grid")
-    check_grid_size(grid, what=f"contour metrics of {oar} ({set_name!r} vs {REFERENCE!r})",
+        check_sampling_size(st, grid, 1, _nominal(case, name), source=src,
+                            grid_name="contour-metric grid")
+    sets = ", ".join(repr(n) for n, _ in members[1:]) or "no set"
+    check_grid_size(grid, what=f"contour metrics of {oar} ({sets} vs {REFERENCE!r})",
                     source=str(case.sets[REFERENCE].source or REFERENCE))
 
 
-def pair_masks(ref: Structure, sub: Structure | None, grid: Grid,
-               nominal_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Binary masks (occupancy >= 50 %) of both structures on ``grid``; empty when ``sub`` is None."""
-    # exact coverage per pixel needs no supersampling for a 50 % occupancy mask
-    m_ref = occupancy(sample_structure(ref, grid, factor=1, allow_odd=True,
-                                       nominal_spacing_mm=nominal_mm)) >= 0.5
-    if sub is None:
-        return m_ref, np.zeros_like(m_ref)
-    m_sub = occupancy(sample_structure(sub, grid, factor=1, allow_odd=True,
-                                       nominal_spacing_mm=nominal_mm)) >= 0.5
-    return m_ref, m_sub
+def mask(structure: Structure, grid: Grid, nominal_mm: float) -> np.ndarray:
+    """Binary mask (occupancy >= 50 %) of ``structure`` on ``grid``.
+
+    Exact coverage per pixel needs no supersampling for a 50 % occupancy
+    mask; ``nominal_mm`` gives the end caps (the set's, as for its DVH).
+    """
+    return occupancy(sample_structure(structure, grid, factor=1, allow_odd=True,
+                                      nominal_spacing_mm=nominal_mm)) >= 0.5
+
+
+@dataclass
+class _OARGrid:
+    """The common grid of one OAR and the reference's mask on it."""
+
+    grid: Grid
+    kind: str
+    ref_mask: np.ndarray
+
+
+def _common_grid(case: Case, ref: Structure, members: list[tuple[str, Structure]], oar: str,
+                 fine_mm: float) -> _OARGrid:
+    """One grid over the reference and ``members`` (set, structure); the reference rasterised once."""
+    structures = [ref] + [st for _, st in members]
+    nominal = _nominal(case, REFERENCE)
+    if case.ct is not None:
+        grid, kind = ct_pair_grid(case.ct.grid, structures, nominal), "ct"
+    else:
+        grid = supersampled_pair_grid(ref, structures, case.dose.grid, nominal, fine_mm)
+        kind = "supersampled"
+    _check_sizes([(REFERENCE, ref)] + members, grid, case, oar)
+    return _OARGrid(grid, kind, mask(ref, grid, nominal))
 
 
 def contour_metrics_for_case(
@@ -127,11 +149,26 @@ def contour_metrics_for_case(
     tol_table = tolerances if tolerances is not None else M.load_tolerances()
     rows = []
     ref_rois = ms.rois[REFERENCE]
-    for set_name in case.sets:
-        if set_name == REFERENCE:
-            continue
+    subs = [n for n in case.sets if n != REFERENCE]
+    shared: dict[str, _OARGrid | None] = {}  # per OAR: one grid for every set, or None
+
+    def grid_of(oar: str, ref: Structure, set_name: str, sub_st: Structure | None) -> _OARGrid:
+        """The OAR's shared grid; a grid of this pair alone when the shared one is too large."""
+        if oar not in shared:
+            members = [(n, st) for n in subs
+                       if isinstance(st := ms.rois[n].get(oar), Structure)]
+            try:
+                shared[oar] = _common_grid(case, ref, members, oar, fine_mm)
+            except MemoryLimitError:
+                # one far-off substitute must not make the OAR too large for every set
+                shared[oar] = None
+        if shared[oar] is not None:
+            return shared[oar]
+        pair = [(set_name, sub_st)] if sub_st is not None else []
+        return _common_grid(case, ref, pair, oar, fine_mm)
+
+    for set_name in subs:
         sub_rois = ms.rois[set_name]
-        nominal = _nominal(case, REFERENCE)
         for oar in ms.order:
             row = {"patient": case.patient, "set": set_name, "roi": oar}
             ref = ref_rois.get(oar)
@@ -150,22 +187,17 @@ def contour_metrics_for_case(
             sub_st = sub if isinstance(sub, Structure) else None  # None: missing or empty
             tol = M.tolerance_for(oar, tol_table)
             try:
-                pair = [ref] + ([sub_st] if sub_st is not None else [])
-                if case.ct is not None:
-                    grid, kind = ct_pair_grid(case.ct.grid, pair, nominal), "ct"
-                else:
-                    grid = supersampled_pair_grid(ref, pair, case.dose.grid, nominal, fine_mm)
-                    kind = "supersampled"
-                _check_pair_size(pair, grid, nominal, case, set_name, oar)
-                m_ref, m_sub = pair_masks(ref, sub_st, grid, nominal)
-                res = M.contour_metrics(m_ref, m_sub, grid.spacing, tol)
+                g = grid_of(oar, ref, set_name, sub_st)
+                m_sub = (mask(sub_st, g.grid, _nominal(case, set_name)) if sub_st is not None
+                         else np.zeros_like(g.ref_mask))
+                res = M.contour_metrics(g.ref_mask, m_sub, g.grid.spacing, tol)
             except SoarsDoseError as exc:
                 row.update(status="too_large" if isinstance(exc, MemoryLimitError) else "error",
                            message=str(exc))
                 rows.append(row)
                 continue
             row.update(res)
-            row.update(grid=kind, spacing_mm="x".join(f"{v:.3g}" for v in grid.spacing),
+            row.update(grid=g.kind, spacing_mm="x".join(f"{v:.3g}" for v in g.grid.spacing),
                        message="" if sub_st is not None else f"set {set_name!r} has no usable ROI for {oar}")
             rows.append(row)
     return pd.DataFrame(rows)

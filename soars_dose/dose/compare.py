@@ -24,7 +24,6 @@ from ..case import (COMPUTED, EMPTY, ERROR, MISSING, OK, OUTSIDE_GRID, PARTIAL, 
 from ..errors import (EmptyStructureSetError, NoMatchingOARError, SoarsDoseError,
                       SoarsDoseWarning, ZeroDoseError, warn)
 from ..names import AliasTable, MatchedSets, match_sets
-from ..rasterize import nominal_spacing_mm
 from ..analysis.plausibility import (AIR_HU, BONE_HU, MAX_TISSUE_SHARE, load_volume_table,
                                     plausibility_flags)
 from .compute import compute_dvh
@@ -207,12 +206,6 @@ def _evaluate(case: Case, set_name: str, rois: dict[str, object], s: Settings,
     return rows, dvhs, curves
 
 
-def _nominal(case: Case, set_name: str) -> float | None:
-    if case.ct is not None:
-        return case.ct.slice_thickness_mm
-    return nominal_spacing_mm(case.sets[set_name].structures, case.dose.grid)
-
-
 def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if "message" not in df:
@@ -254,7 +247,7 @@ def dvh_all(case: Case, settings: Settings | None = None) -> Result:
                 rois[label] = st
             name_rows.append({"set": set_name, "original": st.name, "roi": label,
                               "status": "clash" if counts[st.name] > 1 else "as_written"})
-        r, d, c = _evaluate(case, set_name, rois, s, _nominal(case, set_name), messages)
+        r, d, c = _evaluate(case, set_name, rois, s, case.nominal_spacing_mm(set_name), messages)
         rows += r; dvhs.update(d); curves += c
     messages += check_rows_not_zero(case, rows, refuse=False)
     return Result(
@@ -292,7 +285,7 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
                 rois[oar] = m[oar]
             elif oar in matched[REFERENCE]:
                 rois[oar] = RoiOutcome(MISSING, "", f"set {set_name!r} has no ROI for {oar}")
-        r, d, c = _evaluate(case, set_name, rois, s, _nominal(case, set_name), messages)
+        r, d, c = _evaluate(case, set_name, rois, s, case.nominal_spacing_mm(set_name), messages)
         rows += r; dvhs.update(d); curves += c
 
     check_rows_not_zero(case, rows, refuse=True)
