@@ -323,10 +323,10 @@ def contour_planes(structure: Structure, grid: Grid, source: str = "") -> tuple[
     axis = int(np.argmax(np.abs(grid.direction[:, p_axis])))
     others = [a for a in range(3) if a != axis]
     tol = PLANE_TOL_MM / grid.spacing[axis]
-    items = []
-    for c in structure.contours:
-        idx = grid.world_to_index(c)
-        items.append((float(np.mean(idx[:, axis])), idx[:, others]))
+    # one transform for all contours (the per-contour calls dominate small structures)
+    cut = np.cumsum([len(c) for c in structure.contours])[:-1]
+    items = [(float(np.mean(idx[:, axis])), idx[:, others])
+             for idx in np.split(grid.world_to_index(np.concatenate(structure.contours)), cut)]
     items.sort(key=lambda t: t[0])
     planes: list[tuple[float, list[np.ndarray]]] = []
     for pos, poly in items:
@@ -948,16 +948,22 @@ def _split_slabs(lo: np.ndarray, hi: np.ndarray, max_len: float) -> list[tuple[n
     return list(zip(np.split(centre, cut), np.split(length, cut)))
 
 
-def _sizing_area(poly: np.ndarray) -> float:
-    """Area of a polygon for choosing the factor only (not its coverage).
+def _sizing_areas(planes) -> np.ndarray:
+    """Area (index units squared) of each plane's polygons for choosing the factor only.
 
-    The shoelace area, except for a self-intersecting polygon whose lobes
-    cancel (a symmetric bow-tie has signed area 0): then half its box.
+    The sum of the polygons' shoelace areas, except for a self-intersecting
+    polygon whose lobes cancel (a symmetric bow-tie has signed area 0): half its
+    box. Not the coverage (that is :func:`polygon_coverage_planes`).
     """
-    x, y = poly[:, 0], poly[:, 1]
-    a = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-    box_area = float(np.ptp(x) * np.ptp(y))
-    return a if a >= 0.05 * box_area else 0.5 * box_area
+    polys = [q for _, pl in planes for q in pl]
+    v, start, _, nxt = _poly_layout(polys)
+    x, y = v[:, 0], v[:, 1]
+    a = 0.5 * np.abs(np.add.reduceat(x * y[nxt], start) - np.add.reduceat(y * x[nxt], start))
+    box_area = ((np.maximum.reduceat(x, start) - np.minimum.reduceat(x, start))
+                * (np.maximum.reduceat(y, start) - np.minimum.reduceat(y, start)))
+    a = np.where(a >= 0.05 * box_area, a, 0.5 * box_area)
+    per_plane = np.fromiter((len(pl) for _, pl in planes), np.int64, len(planes))
+    return np.add.reduceat(a, np.cumsum(per_plane) - per_plane)
 
 
 def auto_factor(volume_mm3: float, inplane_spacing: float) -> int:
@@ -1078,9 +1084,7 @@ def sample_structure(
 
     # plane areas in mm^2 (polygons in index units of the two in-plane axes)
     px_area = sp[others[0]] * sp[others[1]]
-    areas = []
-    for _, polys in planes:
-        areas.append(sum(_sizing_area(q) for q in polys) * px_area)
+    areas = _sizing_areas(planes) * px_area
     volume_est = float(np.sum(np.asarray(areas) * (hi - lo) * sp[axis]))
     inplane = float(min(sp[others[0]], sp[others[1]]))
     if factor == "auto":
