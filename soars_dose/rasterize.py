@@ -72,6 +72,8 @@ MAX_AUTO_FACTOR = 16
 MAX_AUTO_SAMPLES = 4_000_000
 #: A plane with fewer whole pixels keeps them as sub-pixels (the fast path costs more).
 MIN_WHOLE_PIXELS = 16
+#: Pixels per group of planes whose coverage is computed together (bounds the memory).
+COVERAGE_BATCH_CELLS = 250_000
 
 
 @dataclass
@@ -321,10 +323,10 @@ def contour_planes(structure: Structure, grid: Grid, source: str = "") -> tuple[
     axis = int(np.argmax(np.abs(grid.direction[:, p_axis])))
     others = [a for a in range(3) if a != axis]
     tol = PLANE_TOL_MM / grid.spacing[axis]
-    items = []
-    for c in structure.contours:
-        idx = grid.world_to_index(c)
-        items.append((float(np.mean(idx[:, axis])), idx[:, others]))
+    # one transform for all contours (the per-contour calls dominate small structures)
+    cut = np.cumsum([len(c) for c in structure.contours])[:-1]
+    items = [(float(np.mean(idx[:, axis])), idx[:, others])
+             for idx in np.split(grid.world_to_index(np.concatenate(structure.contours)), cut)]
     items.sort(key=lambda t: t[0])
     planes: list[tuple[float, list[np.ndarray]]] = []
     for pos, poly in items:
@@ -410,23 +412,90 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
         covered), so that a partly covered pixel is sampled inside the
         polygon.
     """
-    pts = np.vstack(polygons)
-    row0 = int(np.floor(pts[:, 0].min() + 0.5))
-    row1 = int(np.floor(pts[:, 0].max() + 0.5))
-    col0 = int(np.floor(pts[:, 1].min() + 0.5))
-    col1 = int(np.floor(pts[:, 1].max() + 0.5))
-    n_rows, n_cols = row1 - row0 + 1, col1 - col0 + 1
-    n_sub = n_rows * sub_rows
+    return polygon_coverage_planes([polygons], sub_rows)[0]
 
-    tiny, big = _split_tiny(polygons, sub_rows)
-    if not big:
-        cov, cen = np.zeros((n_rows, n_cols)), np.zeros((2, n_rows, n_cols))
-        _add_tiny_polygons(tiny, big, row0, col0, cov, cen)
-        return row0, col0, cov, cen
-    starts = np.vstack(big)
-    ends = np.vstack([np.roll(p, -1, axis=0) for p in big])
-    r0, c0 = starts[:, 0] - row0, starts[:, 1] - col0
-    r1, c1 = ends[:, 0] - row0, ends[:, 1] - col0
+
+def _poly_layout(polygons: list[np.ndarray]):
+    """Vertices of many polygons in one array: ``(vertices, start, length, next)``.
+
+    ``next[v]`` is the vertex after ``v`` in its polygon (the last one wraps
+    to the first), so edge ``v`` runs from ``vertices[v]`` to ``vertices[next[v]]``.
+    """
+    length = np.fromiter((len(p) for p in polygons), np.int64, len(polygons))
+    start = np.cumsum(length) - length
+    nxt = np.arange(1, int(length.sum()) + 1)
+    nxt[start + length - 1] = start
+    return np.concatenate(polygons), start, length, nxt
+
+
+def polygon_coverage_planes(planes: list[list[np.ndarray]], sub_rows: int = ROW_SUBSAMPLES,
+                            max_cells: int = COVERAGE_BATCH_CELLS):
+    """:func:`polygon_coverage` of many planes at once (one result per plane, same order).
+
+    The planes' pixel rows are stacked one under the other, so the scan
+    lines of many planes are cut, sorted and binned by a few numpy calls;
+    groups of planes with at most about ``max_cells`` pixels bound the
+    memory. Each plane's result is the same as computing it alone.
+    """
+    n_pl = len(planes)
+    if n_pl == 0:
+        return []
+    polys = [p for pl in planes for p in pl]
+    per_plane = np.fromiter((len(pl) for pl in planes), np.int64, n_pl)
+    v, start, length, nxt = _poly_layout(polys)
+    p_start = start[np.cumsum(per_plane) - per_plane]  # first vertex of each plane
+    row0 = np.floor(np.minimum.reduceat(v[:, 0], p_start) + 0.5).astype(np.int64)
+    row1 = np.floor(np.maximum.reduceat(v[:, 0], p_start) + 0.5).astype(np.int64)
+    col0 = np.floor(np.minimum.reduceat(v[:, 1], p_start) + 0.5).astype(np.int64)
+    col1 = np.floor(np.maximum.reduceat(v[:, 1], p_start) + 0.5).astype(np.int64)
+    n_rows, n_cols = row1 - row0 + 1, col1 - col0 + 1
+    # The scan lines measure a polygon's area by the midpoint rule along the rows, which
+    # loses (or grossly misjudges) a polygon crossing no sub-row; such a polygon, or one
+    # that fits in a single pixel, is measured exactly instead (_add_tiny_polygons).
+    rmin, rmax = np.minimum.reduceat(v[:, 0], start), np.maximum.reduceat(v[:, 0], start)
+    cmin, cmax = np.minimum.reduceat(v[:, 1], start), np.maximum.reduceat(v[:, 1], start)
+    one_pixel = ((np.floor(rmin + 0.5) == np.floor(rmax + 0.5))
+                 & (np.floor(cmin + 0.5) == np.floor(cmax + 0.5)))
+    tiny = (np.ceil((rmax + 0.5) * sub_rows - 0.5) <= np.ceil((rmin + 0.5) * sub_rows - 0.5)) | one_pixel
+    poly_plane = np.repeat(np.arange(n_pl), per_plane)
+    big_v = np.repeat(~tiny, length)
+    e_plane = np.repeat(poly_plane, length)[big_v]
+    starts, ends = v[big_v], v[nxt[big_v]]
+
+    out: list = [None] * n_pl
+    lo = 0
+    while lo < n_pl:
+        # the largest group of consecutive planes within the cell budget (at least one plane)
+        hi, rows, width = lo + 1, int(n_rows[lo]), int(n_cols[lo]) + 2
+        while hi < n_pl:
+            w = max(width, int(n_cols[hi]) + 2)
+            if (rows + int(n_rows[hi])) * w > max_cells:
+                break
+            rows, width, hi = rows + int(n_rows[hi]), w, hi + 1
+        ea, eb = np.searchsorted(e_plane, [lo, hi])
+        _coverage_group(starts[ea:eb], ends[ea:eb], e_plane[ea:eb] - lo, row0[lo:hi], col0[lo:hi],
+                        n_rows[lo:hi], n_cols[lo:hi], sub_rows, out, lo)
+        lo = hi
+    for u in np.nonzero(tiny)[0]:
+        pl = int(poly_plane[u])
+        r0, c0, cov, cen = out[pl]
+        own = range(int(np.sum(per_plane[:pl])), int(np.sum(per_plane[:pl + 1])))
+        big = [polys[k] for k in own if not tiny[k]]
+        _add_tiny_polygons([polys[u]], big, r0, c0, cov, cen)
+    return out
+
+
+def _coverage_group(starts, ends, pe, row0, col0, n_rows, n_cols, sub_rows, out, first) -> None:
+    """Coverage of a group of planes whose pixel rows are stacked; fills ``out[first:]``."""
+    n_pl = row0.size
+    row_off = np.cumsum(n_rows) - n_rows  # first stacked row of each plane
+    nr_all = int(n_rows.sum())
+    width = int(n_cols.max()) + 2
+    ncl = int(n_cols.max())
+    cov = np.zeros((nr_all, ncl))
+    centroid = np.zeros((2, nr_all, ncl))
+    r0, c0 = starts[:, 0] - row0[pe], starts[:, 1] - col0[pe]
+    r1, c1 = ends[:, 0] - row0[pe], ends[:, 1] - col0[pe]
     ymin, ymax = np.minimum(r0, r1), np.maximum(r0, r1)
     # sub-row t sits at y_t = -0.5 + (t + 0.5) / sub_rows; an edge crosses
     # the sub-rows with ymin <= y_t < ymax (half-open: vertices count once).
@@ -434,52 +503,52 @@ def polygon_coverage(polygons: list[np.ndarray], sub_rows: int = ROW_SUBSAMPLES)
     t_hi = np.ceil((ymax + 0.5) * sub_rows - 0.5).astype(np.int64)
     n_cross = np.clip(t_hi - t_lo, 0, None)
     total = int(n_cross.sum())
-    if total == 0:
-        cov, cen = np.zeros((n_rows, n_cols)), np.zeros((2, n_rows, n_cols))
-        _add_tiny_polygons(tiny, big, row0, col0, cov, cen)
-        return row0, col0, cov, cen
-    edge = np.repeat(np.arange(r0.size), n_cross)
-    first = np.repeat(np.cumsum(n_cross) - n_cross, n_cross)
-    t = t_lo[edge] + (np.arange(total) - first)
-    y = -0.5 + (t + 0.5) / sub_rows
-    dr = r1[edge] - r0[edge]
-    x = c0[edge] + (y - r0[edge]) * (c1[edge] - c0[edge]) / dr
-    order = np.lexsort((x, t))
-    t, x = t[order], x[order]
-    row_start = np.searchsorted(t, t, side="left")
-    sign = np.where((np.arange(total) - row_start) % 2 == 0, 1.0, -1.0)
-    # F(e) = sum_j sign_j * (e - x_j)_+ is the covered length left of e;
-    # evaluate it at the column edges e_q = q - 0.5 (q = 0..n_cols).
-    b = np.clip(np.floor(x + 0.5).astype(np.int64) + 1, 0, n_cols + 1)
-    width = n_cols + 2
-    # Summing over the sub-rows of a pixel row commutes with the cumulative sums
-    # along the columns, so the crossings are binned by pixel row directly (with
-    # the sub-row height y_t as an extra weight for the row moment): the dense
-    # arrays are n_rows x width instead of n_rows * sub_rows x width.
-    flat = (t // sub_rows) * width + b
-    yt = -0.5 + (t + 0.5) / sub_rows
-    size = n_rows * width
-    sx = sign * x
+    if total:
+        edge = np.repeat(np.arange(r0.size), n_cross)
+        first_x = np.repeat(np.cumsum(n_cross) - n_cross, n_cross)
+        t = t_lo[edge] + (np.arange(total) - first_x)
+        y = -0.5 + (t + 0.5) / sub_rows
+        dr = r1[edge] - r0[edge]
+        x = c0[edge] + (y - r0[edge]) * (c1[edge] - c0[edge]) / dr
+        # stacked sub-row: the planes' sub-rows one after the other
+        ts = t + row_off[pe[edge]] * sub_rows
+        order = np.lexsort((x, ts))
+        t, ts, x, ep = t[order], ts[order], x[order], pe[edge][order]
+        row_start = np.searchsorted(ts, ts, side="left")
+        sign = np.where((np.arange(total) - row_start) % 2 == 0, 1.0, -1.0)
+        # F(e) = sum_j sign_j * (e - x_j)_+ is the covered length left of e;
+        # evaluate it at the column edges e_q = q - 0.5 (q = 0..n_cols).
+        b = np.clip(np.floor(x + 0.5).astype(np.int64) + 1, 0, n_cols[ep] + 1)
+        # Summing over the sub-rows of a pixel row commutes with the cumulative sums
+        # along the columns, so the crossings are binned by pixel row directly (with
+        # the sub-row height y_t as an extra weight for the row moment): the dense
+        # arrays are n_rows x width instead of n_rows * sub_rows x width.
+        flat = (ts // sub_rows) * width + b
+        yt = -0.5 + (t + 0.5) / sub_rows
+        size = nr_all * width
+        sx = sign * x
 
-    def binned(w):
-        a = np.bincount(flat, weights=w, minlength=size).reshape(n_rows, width)
-        return np.cumsum(a, axis=1)[:, : n_cols + 1]
+        def binned(w):
+            a = np.bincount(flat, weights=w, minlength=size).reshape(nr_all, width)
+            return np.cumsum(a, axis=1)[:, : ncl + 1]
 
-    s0, s1, s2 = binned(sign), binned(sx), binned(sx * x)
-    y0, y1 = binned(sign * yt), binned(sx * yt)
-    e = np.arange(n_cols + 1) - 0.5
-    # covered length left of each edge, its first moment along the columns and rows
-    tot = np.diff(e * s0 - s1, axis=1)
-    mx = np.diff(0.5 * (e * e * s0 - s2), axis=1)
-    my = np.diff(e * y0 - y1, axis=1)
-    cov = np.clip(tot / sub_rows, 0.0, 1.0)
-    centroid = np.zeros((2, n_rows, n_cols))
-    ok = tot > 1e-12
-    rows_idx, cols_idx = np.nonzero(ok)
-    centroid[0][ok] = np.clip(my[ok] / tot[ok] - rows_idx, -0.5, 0.5)
-    centroid[1][ok] = np.clip(mx[ok] / tot[ok] - cols_idx, -0.5, 0.5)
-    _add_tiny_polygons(tiny, big, row0, col0, cov, centroid)
-    return row0, col0, cov, centroid
+        s0, s1, s2 = binned(sign), binned(sx), binned(sx * x)
+        y0, y1 = binned(sign * yt), binned(sx * yt)
+        e = np.arange(ncl + 1) - 0.5
+        # covered length left of each edge, its first moment along the columns and rows
+        tot = np.diff(e * s0 - s1, axis=1)
+        mx = np.diff(0.5 * (e * e * s0 - s2), axis=1)
+        my = np.diff(e * y0 - y1, axis=1)
+        cov = np.clip(tot / sub_rows, 0.0, 1.0)
+        ok = tot > 1e-12
+        rows_idx, cols_idx = np.nonzero(ok)
+        rows_local = rows_idx - np.repeat(row_off, n_rows)[rows_idx]
+        centroid[0][ok] = np.clip(my[ok] / tot[ok] - rows_local, -0.5, 0.5)
+        centroid[1][ok] = np.clip(mx[ok] / tot[ok] - cols_idx, -0.5, 0.5)
+    for k in range(n_pl):
+        rs = slice(int(row_off[k]), int(row_off[k] + n_rows[k]))
+        cs = slice(0, int(n_cols[k]))
+        out[first + k] = (int(row0[k]), int(col0[k]), cov[rs, cs], centroid[:, rs, cs])
 
 
 def _inside_even_odd(pts: np.ndarray, polygons: list[np.ndarray]) -> np.ndarray:
@@ -496,25 +565,8 @@ def _inside_even_odd(pts: np.ndarray, polygons: list[np.ndarray]) -> np.ndarray:
     return inside
 
 
-def _split_tiny(polygons, sub_rows):
-    """Polygons inside one pixel or crossing no sub-row, and the others.
-
-    The scan lines measure a polygon's area by the midpoint rule along the
-    rows, which loses (or grossly misjudges) a polygon thinner than a few
-    sub-rows; one that fits in a single pixel is measured exactly instead.
-    """
-    tiny, big = [], []
-    for p in polygons:
-        lo = np.ceil((p[:, 0].min() + 0.5) * sub_rows - 0.5)
-        hi = np.ceil((p[:, 0].max() + 0.5) * sub_rows - 0.5)
-        one_pixel = (np.floor(p[:, 0].min() + 0.5) == np.floor(p[:, 0].max() + 0.5)
-                     and np.floor(p[:, 1].min() + 0.5) == np.floor(p[:, 1].max() + 0.5))
-        (tiny if hi <= lo or one_pixel else big).append(p)
-    return tiny, big
-
-
 def _add_tiny_polygons(tiny, big, row0, col0, cov, centroid) -> None:
-    """Add the polygons of :func:`_split_tiny` to ``cov`` with their exact area.
+    """Add tiny polygons (see :func:`polygon_coverage_planes`) to ``cov`` with their exact area.
 
     Each is added whole (or removed, when it lies in an odd number of the
     other polygons: a tiny hole) to the pixel holding its centroid, which
@@ -732,32 +784,59 @@ def region_voxels(polygons: list[np.ndarray], sub_r: np.ndarray, sub_c: np.ndarr
         Voxel index of ``mask[0, 0]``.
     mask : ndarray of bool
     """
-    p0 = np.vstack(polygons)
-    d = np.vstack([np.roll(p, -1, axis=0) for p in polygons]) - p0
+    return region_voxels_planes([polygons], [sub_r], [sub_c], [full_origin], [full], shape2)[0]
+
+
+def region_voxels_planes(planes, sub_r, sub_c, full_origin, full, shape2) -> list:
+    """:func:`region_voxels` of many planes at once (lists of its arguments, one item per plane).
+
+    The planes' masks are laid out one under the other, each with a spare
+    row and column on every side, so that one dilation serves them all.
+    """
+    n_pl = len(planes)
+    polys = [p for pl in planes for p in pl]
+    v, start, length, nxt = _poly_layout(polys)
+    vplane = np.repeat(np.repeat(np.arange(n_pl), [len(pl) for pl in planes]), length)
+    d = v[nxt] - v
     n = np.ceil(np.abs(d).max(axis=1) / 0.5).astype(np.int64) + 1
-    e = np.repeat(np.arange(len(p0)), n)
+    e = np.repeat(np.arange(len(v)), n)
     k = np.arange(e.size) - np.repeat(np.cumsum(n) - n, n)
     t = k / np.repeat(n - 1, n).clip(1)
-    pts = p0[e] + t[:, None] * d[e]
-    r_l = [np.floor(pts[:, 0] + 0.5).astype(np.int64), np.asarray(sub_r, np.int64)]
-    c_l = [np.floor(pts[:, 1] + 0.5).astype(np.int64), np.asarray(sub_c, np.int64)]
-    if full.size and full.any():
-        fr, fc = np.nonzero(full)
-        r_l.append(fr + full_origin[0])
-        c_l.append(fc + full_origin[1])
+    pts = v[e] + t[:, None] * d[e]
+    r_l = [np.floor(pts[:, 0] + 0.5).astype(np.int64)]
+    c_l = [np.floor(pts[:, 1] + 0.5).astype(np.int64)]
+    p_l = [vplane[e]]
+    for u in range(n_pl):
+        r_l.append(np.asarray(sub_r[u], np.int64))
+        c_l.append(np.asarray(sub_c[u], np.int64))
+        p_l.append(np.full(r_l[-1].size, u))
+        if full[u].size and full[u].any():
+            fr, fc = np.nonzero(full[u])
+            r_l.append(fr + full_origin[u][0])
+            c_l.append(fc + full_origin[u][1])
+            p_l.append(np.full(fr.size, u))
     r = np.clip(np.concatenate(r_l), 0, shape2[0] - 1)
     c = np.clip(np.concatenate(c_l), 0, shape2[1] - 1)
-    r0, c0 = max(int(r.min()) - 1, 0), max(int(c.min()) - 1, 0)
-    r1, c1 = min(int(r.max()) + 1, shape2[0] - 1), min(int(c.max()) + 1, shape2[1] - 1)
-    mark = np.zeros((r1 - r0 + 3, c1 - c0 + 3), bool)  # one spare row/column each side
-    mark[r - r0 + 1, c - c0 + 1] = True
+    pid = np.concatenate(p_l)
+    rmin = np.full(n_pl, shape2[0]); rmax = np.full(n_pl, -1)
+    cmin = np.full(n_pl, shape2[1]); cmax = np.full(n_pl, -1)
+    np.minimum.at(rmin, pid, r); np.maximum.at(rmax, pid, r)
+    np.minimum.at(cmin, pid, c); np.maximum.at(cmax, pid, c)
+    r0, c0 = np.maximum(rmin - 1, 0), np.maximum(cmin - 1, 0)
+    r1, c1 = np.minimum(rmax + 1, shape2[0] - 1), np.minimum(cmax + 1, shape2[1] - 1)
+    h = r1 - r0 + 3  # one spare row/column each side
+    off = np.cumsum(h) - h
+    width = int((c1 - c0).max()) + 3
+    mark = np.zeros((int(h.sum()), width), bool)
+    mark[off[pid] + r - r0[pid] + 1, c - c0[pid] + 1] = True
     dil = mark.copy()
     dil[1:] |= mark[:-1]
     dil[:-1] |= mark[1:]
     m2 = dil.copy()
     m2[:, 1:] |= dil[:, :-1]
     m2[:, :-1] |= dil[:, 1:]
-    return (r0, c0), m2[1:-1, 1:-1]
+    return [((int(r0[u]), int(c0[u])),
+             m2[off[u] + 1:off[u] + h[u] - 1, 1:int(c1[u] - c0[u]) + 2]) for u in range(n_pl)]
 
 
 def slab_levels(lo: float, hi: float, n: int) -> np.ndarray:
@@ -830,27 +909,61 @@ def drop_duplicate_contours(structure: Structure, source: str = "",
 # -------------------------------------------------------------------- samples
 def _split_slab(lo: float, hi: float, max_len: float) -> tuple[np.ndarray, np.ndarray]:
     """Cut ``[lo, hi]`` (index units) at voxel centres and faces and into pieces <= max_len."""
-    cuts = np.arange(np.ceil(lo * 2.0), np.floor(hi * 2.0) + 1) / 2.0
-    pts = np.unique(np.concatenate([[lo, hi], cuts[(cuts > lo) & (cuts < hi)]]))
-    span = np.diff(pts)
+    return _split_slabs(np.array([lo]), np.array([hi]), max_len)[0]
+
+
+def _split_slabs(lo: np.ndarray, hi: np.ndarray, max_len: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`_split_slab` of many slabs ``[lo[u], hi[u]]`` at once: ``(centres, lengths)`` per slab."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    n_sl = lo.size
+    # cuts at half-integers: ceil(2 lo) / 2 .. floor(2 hi) / 2, kept strictly inside the slab
+    k0 = np.ceil(lo * 2.0)
+    n_c = np.clip(np.floor(hi * 2.0) - k0 + 1, 0, None).astype(np.int64)
+    cs = np.repeat(np.arange(n_sl), n_c)
+    cuts = (k0[cs] + (np.arange(cs.size) - np.repeat(np.cumsum(n_c) - n_c, n_c))) / 2.0
+    inner = (cuts > lo[cs]) & (cuts < hi[cs])
+    cuts, cs = cuts[inner], cs[inner]
+    # points of each slab in order: lo, its inner cuts, hi (a zero-length slab has one point)
+    n_in = np.bincount(cs, minlength=n_sl)
+    n_pts = n_in + np.where(hi > lo, 2, 1)
+    p_off = np.cumsum(n_pts) - n_pts
+    pts = np.empty(int(n_pts.sum()))
+    pts[p_off] = lo
+    pts[p_off + n_pts - 1] = hi
+    pts[np.repeat(p_off + 1, n_in) + (np.arange(cs.size) - np.repeat(np.cumsum(n_in) - n_in, n_in))] = cuts
+    # spans between consecutive points of the same slab
+    last = np.zeros(pts.size, bool)
+    last[p_off + n_pts - 1] = True
+    first_pt = np.nonzero(~last)[0]
+    span = pts[first_pt + 1] - pts[first_pt]
     n = np.maximum(1, np.ceil(span / max_len - 1e-9).astype(np.int64))
     seg = np.repeat(np.arange(span.size), n)
     k = np.arange(seg.size) - np.repeat(np.cumsum(n) - n, n)
     length = (span / n)[seg]
-    start = pts[:-1][seg] + k * length
-    return start + length / 2.0, length
+    start = pts[first_pt][seg] + k * length
+    centre = start + length / 2.0
+    # pieces per slab: each slab has n_pts - 1 spans
+    span_slab = np.repeat(np.arange(n_sl), n_pts - 1)
+    cut = np.cumsum(np.bincount(np.repeat(span_slab, n), minlength=n_sl))[:-1]
+    return list(zip(np.split(centre, cut), np.split(length, cut)))
 
 
-def _sizing_area(poly: np.ndarray) -> float:
-    """Area of a polygon for choosing the factor only (not its coverage).
+def _sizing_areas(planes) -> np.ndarray:
+    """Area (index units squared) of each plane's polygons for choosing the factor only.
 
-    The shoelace area, except for a self-intersecting polygon whose lobes
-    cancel (a symmetric bow-tie has signed area 0): then half its box.
+    The sum of the polygons' shoelace areas, except for a self-intersecting
+    polygon whose lobes cancel (a symmetric bow-tie has signed area 0): half its
+    box. Not the coverage (that is :func:`polygon_coverage_planes`).
     """
-    x, y = poly[:, 0], poly[:, 1]
-    a = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-    box_area = float(np.ptp(x) * np.ptp(y))
-    return a if a >= 0.05 * box_area else 0.5 * box_area
+    polys = [q for _, pl in planes for q in pl]
+    v, start, _, nxt = _poly_layout(polys)
+    x, y = v[:, 0], v[:, 1]
+    a = 0.5 * np.abs(np.add.reduceat(x * y[nxt], start) - np.add.reduceat(y * x[nxt], start))
+    box_area = ((np.maximum.reduceat(x, start) - np.minimum.reduceat(x, start))
+                * (np.maximum.reduceat(y, start) - np.minimum.reduceat(y, start)))
+    a = np.where(a >= 0.05 * box_area, a, 0.5 * box_area)
+    per_plane = np.fromiter((len(pl) for _, pl in planes), np.int64, len(planes))
+    return np.add.reduceat(a, np.cumsum(per_plane) - per_plane)
 
 
 def auto_factor(volume_mm3: float, inplane_spacing: float) -> int:
@@ -971,9 +1084,7 @@ def sample_structure(
 
     # plane areas in mm^2 (polygons in index units of the two in-plane axes)
     px_area = sp[others[0]] * sp[others[1]]
-    areas = []
-    for _, polys in planes:
-        areas.append(sum(_sizing_area(q) for q in polys) * px_area)
+    areas = _sizing_areas(planes) * px_area
     volume_est = float(np.sum(np.asarray(areas) * (hi - lo) * sp[axis]))
     inplane = float(min(sp[others[0]], sp[others[1]]))
     if factor == "auto":
@@ -992,18 +1103,29 @@ def sample_structure(
     sub_area = px_area / (f * f)
     volume = 0.0
     shape2 = (grid.shape[others[0]], grid.shape[others[1]])
-    for (p, polys), a, b in zip(planes, lo, hi):
-        if b - a <= 1e-12:  # an isolated plane without end caps
-            continue
-        fine = [(q + 0.5) * f - 0.5 for q in polys]
-        r0, c0, cov, cen = polygon_coverage(fine)
+    # an isolated plane without end caps has no thickness
+    kept = [(polys, a, b) for (_, polys), a, b in zip(planes, lo, hi) if b - a > 1e-12]
+    coverage = polygon_coverage_planes([[(q + 0.5) * f - 0.5 for q in polys] for polys, _, _ in kept])
+    # the per-plane steps run on all planes at once where they can: their numpy calls,
+    # not their arithmetic, dominate small structures
+    live = []
+    for (polys, a, b), (r0, c0, cov, cen) in zip(kept, coverage):
         full_origin, full, cov = _whole_pixels(cov, r0, c0, f, shape2)
         rr, cc = np.nonzero(cov > 1e-12)
         if rr.size == 0 and not full.any():
             continue
-        zc, zl = _split_slab(a, b, max_len)
-        fz, fl = _split_slab(a, b, 0.5)
-        cells_origin, cells = region_voxels(polys, (rr + r0) // f, (cc + c0) // f, full_origin, full, shape2)
+        live.append((polys, a, b, r0, c0, cov, cen, full_origin, full, rr, cc))
+    if live:
+        cells_all = region_voxels_planes([x[0] for x in live], [(x[9] + x[3]) // f for x in live],
+                                         [(x[10] + x[4]) // f for x in live], [x[7] for x in live],
+                                         [x[8] for x in live], shape2)
+        slab_lo = np.array([x[1] for x in live])
+        slab_hi = np.array([x[2] for x in live])
+        pieces = _split_slabs(slab_lo, slab_hi, max_len)
+        full_pieces = _split_slabs(slab_lo, slab_hi, 0.5)
+    for u, (polys, a, b, r0, c0, cov, cen, full_origin, full, rr, cc) in enumerate(live):
+        (zc, zl), (fz, fl) = pieces[u], full_pieces[u]
+        cells_origin, cells = cells_all[u]
         # sample each sub-pixel at the centroid of its covered part
         blk = SampleBlock(axis_pos=zc, axis_len=zl,
                           rows=(rr + r0 + cen[0][rr, cc] + 0.5) / f - 0.5,

@@ -20,15 +20,35 @@ BATCH_SAMPLES = 1_000_000
 EXTREME_FIRST_PLANES = 2
 
 
-def _to_index(samples: StructureSamples, axis_pos: np.ndarray, rc: np.ndarray) -> np.ndarray:
-    """``(len(axis_pos) * len(rc), 3)`` continuous (k, j, i) indices of in-plane points at each level."""
+def _level_points(levels: list[np.ndarray], points: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every in-plane point of each block at each of its levels, for many blocks at once.
+
+    Block ``u`` contributes ``levels[u].shape[0] * points[u].shape[0]`` rows, level
+    by level (the points of one level together); returns the level and the point of
+    each row. Levels are positions along the normal (index units), ``(nl,)``, or
+    rows carrying more columns, ``(nl, k)``; points are rows ``(ns, k)`` likewise.
+    """
+    nl = np.fromiter((x.shape[0] for x in levels), np.int64, len(levels))
+    ns = np.fromiter((x.shape[0] for x in points), np.int64, len(points))
+    cnt = nl * ns
+    blk = np.repeat(np.arange(cnt.size), cnt)
+    k = np.arange(blk.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    per = ns[blk]
+    li = (np.cumsum(nl) - nl)[blk] + k // per
+    si = (np.cumsum(ns) - ns)[blk] + k % per
+    lev = np.concatenate(levels) if levels else np.zeros(0)
+    pts = np.concatenate(points) if points else np.zeros((0, 2))
+    return lev[li], pts[si]
+
+
+def _to_index(samples: StructureSamples, pos: np.ndarray, rc: np.ndarray) -> np.ndarray:
+    """``(n, 3)`` continuous (k, j, i) indices of in-plane points ``rc (n, 2)`` at positions ``pos (n,)``."""
     a = samples.normal_axis
     b, c = samples.in_plane_axes
-    n2, nz = rc.shape[0], axis_pos.size
-    idx = np.empty((n2 * nz, 3))
-    idx[:, a] = np.repeat(axis_pos, n2)
-    idx[:, b] = np.tile(rc[:, 0], nz)
-    idx[:, c] = np.tile(rc[:, 1], nz)
+    idx = np.empty((pos.size, 3))
+    idx[:, a] = pos
+    idx[:, b] = rc[:, 0]
+    idx[:, c] = rc[:, 1]
     return idx
 
 
@@ -146,21 +166,24 @@ def _plane_bounds(samples: StructureSamples, dose: DoseGrid, blocks) -> tuple[np
 
 def _exact_extremes(samples: StructureSamples, dose: DoseGrid, blocks, lo: float, hi: float):
     """``(lo, hi)`` widened by the exact trilinear extremes over ``blocks`` (see :func:`dose_extremes`)."""
-    # the edge pieces of all planes go through one interpolation call: the per-plane
-    # calls cost more than the arithmetic on small planes
-    ends_a, mids, ends_b = [], [], []
-    if blocks:
-        type(blocks[0]).fill_extreme_vertices(blocks)
-    for blk in blocks:
-        seg_a, seg_b, nodes = blk.extreme_vertices()
-        if nodes.shape[0]:
-            nd = _node_doses(samples, dose, blk.levels, nodes)
-            lo, hi = min(lo, float(nd.min())), max(hi, float(nd.max()))
-        if seg_a.shape[0] == 0:
-            continue
-        ends_a.append(_to_index(samples, blk.levels, seg_a))
-        mids.append(_to_index(samples, blk.levels, (seg_a + seg_b) / 2.0))
-        ends_b.append(_to_index(samples, blk.levels, seg_b))
+    # the nodes and edge pieces of all planes go through one gather / interpolation call:
+    # the per-plane calls cost more than the arithmetic on small planes
+    if not blocks:
+        return lo, hi
+    type(blocks[0]).fill_extreme_vertices(blocks)
+    geo = [blk.extreme_vertices() for blk in blocks]
+    levels = [blk.levels for blk in blocks]
+    lv, nodes = _level_points(levels, [g[2] for g in geo])
+    if lv.size:
+        nd = _node_doses(samples, dose, lv, nodes)
+        lo, hi = min(lo, float(nd.min())), max(hi, float(nd.max()))
+    lv, seg_a = _level_points(levels, [g[0] for g in geo])
+    ends_a = []
+    if lv.size:
+        _, seg_b = _level_points(levels, [g[1] for g in geo])
+        ends_a = [_to_index(samples, lv, seg_a)]
+        mids = [_to_index(samples, lv, (seg_a + seg_b) / 2.0)]
+        ends_b = [_to_index(samples, lv, seg_b)]
     if ends_a:
         ns = sum(x.shape[0] for x in ends_a)
         d = dose.interpolate(np.concatenate(ends_a + mids + ends_b), method="linear")
@@ -181,26 +204,25 @@ def _exact_extremes(samples: StructureSamples, dose: DoseGrid, blocks, lo: float
 
 def _node_doses(samples: StructureSamples, dose: DoseGrid, levels: np.ndarray,
                 nodes: np.ndarray) -> np.ndarray:
-    """Interpolated dose at a block's cell-line crossings ``nodes`` on each of its ``levels``.
+    """Interpolated dose at cell-line crossings ``nodes (n, 2)``, each at its level ``levels (n,)``.
 
     The crossings lie on voxel-centre lines or grid faces, where the dose is
     that of the nearest voxel centre in-plane (constant out to the face), so
-    only the interpolation along the normal remains: two gathers per level.
+    only the interpolation along the normal remains: two gathers.
     """
     g = samples.grid
     a = samples.normal_axis
     b, c = samples.in_plane_axes
     vals = np.moveaxis(dose.values, a, 0)
-    j = np.clip(np.rint(nodes[:, 0]).astype(np.int64), 0, g.shape[b] - 1)[None, :]
-    i = np.clip(np.rint(nodes[:, 1]).astype(np.int64), 0, g.shape[c] - 1)[None, :]
+    j = np.clip(np.rint(nodes[:, 0]).astype(np.int64), 0, g.shape[b] - 1)
+    i = np.clip(np.rint(nodes[:, 1]).astype(np.int64), 0, g.shape[c] - 1)
     n = g.shape[a]
     zc = np.minimum(np.maximum(np.asarray(levels, float), 0.0), n - 1.0)
     k0 = np.minimum(zc.astype(np.int64), max(n - 2, 0))
-    d0 = vals[k0[:, None], j, i].astype(np.float64)
+    d0 = vals[k0, j, i].astype(np.float64)
     if n == 1:
-        return d0.ravel()
-    w = (zc - k0)[:, None]
-    return (d0 + w * (vals[k0[:, None] + 1, j, i] - d0)).ravel()
+        return d0
+    return d0 + (zc - k0) * (vals[k0 + 1, j, i] - d0)
 
 
 class _PlaneCache:
@@ -329,16 +351,22 @@ def _whole_pixel_samples(samples: StructureSamples, blk, cache: _PlaneCache):
     return np.concatenate(out_d), np.concatenate(out_s), np.concatenate(out_w)
 
 
-def _partial_samples(samples: StructureSamples, blk):
-    """``(index, weight_mm3, box)`` of a block's sub-pixel samples inside the grid."""
-    if blk.rows.size == 0:
+def _partial_samples(samples: StructureSamples, blocks):
+    """``(index, weight_mm3, box)`` of the sub-pixel samples of ``blocks`` inside the grid."""
+    blocks = [blk for blk in blocks if blk.rows.size]
+    if not blocks:
         return None
     a = samples.normal_axis
     b, c = samples.in_plane_axes
-    idx = _to_index(samples, blk.axis_pos, np.c_[blk.rows, blk.cols])
-    w = np.outer(blk.axis_len * samples.grid.spacing[a], blk.area_mm2).ravel()
+    # a sub-pixel's row, column and area travel together through the level product
+    # (and a piece's centre and length) travel together through the level product
+    zz, rca = _level_points([np.c_[blk.axis_pos, blk.axis_len] for blk in blocks],
+                            [np.c_[blk.rows, blk.cols, blk.area_mm2] for blk in blocks])
+    zl = zz[:, 1]
+    idx = _to_index(samples, zz[:, 0], rca[:, :2])
+    w = (zl * samples.grid.spacing[a]) * rca[:, 2]
     box = np.empty_like(idx)
-    box[:, a] = np.repeat(blk.axis_len, blk.rows.size)
+    box[:, a] = zl
     box[:, b] = 1.0 / samples.factor
     box[:, c] = 1.0 / samples.factor
     hi = np.asarray(samples.grid.shape) - 0.5
@@ -366,18 +394,14 @@ def dvh_of_samples(samples: StructureSamples, dose: DoseGrid, name: str,
     cache = _PlaneCache(dose, samples.normal_axis) if interpolation == "linear" else None
     # samples of many planes are gathered into one call of the interpolation and of the
     # accumulator: per-call overhead, not arithmetic, dominates small planes
-    pend_idx, pend_w, pend_box, n_idx = [], [], [], 0
     pend_full, n_full = [], 0
 
-    def flush_partial():
-        nonlocal n_idx
-        if not pend_idx:
+    def add_partial(group):
+        part = _partial_samples(samples, group)
+        group.clear()
+        if part is None:
             return
-        idx = np.concatenate(pend_idx)
-        w = np.concatenate(pend_w)
-        box = np.concatenate(pend_box)
-        pend_idx.clear(); pend_w.clear(); pend_box.clear()
-        n_idx = 0
+        idx, w, box = part
         d, g = dose.interpolate(idx, gradient=True, method=interpolation)
         gb = g * box
         builder.add(d, np.sqrt(np.einsum("ij,ij->i", gb, gb)), w)
@@ -390,13 +414,14 @@ def dvh_of_samples(samples: StructureSamples, dose: DoseGrid, name: str,
         pend_full.clear()
         n_full = 0
 
+    group, n_part = [], 0
     for blk in samples.blocks:
-        part = _partial_samples(samples, blk)
-        if part is not None:
-            pend_idx.append(part[0]); pend_w.append(part[1]); pend_box.append(part[2])
-            n_idx += part[1].size
-            if n_idx >= BATCH_SAMPLES:
-                flush_partial()
+        if blk.rows.size:
+            group.append(blk)
+            n_part += blk.rows.size * blk.axis_pos.size
+            if n_part >= BATCH_SAMPLES:
+                add_partial(group)
+                n_part = 0
         if blk.n_full == 0:
             continue
         if cache is None:
@@ -412,7 +437,7 @@ def dvh_of_samples(samples: StructureSamples, dose: DoseGrid, name: str,
             n_full += full[0].size
             if n_full >= BATCH_SAMPLES:
                 flush_full()
-    flush_partial()
+    add_partial(group)
     flush_full()
     if builder.volume <= 0:
         raise OutsideGridError(
