@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import nrrd
+import numpy as np
 import pandas as pd
 
 from soars_dose.analysis import metrics as M

@@ -102,7 +102,12 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage import measure
 
-from .errors import EmptyStructureError, GeometryError, InputError, SoarsDoseError, StructureError
+from .errors import (
+    EmptyStructureError,
+    GeometryError,
+    InputError,
+    SoarsDoseError,
+)
 from .rasterize import GAP_BREAK_FACTOR, PLANE_TOL_MM
 from .structures import Structure
 
@@ -528,7 +533,7 @@ def reconstruct(structure: Structure, *, nominal_spacing_mm: float | None = None
         raster = _Raster([p for ps in rpolys for p in ps], margin_mm=2.0 * nominal + 1.0)
         phis: dict[int, np.ndarray] = {}
 
-        def get(k: int) -> np.ndarray:
+        def get(k: int, phis=phis, raster=raster, rpolys=rpolys) -> np.ndarray:
             if k not in phis:
                 phis[k] = raster.sdf(rpolys[k])
             return phis[k]

@@ -130,10 +130,16 @@ import pandas as pd
 
 from .case import valid_set_name
 from .console import console_messages, dedupe, in_cli, option
-from .errors import (CTSeriesChoiceError, InputError, OutputExistsError, OutputLockedError,
-                     SoarsDoseError, SoarsDoseWarning)
-from .outputs import write_folder, write_text_file
+from .errors import (
+    CTSeriesChoiceError,
+    InputError,
+    OutputExistsError,
+    OutputLockedError,
+    SoarsDoseError,
+    SoarsDoseWarning,
+)
 from .inputs import require_file
+from .outputs import write_folder, write_text_file
 
 __all__ = [
     "CohortResult", "CohortInterrupted", "ManifestRow", "PatientTask", "manifest_help",
@@ -358,7 +364,8 @@ def read_manifest(path: "str | Path", *, sum_doses: bool = False
             ids[pid.lower()] = line
         who = f"patient {pid!r}" if pid else "row"
 
-        def existing(col: str, value: str, *, folder: bool = False) -> str | None:
+        def existing(col: str, value: str, *, folder: bool = False, line=line,
+                     who=who) -> str | None:
             if not value:
                 return None
             p = _resolve(base, value)

@@ -99,7 +99,7 @@ class DoseGrid:
         if n > CHUNK:
             # chunks keep the temporaries in cache: several times faster on 10^7 points
             dose = np.empty(n)
-            g = np.empty((n, 3)) if gradient else None
+            g = np.empty((n, 3) if gradient else (0, 3))
             for a in range(0, n, CHUNK):
                 r = self._interpolate(idx[a:a + CHUNK], gradient)
                 if gradient:

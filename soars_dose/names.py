@@ -106,13 +106,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal
 
-import yaml
-
 import pandas as pd
+import yaml
 
 from soars_dose.case import DUPLICATE, EMPTY, REFERENCE, Case, RoiOutcome
 from soars_dose.config_files import YamlReader, packaged_text, user_text
 from soars_dose.errors import InputError, NameClashError, SoarsDoseError
+from soars_dose.structures import Structure
 
 __all__ = [
     "AliasTable",
@@ -973,7 +973,7 @@ class MatchedSets:
     messages : list of str
     """
 
-    rois: dict[str, dict[str, object]]
+    rois: dict[str, dict[str, Structure | RoiOutcome]]
     order: list[str]
     names: pd.DataFrame
     messages: list[str]
@@ -991,7 +991,7 @@ def match_sets(case: Case, aliases: AliasTable | None = None) -> MatchedSets:
         raise SoarsDoseError(f"a comparison needs a set named {REFERENCE!r}; got {list(case.sets)}")
     table = aliases or AliasTable.load()
     messages: list[str] = []
-    matched: dict[str, dict[str, object]] = {}
+    matched: dict[str, dict[str, Structure | RoiOutcome]] = {}
     name_frames = []
     for set_name, sset in case.sets.items():
         rep = match_names(sset.names(), table, source=str(sset.source or set_name))
@@ -1001,7 +1001,7 @@ def match_sets(case: Case, aliases: AliasTable | None = None) -> MatchedSets:
         by_name: dict[str, list] = {}
         for st in sset:
             by_name.setdefault(st.name, []).append(st)
-        m: dict[str, object] = {}
+        m: dict[str, Structure | RoiOutcome] = {}
         kinds = {mt.original: mt.kind for mt in rep.matches}
         for original, canonical in rep.mapping.items():
             if kinds.get(original) != "oar":

@@ -37,7 +37,12 @@ import numpy as np
 from scipy import ndimage
 
 from .dicom.uids import new_uid
-from .dicom.write import masks_to_contours, write_ct_series, write_rtdose, write_rtstruct
+from .dicom.write import (
+    masks_to_contours,
+    write_ct_series,
+    write_rtdose,
+    write_rtstruct,
+)
 from .grid import Grid
 from .structures import Structure
 

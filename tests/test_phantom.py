@@ -12,7 +12,13 @@ from scipy import ndimage
 from shapely.geometry import Polygon
 
 from soars_dose.grid import Grid
-from soars_dose.phantom import NAME_VARIANTS, OAR_NAMES, SUBSTITUTE_SETS, make_cohort, make_patient
+from soars_dose.phantom import (
+    NAME_VARIANTS,
+    OAR_NAMES,
+    SUBSTITUTE_SETS,
+    make_cohort,
+    make_patient,
+)
 
 SLICE_MM = 2.5
 

@@ -9,7 +9,12 @@ from soars_dose.dose.compute import compute_dvh
 from soars_dose.dosegrid import DoseGrid
 from soars_dose.errors import StructureError
 from soars_dose.grid import Grid
-from soars_dose.rasterize import occupancy, polygon_coverage, sample_structure, slab_bounds
+from soars_dose.rasterize import (
+    occupancy,
+    polygon_coverage,
+    sample_structure,
+    slab_bounds,
+)
 from soars_dose.structures import Structure
 
 from .dose.closed_form import ExactDVH, planes

@@ -25,13 +25,20 @@ import numpy as np
 import pandas as pd
 
 from ..case import REFERENCE
-from ..errors import InputError, OutputExistsError
 from ..console import option
+from ..errors import InputError
 from ..outputs import check_writable, provenance, read_table, write_output_dir
 from . import constraints as C
 from . import revisions as R
 from . import statistics as S
-from .report import _esc, _table, box_figure, dvh_patient_figure, scatter_figure, write_report
+from .report import (
+    _esc,
+    _table,
+    box_figure,
+    dvh_patient_figure,
+    scatter_figure,
+    write_report,
+)
 
 #: Tables a cohort folder must hold.
 REQUIRED = ("stats", "dvh", "contour_metrics")

@@ -13,7 +13,6 @@ A user file has the same schema and *replaces* the packaged one.
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 import re
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ import pandas as pd
 import yaml
 
 from ..case import REFERENCE
-from ..errors import InputError
 from ..config_files import YamlReader, packaged_text, user_text
+from ..errors import InputError
 
 #: Comparison operators a constraint may use.
 OPS = ("<", "<=")

@@ -26,7 +26,7 @@ from ..case import DUPLICATE, REFERENCE, Case, RoiOutcome
 from ..errors import MemoryLimitError, SoarsDoseError
 from ..grid import Grid
 from ..names import AliasTable, MatchedSets, match_sets
-from ..rasterize import contour_planes, nominal_spacing_mm, occupancy, sample_structure
+from ..rasterize import contour_planes, occupancy, sample_structure
 from ..structures import Structure
 from . import metrics as M
 

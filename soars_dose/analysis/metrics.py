@@ -53,14 +53,12 @@ empty masks is ``nan``.
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from scipy import ndimage
 
 from soars_dose.config_files import load_yaml, packaged_text, user_text

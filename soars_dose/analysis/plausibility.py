@@ -34,12 +34,10 @@ Coordinates: contours in DICOM LPS mm; CT arrays ``[k, j, i]`` on the CT grid.
 
 from __future__ import annotations
 
-import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..config_files import load_yaml, packaged_text, user_text
 from ..errors import InputError, SoarsDoseError

@@ -112,7 +112,7 @@ def _validate(records: list[tuple[str, dict]], source: str) -> pd.DataFrame:
     has_set = any("set" in rec for _, rec in records)
     accepted = "none, <1 min, 1-3 min, >3 min (or lt1, 1-3, gt3)"
     for where, rec in records:
-        def fail(problem: str) -> InputError:
+        def fail(problem: str, where: str = where) -> InputError:
             return InputError(f"{source}, {where}: {problem}")
 
         patient = "" if rec.get("patient") is None else str(rec.get("patient")).strip()

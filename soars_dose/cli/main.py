@@ -27,7 +27,6 @@ from ..console import cli_interface, console_messages, dedupe
 from ..errors import InputError, OutputExistsError, SoarsDoseError, SoarsDoseWarning
 from ..inputs import require_file, require_folder
 
-
 #: OARs of the packaged segmentation model (soars_dose/segmentation/models/soars_default.pt),
 #: for the help text: reading them from the file would need torch, which --help must not.
 PACKAGED_MODEL_OARS = ("Brainstem", "SpinalCord", "Bone_Mandible", "Parotid_L", "Parotid_R",
@@ -38,7 +37,8 @@ def _float_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _number(lo: float, *, above: bool = True, integer: bool = False, unit: str = ""):
@@ -130,7 +130,7 @@ def _sampling_options(args) -> "int | str":
         try:
             factor = int(factor)
         except ValueError:
-            raise InputError(f"--supersample must be an integer or 'auto', got {factor!r}")
+            raise InputError(f"--supersample must be an integer or 'auto', got {factor!r}") from None
         if factor < 1:
             raise InputError(f"--supersample must be >= 1, got {factor}")
         if factor != 1 and factor % 2:
@@ -270,7 +270,6 @@ def cmd_report(args) -> int:
 
 def cmd_cohort(args) -> int:
     from .. import cohort
-
     from ..outputs import check_parent_writable
 
     settings = _settings(args)

@@ -51,7 +51,7 @@ def read_checked(path: "str | Path", modality: str, *, stop_before_pixels: bool 
             raise DicomReadError(
                 f"{path}: not a DICOM file (no preamble, no Modality or SOPClassUID); "
                 f"expected a {modality} object"
-            )
+            ) from None
     except Exception as exc:
         raise DicomReadError(f"{path}: not a readable DICOM file ({exc})") from exc
     found = str(ds.get("Modality", "")).upper()

@@ -10,10 +10,19 @@ import pydicom
 
 from ..console import in_cli
 from ..errors import CTSeriesChoiceError, DicomReadError, GeometryError, warn
-from ..inputs import require_folder
 from ..grid import AXIS_TOLERANCE, Grid
-from .common import (NATIVE_SYNTAXES, check_pixel_length, decoder_available, file_layout,
-                     integer, numbers, orientation, require, text)
+from ..inputs import require_folder
+from .common import (
+    NATIVE_SYNTAXES,
+    check_pixel_length,
+    decoder_available,
+    file_layout,
+    integer,
+    numbers,
+    orientation,
+    require,
+    text,
+)
 
 
 @dataclass

@@ -7,13 +7,29 @@ from typing import Sequence
 
 import numpy as np
 
-from ..dosegrid import DoseGrid
 from ..console import option
-from ..errors import DicomReadError, DoseUnitsError, FrameOfReferenceError, GeometryError, warn
+from ..dosegrid import DoseGrid
+from ..errors import (
+    DicomReadError,
+    DoseUnitsError,
+    FrameOfReferenceError,
+    GeometryError,
+    warn,
+)
 from ..grid import AXIS_TOLERANCE, Grid
-from .common import (NATIVE_SYNTAXES, check_pixel_length, decoder_available,
-                     expected_pixel_bytes, integer, numbers, orientation, read_checked,
-                     require, text, uid)
+from .common import (
+    NATIVE_SYNTAXES,
+    check_pixel_length,
+    decoder_available,
+    expected_pixel_bytes,
+    integer,
+    numbers,
+    orientation,
+    read_checked,
+    require,
+    text,
+    uid,
+)
 
 
 def _frame_offsets(ds, path: Path, n_frames: int, ipp: np.ndarray, iop: np.ndarray) -> np.ndarray:
@@ -288,7 +304,7 @@ def read_rtdoses(
         return doses[0]
     if not sum_doses:
         raise DicomReadError(
-            f"{len(paths)} RTDOSE files given ({', '.join(p.name for p in paths)}); pass "
+            f"{len(paths)} RTDOSE files given ({', '.join(Path(p).name for p in paths)}); pass "
             f"{option('sum_doses')} to add them, e.g. per-beam doses of one plan"
         )
     first = doses[0]
@@ -307,7 +323,7 @@ def read_rtdoses(
     total = np.sum([d.values.astype(np.float64) for d in doses], axis=0)
     kinds = sorted({d.summation_type or "?" for d in doses})
     if any(k not in WHOLE_PLAN_SUMMATIONS for k in kinds):
-        warn(f"summed {len(doses)} RTDOSE files ({', '.join(p.name for p in paths)}) of "
+        warn(f"summed {len(doses)} RTDOSE files ({', '.join(Path(p).name for p in paths)}) of "
              f"DoseSummationType {'/'.join(kinds)}; the sum is audited as the plan dose: check "
              "that they are all the beams (or fractions) of one plan")
     return DoseGrid(

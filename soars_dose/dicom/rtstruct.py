@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from pydicom.multival import MultiValue
 
 from ..errors import DicomReadError, warn
@@ -175,7 +174,8 @@ def read_rtstruct(path: "str | Path") -> StructureSet:
         s = structures[n]
         if "ROIDisplayColor" in rc:
             try:
-                s.color = tuple(int(c) for c in rc.ROIDisplayColor)[:3]
+                r, g, b = (int(c) for c in list(rc.ROIDisplayColor)[:3])
+                s.color = (r, g, b)
             except (TypeError, ValueError):
                 pass
         for ci, c in enumerate(rc.get("ContourSequence", [])):

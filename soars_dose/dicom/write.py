@@ -31,6 +31,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -71,7 +72,7 @@ _CHARSET = "ISO_IR 192"  # UTF-8: ROI and patient names may be any language
 #: standard patient positions (PS3.3 C.7.3.1.1.2), derived from the gantry
 #: frame: image +row = right of a viewer at the table foot facing the
 #: gantry, image +column = towards the floor.
-_POSITION_BY_IOP = {
+_POSITION_BY_IOP: dict[tuple[int, ...], str] = {
     (1, 0, 0, 0, 1, 0): "HFS",
     (-1, 0, 0, 0, -1, 0): "HFP",
     (-1, 0, 0, 0, 1, 0): "FFS",
@@ -179,9 +180,9 @@ def patient_position_from_direction(direction: np.ndarray, default: str = "HFS")
 
 def _file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> FileMetaDataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "SOARS_DOSE"
     return meta
@@ -239,6 +240,11 @@ def _check_writable(paths: Sequence[Path], overwrite: bool) -> None:
             f"{existing[0]}{more} already exists; pass {option('overwrite')} to replace it "
             "or choose another output folder"
         )
+
+
+def _write_dicom(ds: Dataset, path: Path) -> None:
+    """Write ``ds`` (with ``file_meta`` set) to ``path`` atomically."""
+    atomic_write_file(path, lambda f: pydicom.dcmwrite(f, ds, enforce_file_format=True))
 
 
 def _check_array_on_grid(array: np.ndarray, grid: Grid, what: str) -> np.ndarray:
@@ -350,7 +356,7 @@ def write_ct_series(
             series_description="CT",
             frame_of_reference_uid=frame_of_reference_uid,
         )
-        position_k = grid.index_to_world([k, 0, 0])
+        position_k = grid.index_to_world(np.array([k, 0, 0]))
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.KVP = ""
         ds.PatientPosition = position
@@ -375,7 +381,7 @@ def write_ct_series(
         ds.WindowWidth = "400"
         ds.PixelData = np.ascontiguousarray(pixels[k]).tobytes()
         ds.file_meta = _file_meta(CTImageStorage, sop_uid, ExplicitVRLittleEndian)
-        atomic_write_file(path, lambda f: pydicom.dcmwrite(f, ds, enforce_file_format=True))
+        _write_dicom(ds, path)
 
     return CTSeriesInfo(
         series_uid=str(series_uid),
@@ -560,7 +566,7 @@ def write_rtdose(
         ds.ReferencedRTPlanSequence = DicomSequence([ref])
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
     ds.file_meta = _file_meta(RTDoseStorage, sop_uid, ExplicitVRLittleEndian)
-    atomic_write_file(path, lambda f: pydicom.dcmwrite(f, ds, enforce_file_format=True))
+    _write_dicom(ds, path)
     return str(sop_uid)
 
 
@@ -855,5 +861,5 @@ def write_rtstruct(
 
     syntax = ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian
     ds.file_meta = _file_meta(RTStructureSetStorage, sop_uid, syntax)
-    atomic_write_file(path, lambda f: pydicom.dcmwrite(f, ds, enforce_file_format=True))
+    _write_dicom(ds, path)
     return str(sop_uid)

@@ -17,19 +17,42 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..analysis.plausibility import (
+    AIR_HU,
+    BONE_HU,
+    MAX_TISSUE_SHARE,
+    load_volume_table,
+    plausibility_flags,
+)
 from ..between_planes import check_mode as check_between_planes
 from ..between_planes import prepare as prepare_between_planes
-from ..case import (COMPUTED, EMPTY, ERROR, MISSING, OK, OUTSIDE_GRID, PARTIAL, REFERENCE,
-                    TOO_LARGE, Case, RoiOutcome)
-from ..errors import (EmptyStructureSetError, NoMatchingOARError, SoarsDoseError,
-                      SoarsDoseWarning, ZeroDoseError, warn)
+from ..case import (
+    COMPUTED,
+    EMPTY,
+    ERROR,
+    MISSING,
+    OK,
+    OUTSIDE_GRID,
+    PARTIAL,
+    REFERENCE,
+    TOO_LARGE,
+    Case,
+    RoiOutcome,
+)
+from ..errors import (
+    EmptyStructureSetError,
+    NoMatchingOARError,
+    SoarsDoseError,
+    SoarsDoseWarning,
+    ZeroDoseError,
+    warn,
+)
 from ..names import AliasTable, MatchedSets, match_sets
-from ..analysis.plausibility import (AIR_HU, BONE_HU, MAX_TISSUE_SHARE, load_volume_table,
-                                    plausibility_flags)
+from ..structures import Structure
 from .compute import compute_dvh
+from .dvh import BIN_WIDTH_GY, DVH
 from .precheck import DEFAULT_MAX_MEMORY_GB, check_sampling_size, outside_grid
 from .settings_checks import validate_settings
-from .dvh import BIN_WIDTH_GY, DVH
 
 #: Columns every ``stats`` table starts with.
 STAT_COLUMNS = [
@@ -161,7 +184,7 @@ def _dvh_rows(patient: str, set_name: str, roi: str, dvh: DVH, step: float | Non
     })
 
 
-def _evaluate(case: Case, set_name: str, rois: dict[str, object], s: Settings,
+def _evaluate(case: Case, set_name: str, rois: dict[str, Structure | RoiOutcome], s: Settings,
               nominal: float | None, messages: list[str]):
     """Statistics of the given structures (label -> Structure or status string)."""
     rows, dvhs, curves = [], {}, []
@@ -232,7 +255,7 @@ def dvh_all(case: Case, settings: Settings | None = None) -> Result:
         counts: dict[str, int] = {}
         for st in sset:
             counts[st.name] = counts.get(st.name, 0) + 1
-        rois: dict[str, object] = {}
+        rois: dict[str, Structure | RoiOutcome] = {}
         for st in sset:
             label = st.name
             if counts[st.name] > 1:
@@ -240,9 +263,9 @@ def dvh_all(case: Case, settings: Settings | None = None) -> Result:
                 messages.append(f"{sset.source}: ROI name {st.name!r} is used {counts[st.name]} "
                                 f"times; reported as {label!r}")
             if st.is_empty:
-                rois[label] = RoiOutcome(EMPTY, st.name,
-                                         f"{sset.source}: ROI {st.name!r} has no contour")
-                messages.append(rois[label].message)
+                outcome = RoiOutcome(EMPTY, st.name, f"{sset.source}: ROI {st.name!r} has no contour")
+                rois[label] = outcome
+                messages.append(outcome.message)
             else:
                 rois[label] = st
             name_rows.append({"set": set_name, "original": st.name, "roi": label,
@@ -386,7 +409,7 @@ def check_reference_set(case: Case, ms: MatchedSets) -> None:
             f"{src}: the reference structure set has no ROI at all, so there is nothing to "
             "compare; check that this is the clinical RTSTRUCT with the contours")
     ref_names = ms.names[ms.names["set"] == REFERENCE] if "set" in ms.names else ms.names
-    kinds = {}
+    kinds: dict[str, list[str]] = {}
     if "kind" in ref_names and "original" in ref_names:
         for _, r in ref_names.iterrows():
             kinds.setdefault(str(r["kind"]), []).append(str(r["original"]))

@@ -6,10 +6,10 @@ import dataclasses
 
 import numpy as np
 
+from ..dosegrid import DoseGrid
 from ..errors import OutsideGridError, warn
 from ..rasterize import StructureSamples, sample_structure
 from ..structures import Structure
-from ..dosegrid import DoseGrid
 from .dvh import BIN_WIDTH_GY, DVH, DVHBuilder
 
 #: Below this fraction of its volume inside the dose grid a structure is warned about.
@@ -394,7 +394,8 @@ def dvh_of_samples(samples: StructureSamples, dose: DoseGrid, name: str,
     cache = _PlaneCache(dose, samples.normal_axis) if interpolation == "linear" else None
     # samples of many planes are gathered into one call of the interpolation and of the
     # accumulator: per-call overhead, not arithmetic, dominates small planes
-    pend_full, n_full = [], 0
+    pend_full: list = []
+    n_full = 0
 
     def add_partial(group):
         part = _partial_samples(samples, group)

@@ -84,6 +84,7 @@ def validate_settings(s) -> None:
     if f != "auto":
         if isinstance(f, bool) or not isinstance(f, Integral):
             raise _fail("factor", "must be 'auto' or an even integer", f)
+        f = int(f)
         if f < 1 or f > MAX_FACTOR:
             raise _fail("factor", f"must be 'auto' or an even integer from 2 to {MAX_FACTOR}", f)
         if f != 1 and f % 2:

@@ -64,12 +64,25 @@ from ..dicom.common import read_dataset, uid
 from ..dicom.rtdose import read_rtdose
 from ..dicom.rtstruct import read_rtstruct
 from ..dosegrid import DoseGrid
-from ..errors import DicomReadError, DoseUnitsError, SoarsDoseError, SoarsDoseWarning, StructureError, warn
-from ..rasterize import (GAP_BREAK_FACTOR, StructureSamples, contour_planes,
-                         nominal_spacing_mm as _nominal_of_set, sample_structure, slab_bounds)
-from ..structures import Structure
+from ..errors import (
+    DicomReadError,
+    DoseUnitsError,
+    SoarsDoseError,
+    SoarsDoseWarning,
+    StructureError,
+    warn,
+)
 from ..load import check_frames
 from ..outputs import sha256
+from ..rasterize import (
+    GAP_BREAK_FACTOR,
+    StructureSamples,
+    contour_planes,
+    sample_structure,
+    slab_bounds,
+)
+from ..rasterize import nominal_spacing_mm as _nominal_of_set
+from ..structures import Structure
 from .compute import FULL_COVERAGE, dvh_of_samples
 from .dvh import BIN_WIDTH_GY, DVH
 
@@ -329,6 +342,7 @@ def read_tps_dvhs(rtdose_path: "str | Path", *, prescription_gy: float | None = 
             out.append(rec)
             continue
         data = _dvh_data(item)
+        assert data is not None  # refused above otherwise
         widths = data[:, 0] * rec.dose_scaling * to_gy
         if np.any(widths <= 0) or not np.all(np.isfinite(data)):
             rec.refused = "DVHData has non-positive or non-finite bin widths"
@@ -516,7 +530,7 @@ class _NoCap:
                         st.update(min_gy=float("nan"))
                     st["volume_cc"] = vol / 1000.0
                     self._stats = st
-        return self._stats
+        return self._stats if isinstance(self._stats, dict) else None
 
     @property
     def cap_cc(self) -> float:
@@ -643,7 +657,8 @@ def compare_with_tps(
             warn(msg)
             rows.append(base(rec, None, "ROI not in RTSTRUCT"))
             continue
-        seen.add(num)
+        if num is not None:
+            seen.add(num)
         if rec.notes:
             messages.append(f"DVHSequence item {rec.item} (ROI {st.name!r}): "
                             + "; ".join(rec.notes))

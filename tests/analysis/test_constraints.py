@@ -7,7 +7,11 @@ import pandas as pd
 import pytest
 
 from soars_dose.analysis.constraints import (
-    METRIC_RE, Constraint, constraint_flips, evaluate_constraints, load_constraints,
+    METRIC_RE,
+    Constraint,
+    constraint_flips,
+    evaluate_constraints,
+    load_constraints,
 )
 from soars_dose.errors import InputError
 from soars_dose.names import AliasTable

@@ -14,8 +14,12 @@ import pytest
 from shapely.geometry import Polygon, box
 
 from soars_dose import audit
-from soars_dose.analysis.plausibility import (TISSUES, load_volume_table, tissue_shares,
-                                              volume_flags)
+from soars_dose.analysis.plausibility import (
+    TISSUES,
+    load_volume_table,
+    tissue_shares,
+    volume_flags,
+)
 from soars_dose.dicom.ct import read_ct_series
 from soars_dose.dicom.write import write_ct_series
 from soars_dose.dose.compare import Settings

@@ -5,8 +5,13 @@ import pandas as pd
 import pytest
 
 from soars_dose.analysis.revisions import (
-    CATEGORY_MINUTES, OAR_CATEGORY, instance_times, normalize_category, read_revisions,
-    revision_summary, time_saved,
+    CATEGORY_MINUTES,
+    OAR_CATEGORY,
+    instance_times,
+    normalize_category,
+    read_revisions,
+    revision_summary,
+    time_saved,
 )
 from soars_dose.errors import InputError
 

@@ -7,11 +7,16 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from soars_dose.analysis.statistics import (
-    bootstrap_median_ci, correlations, describe, metric_values, paired_tests, summary_by_oar,
-    threshold_counts, unpaired_tests,
+    bootstrap_median_ci,
+    correlations,
+    describe,
+    metric_values,
+    paired_tests,
+    summary_by_oar,
+    threshold_counts,
+    unpaired_tests,
 )
 from soars_dose.errors import InputError
-
 
 # --------------------------------------------------------------------------
 # helpers

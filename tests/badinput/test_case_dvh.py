@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from soars_dose import audit
-from soars_dose.errors import DicomReadError, EmptyStructureSetError, StructureError
+from soars_dose.errors import DicomReadError, EmptyStructureSetError
 from soars_dose.structures import Structure, StructureSet
 
 from ..helpers import oars

@@ -13,8 +13,8 @@ import pydicom
 import pytest
 
 from soars_dose import audit
-from soars_dose.load import check_frames
 from soars_dose.errors import SoarsDoseWarning
+from soars_dose.load import check_frames
 
 from ..helpers import oars
 from .case_helpers import cli, compare_args, write_case

@@ -17,15 +17,14 @@ import tracemalloc
 import warnings
 
 import numpy as np
-import pydicom
 import pytest
 
 from soars_dose import audit
 from soars_dose.dose import compute as compute_mod
 from soars_dose.dose.compare import Settings
-from soars_dose.dosegrid import DoseGrid
 from soars_dose.dose.precheck import estimate_sampling_bytes, outside_grid
-from soars_dose.errors import InputError, SettingsError, SoarsDoseWarning
+from soars_dose.dosegrid import DoseGrid
+from soars_dose.errors import InputError, SettingsError
 from soars_dose.grid import Grid
 from soars_dose.structures import Structure
 

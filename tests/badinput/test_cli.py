@@ -80,7 +80,7 @@ def test_cli_subprocess_has_no_traceback(name, tmp_path):
 
 def test_cli_shows_reader_warnings_and_still_computes(tmp_path, capsys):
     """Kept-but-surprising inputs: exit 0, each warning on the console naming the file."""
-    good = _good(tmp_path / "good")
+    _good(tmp_path / "good")
     rois = good_rois()
     rois[0][2].append(rois[0][2][1].copy())  # an exact duplicate on z = 2 mm
     rs = b.write(b.rtstruct(rois), tmp_path / "dup_rs.dcm")

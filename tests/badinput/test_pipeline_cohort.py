@@ -17,10 +17,17 @@ import pandas as pd
 import pytest
 
 from soars_dose import cohort
-from soars_dose.cohort import LOCK_FILE, acquire_lock, load_cohort, release_lock, run_cohort
+from soars_dose.cohort import (
+    LOCK_FILE,
+    acquire_lock,
+    load_cohort,
+    release_lock,
+    run_cohort,
+)
 from soars_dose.errors import InputError, OutputLockedError, SoarsDoseWarning
 
-from .pipeline_builders import MEAN_GY, case, cli, cohort as make_cohort, leftovers, manifest
+from .pipeline_builders import MEAN_GY, case, cli, leftovers, manifest
+from .pipeline_builders import cohort as make_cohort
 
 ROOT = Path(__file__).resolve().parents[2]
 

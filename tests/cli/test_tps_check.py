@@ -14,7 +14,14 @@ from pydicom.sequence import Sequence
 from soars_dose.cli.main import main
 from soars_dose.dicom.write import write_rtdose, write_rtstruct
 
-from ..dose.test_tps_check import FINE, FRAME, GRID, cumulative_item, prism, true_cumulative
+from ..dose.test_tps_check import (
+    FINE,
+    FRAME,
+    GRID,
+    cumulative_item,
+    prism,
+    true_cumulative,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The value for the data element")
 

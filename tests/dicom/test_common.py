@@ -9,8 +9,13 @@ import numpy as np
 import pydicom
 import pytest
 
-from soars_dose.dicom.common import (check_pixel_length, file_layout, numbers, orientation,
-                                     text)
+from soars_dose.dicom.common import (
+    check_pixel_length,
+    file_layout,
+    numbers,
+    orientation,
+    text,
+)
 from soars_dose.errors import DicomReadError, GeometryError, SoarsDoseWarning
 
 from ..badinput import builders as b

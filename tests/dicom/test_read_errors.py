@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pydicom
 import pytest
@@ -12,11 +10,15 @@ from soars_dose import audit
 from soars_dose.dicom.ct import read_ct_series
 from soars_dose.dicom.rtdose import read_rtdose, read_rtdoses
 from soars_dose.dicom.rtstruct import read_rtstruct
-from soars_dose.errors import (DicomReadError, DoseUnitsError, FrameOfReferenceError,
-                               GeometryError, SoarsDoseWarning)
-from soars_dose.structures import Structure
+from soars_dose.errors import (
+    DicomReadError,
+    DoseUnitsError,
+    FrameOfReferenceError,
+    GeometryError,
+    SoarsDoseWarning,
+)
 
-from ..helpers import disc_stack, oars, small_grid, write_case
+from ..helpers import oars, small_grid, write_case
 
 
 def test_not_dicom(tmp_path):

@@ -99,6 +99,7 @@ def test_outputs_atomic_and_not_overwritten(tmp_path):
     assert files == ["contour_metrics.csv", "contour_metrics.parquet", "dvh.csv", "dvh.parquet",
                      "names.csv", "names.parquet", "provenance.json", "stats.csv", "stats.parquet"]
     import json
+
     import pandas as pd
 
     prov = json.loads((out / "provenance.json").read_text())

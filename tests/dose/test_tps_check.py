@@ -24,8 +24,13 @@ from pydicom.sequence import Sequence
 from shapely.geometry import Polygon, box
 
 from soars_dose.dicom.write import write_rtdose, write_rtstruct
-from soars_dose.dose.tps import (Tolerances, binned_statistics, compare_with_tps, read_tps_dvhs,
-                                 rebinned)
+from soars_dose.dose.tps import (
+    Tolerances,
+    binned_statistics,
+    compare_with_tps,
+    read_tps_dvhs,
+    rebinned,
+)
 from soars_dose.errors import DicomReadError, DoseUnitsError
 from soars_dose.grid import Grid
 from soars_dose.structures import Structure
@@ -180,8 +185,8 @@ def test_b_no_end_caps_in_a_superior_inferior_gradient(files):
     (np.array([-9.0, 0.0, 9.0]), 0.0),                 # only isolated planes
 ])
 def test_without_end_caps_volume_is_areas_times_spacing(planes, length_mm):
-    from soars_dose.rasterize import sample_structure
     from soars_dose.dose.tps import without_end_caps
+    from soars_dose.rasterize import sample_structure
 
     p = polygon(1.0)
     st = Structure("s", 1, [np.c_[p, np.full(len(p), z)] for z in planes])
