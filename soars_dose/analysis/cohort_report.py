@@ -32,10 +32,10 @@ from . import constraints as C
 from . import revisions as R
 from . import statistics as S
 from .report import (
-    _esc,
-    _table,
     box_figure,
     dvh_patient_figure,
+    escape,
+    html_table,
     scatter_figure,
     write_report,
 )
@@ -215,12 +215,12 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
     headline = thresholds[thresholds["roi"] == S.ALL] if len(thresholds) else thresholds
     blocks: list = [
         ("About", _about(t, stats, sets, prov_in)),
-        ("Headline: OAR instances with large dose differences", _table(headline)),
+        ("Headline: OAR instances with large dose differences", html_table(headline)),
         ("Table 5a: contour accuracy per OAR (mean ± SD)",
-         _table(table5_display(tab5, sets, ["dice", "hd95_mm", "asd_mm"],
+         html_table(table5_display(tab5, sets, ["dice", "hd95_mm", "asd_mm"],
                                {"dice": "Dice", "hd95_mm": "HD95 mm", "asd_mm": "ASD mm"}))),
         ("Table 5b: dosimetric accuracy per OAR (mean ± SD of |Diff| in %)",
-         _table(table5_display(tab5, sets, ["abs_diff_mean_pct", "abs_diff_max_pct"],
+         html_table(table5_display(tab5, sets, ["abs_diff_mean_pct", "abs_diff_max_pct"],
                                {"abs_diff_mean_pct": "|Diff_mean| %",
                                 "abs_diff_max_pct": "|Diff_max| %"}))
          + "<p class='note'>* p &lt; 0.05 against the reader set, † mean / max dose differs "
@@ -236,21 +236,21 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
                                   "Dice vs |Diff_mean| (%)", sets),
                    scatter_figure(merged, "hd95_mm", "abs_diff_max_pct",
                                   "HD95 (mm) vs |Diff_max| (%)", sets)]
-    blocks += [("Spearman correlation of contour accuracy and dose difference", _table(_p_fmt(corr)))]
+    blocks += [("Spearman correlation of contour accuracy and dose difference", html_table(_p_fmt(corr)))]
     blocks += [("Clinical constraints: flips between pass and fail relative to the reference",
-                _table(flips) if len(flips) else "<p>No substitute set flips a constraint.</p>")]
+                html_table(flips) if len(flips) else "<p>No substitute set flips a constraint.</p>")]
     if len(unpaired):
-        blocks.append(("Between institutions (Mann-Whitney U)", _table(_p_fmt(unpaired))))
+        blocks.append(("Between institutions (Mann-Whitney U)", html_table(_p_fmt(unpaired))))
     if len(rev_summary):
-        blocks += [("Revision effort", _table(rev_summary)), ("Editing time saved", _table(saved))]
+        blocks += [("Revision effort", html_table(rev_summary)), ("Editing time saved", html_table(saved))]
     blocks.append(("DVH overlays (pick the OAR in each plot's menu)", ""))
     for patient in list(dict.fromkeys(dvh["patient"]))[:MAX_DVH_PATIENTS]:
         blocks.append(dvh_patient_figure(dvh[dvh["patient"] == patient],
                                          stats[stats["patient"] == patient], str(patient)))
     blocks += [
-        ("All paired tests", _table(_p_fmt(tests))),
-        ("Failures", _table(t["failures"]) if len(t["failures"]) else "<p>none</p>"),
-        ("Provenance", f"<pre>{_esc(json.dumps(record, indent=1, default=str))}</pre>"),
+        ("All paired tests", html_table(_p_fmt(tests))),
+        ("Failures", html_table(t["failures"]) if len(t["failures"]) else "<p>none</p>"),
+        ("Provenance", f"<pre>{escape(json.dumps(record, indent=1, default=str))}</pre>"),
     ]
     folder = write_output_dir(out, tables, record, overwrite=overwrite)
     return write_report(folder / "report.html", title="soars-dose cohort report", blocks=blocks)
@@ -261,7 +261,7 @@ def _about(t, stats, sets, prov_in) -> str:
     n_fail = len(t["failures"])
     sub = [s for s in sets if s != REFERENCE]
     return (f"<p class='note'>{n_pat} patients ({n_fail} failed), sets: "
-            f"{_esc(', '.join(sets))}. Each substitute set ({_esc(', '.join(sub))}) is compared "
+            f"{escape(', '.join(sets))}. Each substitute set ({escape(', '.join(sub))}) is compared "
             "with the reference on the reference plan's fixed dose grid: Diff_mean and Diff_max "
             "are eq 6/7 of the SOARS study; contour metrics (Dice, HD95, ASD, surface Dice) are "
             "computed on a common grid against the reference. Missing OARs count as Dice 0 and "

@@ -26,11 +26,11 @@ th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
 """
 
 
-def _table(df: pd.DataFrame, digits: int = 2) -> str:
+def html_table(df: pd.DataFrame, digits: int = 2) -> str:
     """HTML table with every cell escaped (pandas escapes with ``escape=True``)."""
-    html_table = df.to_html(index=False, escape=True, float_format=lambda v: f"{v:.{digits}f}",
-                            na_rep="", border=0)
-    return f"<div class='scroll'>{html_table}</div>"
+    body = df.to_html(index=False, escape=True, float_format=lambda v: f"{v:.{digits}f}",
+                      na_rep="", border=0)
+    return f"<div class='scroll'>{body}</div>"
 
 
 def dvh_figure(dvh: pd.DataFrame, stats: pd.DataFrame, patient: str) -> go.Figure:
@@ -63,7 +63,7 @@ def dvh_figure(dvh: pd.DataFrame, stats: pd.DataFrame, patient: str) -> go.Figur
 SET_COLORS = ["#222222", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
-def _esc(text) -> str:
+def escape(text) -> str:
     """Escape for HTML and keep plotly's template syntax out of user strings."""
     return html.escape(str(text)).replace("%{", "% {")
 
@@ -104,17 +104,17 @@ def dvh_patient_figure(dvh: pd.DataFrame, stats: pd.DataFrame, patient: str) -> 
                               f"Diff_max {r.get('diff_max_pct', np.nan):+.1f} %")
             x, y = _thin(g["dose_gy"].to_numpy(), g["volume_pct"].to_numpy())
             fig.add_trace(go.Scatter(
-                x=x, y=y, mode="lines", name=_esc(set_name), visible=(roi == rois[0]),
+                x=x, y=y, mode="lines", name=escape(set_name), visible=(roi == rois[0]),
                 line={"color": _set_color(sets, set_name),
                       "dash": "solid" if set_name == REFERENCE else "dash"},
-                hovertemplate=f"{_esc(roi)} ({_esc(set_name)})<br>%{{x:.2f}} Gy, "
+                hovertemplate=f"{escape(roi)} ({escape(set_name)})<br>%{{x:.2f}} Gy, "
                               f"%{{y:.1f}} %{extra}<extra></extra>"))
             owner.append(roi)
-    buttons = [dict(label=_esc(roi), method="update",
+    buttons = [dict(label=escape(roi), method="update",
                     args=[{"visible": [o == roi for o in owner]},
-                          {"title": _esc(f"patient {patient}: {roi}")}]) for roi in rois]
+                          {"title": escape(f"patient {patient}: {roi}")}]) for roi in rois]
     fig.update_layout(
-        title=_esc(f"patient {patient}: {rois[0] if rois else ''}"),
+        title=escape(f"patient {patient}: {rois[0] if rois else ''}"),
         xaxis_title="Dose (Gy)", yaxis_title="Volume (%)",
         updatemenus=[dict(buttons=buttons, x=1.0, xanchor="right", y=1.15, yanchor="top")],
         margin={"l": 50, "r": 10, "t": 60, "b": 40})
@@ -129,9 +129,9 @@ def box_figure(df: pd.DataFrame, value: str, title: str, sets: list[str]) -> go.
         if g.empty:
             continue
         vals = g[value].replace([np.inf, -np.inf], np.nan)
-        fig.add_trace(go.Box(x=[_esc(r) for r in g["roi"]], y=vals, name=_esc(set_name),
+        fig.add_trace(go.Box(x=[escape(r) for r in g["roi"]], y=vals, name=escape(set_name),
                              marker_color=_set_color(sets, set_name), boxmean=True))
-    fig.update_layout(title=_esc(title), boxmode="group", yaxis_title=_esc(value),
+    fig.update_layout(title=escape(title), boxmode="group", yaxis_title=escape(value),
                       margin={"l": 50, "r": 10, "t": 40, "b": 80})
     return fig
 
@@ -143,11 +143,11 @@ def scatter_figure(df: pd.DataFrame, x: str, y: str, title: str, sets: list[str]
         g = df[df["set"] == set_name].replace([np.inf, -np.inf], np.nan)
         if g.empty:
             continue
-        text = [_esc(f"{p} / {r}") for p, r in zip(g["patient"], g["roi"])]
-        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="markers", name=_esc(set_name),
+        text = [escape(f"{p} / {r}") for p, r in zip(g["patient"], g["roi"])]
+        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="markers", name=escape(set_name),
                                  text=text, marker={"color": _set_color(sets, set_name)},
                                  hovertemplate="%{text}<br>%{x:.3g}, %{y:.3g}<extra></extra>"))
-    fig.update_layout(title=_esc(title), xaxis_title=_esc(x), yaxis_title=_esc(y),
+    fig.update_layout(title=escape(title), xaxis_title=escape(x), yaxis_title=escape(y),
                       margin={"l": 50, "r": 10, "t": 40, "b": 40})
     return fig
 

@@ -6,7 +6,7 @@ import re
 
 import pandas as pd
 
-from soars_dose.analysis.report import _table, dvh_figure, write_report
+from soars_dose.analysis.report import dvh_figure, html_table, write_report
 
 EVIL = "<script>alert('x')</script>"
 
@@ -18,7 +18,7 @@ def test_report_escapes_names_and_is_self_contained(tmp_path):
     dvh = pd.DataFrame({"patient": "P&1", "set": "reference", "roi": EVIL,
                         "dose_gy": [0.0, 10.0, 20.0], "volume_pct": [100.0, 50.0, 0.0]})
     path = write_report(tmp_path / "r.html", title=f"t {EVIL}",
-                        blocks=[(EVIL, _table(stats)), dvh_figure(dvh, stats, "P&1")])
+                        blocks=[(EVIL, html_table(stats)), dvh_figure(dvh, stats, "P&1")])
     text = path.read_text()
     assert EVIL not in text
     assert "&lt;script&gt;" in text
