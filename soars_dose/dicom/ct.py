@@ -44,6 +44,9 @@ class CTSeries:
     uneven : bool
         True when slice steps differ; ``missing_slices`` counts the gaps
         that look like dropped slices (a step of about k x the usual one).
+    patient_id, patient_name : str
+        Of the first slice (``""`` when absent), read with the headers so
+        that writing an RTSTRUCT for the series opens no slice again.
     """
 
     paths: list[Path]
@@ -57,6 +60,8 @@ class CTSeries:
     uneven: bool = False
     missing_slices: int = 0
     notes: list[str] = field(default_factory=list)
+    patient_id: str = ""
+    patient_name: str = ""
 
     @property
     def slice_thickness_mm(self) -> float:
@@ -365,4 +370,6 @@ def read_ct_series(directory: "str | Path", series_uid: str | None = None, *,
         uneven=uneven,
         missing_slices=missing,
         notes=notes,
+        patient_id=text(first.get("PatientID", "")),
+        patient_name=text(first.get("PatientName", "")),
     )

@@ -222,7 +222,9 @@ def write_segmentation_rtstruct(
                                     color=oar.color, interpreted_type="ORGAN",
                                     generation_algorithm="AUTOMATIC"))
     if patient_id is None or patient_name is None:
-        pid, pname = _patient_of(ct)
+        # read with the series' headers; files are opened again only for a CT built by hand
+        pid, pname = ((ct.patient_id, ct.patient_name) if ct.patient_id or ct.patient_name
+                      else _patient_of(ct))
         patient_id = pid if patient_id is None else patient_id
         patient_name = pname if patient_name is None else patient_name
     return write_rtstruct(
