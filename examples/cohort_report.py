@@ -13,10 +13,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from soars_dose.analysis.cohort_report import build_report
 from soars_dose.cohort import run_cohort
 from soars_dose.demo import write_manifest, write_revisions
 from soars_dose.phantom import make_cohort
+from soars_dose.report.cohort import build_report
 
 
 def main(out: Path, n: int) -> None:

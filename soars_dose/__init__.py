@@ -10,7 +10,7 @@ The public verbs (each also reachable from its own module):
 ``write_result``        what ``soars-dose compare`` writes (:mod:`.audit`)
 ``run_cohort``          a manifest of patients, one folder each (:mod:`.cohort`)
 ``load_cohort``         the tables of a finished cohort folder (:mod:`.cohort`)
-``build_report``        the offline HTML cohort report (:mod:`.analysis.cohort_report`)
+``build_report``        the offline HTML cohort report (:mod:`.report.cohort`)
 ``segment``             a CT folder -> a SOARS RTSTRUCT (needs torch;
                         :func:`.segmentation.inference.segment_ct`)
 ======================  ===========================================================
@@ -38,7 +38,7 @@ _VERBS = {
     "write_result": ("soars_dose.audit", "write_result"),
     "run_cohort": ("soars_dose.cohort", "run_cohort"),
     "load_cohort": ("soars_dose.cohort", "load_cohort"),
-    "build_report": ("soars_dose.analysis.cohort_report", "build_report"),
+    "build_report": ("soars_dose.report.cohort", "build_report"),
     "segment": ("soars_dose.segmentation.inference", "segment_ct"),
 }
 

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis.cohort_report import build_report
 from .cohort import run_cohort
 from .console import option
 from .errors import InputError
 from .outputs import check_writable
 from .phantom import PhantomCase, make_cohort
+from .report.cohort import build_report
 
 
 def write_manifest(cases: list[PhantomCase], path: Path) -> Path:

@@ -77,8 +77,8 @@ def test_parent_without_write_permission_is_refused(tmp_path, monkeypatch):
 @pytest.mark.filterwarnings("ignore::soars_dose.errors.SoarsDoseWarning")
 def test_nothing_reads_the_rounded_csv_back(tmp_path):
     """Resume and report give the same tables with every CSV file deleted: they read Parquet."""
-    from soars_dose.analysis.cohort_report import build_report
     from soars_dose.cohort import run_cohort
+    from soars_dose.report.cohort import build_report
 
     from .badinput.pipeline_builders import cohort
 

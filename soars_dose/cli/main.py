@@ -245,8 +245,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..analysis.cohort_report import build_report
     from ..outputs import check_parent_writable
+    from ..report.cohort import build_report
 
     report = require_folder(args.dir, "the output folder of soars-dose cohort") / "report"
     if report.exists() and not report.is_dir():
@@ -319,7 +319,7 @@ def cmd_tps_check(args) -> int:
         print(result.table.reindex(columns=cols).to_string(index=False, na_rep="",
                                                             float_format=lambda v: f"{v:.4g}"))
         return 0
-    from ..analysis.tps_report import write_tps_outputs
+    from ..report.tps import write_tps_outputs
 
     out = write_tps_outputs(result, args.out, overwrite=args.overwrite,
                             command=shlex.join(sys.argv))

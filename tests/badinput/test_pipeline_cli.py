@@ -185,10 +185,10 @@ def logs(tmp_path, monkeypatch):
 
 
 def _targets(tmp_path, files):
-    import soars_dose.analysis.cohort_report as cohort_report
     import soars_dose.audit as audit
     import soars_dose.cohort as cohort_mod
     import soars_dose.demo as demo
+    import soars_dose.report.cohort as cohort_report
 
     (tmp_path / "o4").mkdir(exist_ok=True)  # report checks that its folder exists first
     return {

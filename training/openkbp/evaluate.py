@@ -23,7 +23,7 @@ goes on. Then, on every patient written, the project's own audit machinery
 runs exactly as ``soars-dose cohort`` / ``soars-dose report`` would:
 reference set = clinical contours, substitute set ``soars`` = the model's,
 the clinical dose grid fixed (:func:`soars_dose.cohort.run_cohort`,
-:func:`soars_dose.analysis.cohort_report.build_report`): per-OAR Diff_mean
+:func:`soars_dose.report.cohort.build_report`): per-OAR Diff_mean
 and Diff_max (eq 6/7 of the SOARS study, relative to the reference), DVHs,
 contour metrics on a common fine grid, the share of OAR instances with
 \\|Diff\\| above 10 % and 30 %, Wilcoxon matched-pairs tests, and the HTML
@@ -561,7 +561,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from soars_dose.analysis.cohort_report import build_report
+    from soars_dose.report.cohort import build_report
     from soars_dose.cohort import run_cohort
     from soars_dose.errors import SoarsDoseError
     from soars_dose.outputs import software_versions, version

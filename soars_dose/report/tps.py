@@ -2,7 +2,7 @@
 
 One section per ROI: an overlay of the two cumulative DVHs (cm^3 against
 Gy) and the comparison rows with their causes. plotly.js is inlined by
-:func:`soars_dose.analysis.report.write_report` (no CDN); every string
+:func:`soars_dose.report.page.write_report` (no CDN); every string
 from the files (ROI names above all) is HTML-escaped and kept out of
 plotly's template syntax.
 """
@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..outputs import check_writable, provenance, write_output_dir
-from .report import write_report
+from .page import write_report
 
 #: Most points per plotted curve (the page only; the table holds the numbers).
 MAX_POINTS = 400

@@ -6,7 +6,8 @@ import re
 
 import pandas as pd
 
-from soars_dose.analysis.report import dvh_figure, html_table, write_report
+from soars_dose.report.figures import dvh_figure
+from soars_dose.report.page import html_table, write_report
 
 EVIL = "<script>alert('x')</script>"
 

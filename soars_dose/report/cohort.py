@@ -24,19 +24,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis import constraints as C
+from ..analysis import revisions as R
+from ..analysis import statistics as S
 from ..case import REFERENCE
 from ..console import option
 from ..errors import InputError
 from ..outputs import check_writable, provenance, read_table, write_output_dir
-from . import constraints as C
-from . import revisions as R
-from . import statistics as S
-from .report import (
-    box_figure,
-    dvh_patient_figure,
+from .figures import box_figure, dvh_patient_figure, scatter_figure
+from .page import (
     escape,
     html_table,
-    scatter_figure,
     write_report,
 )
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from soars_dose.analysis.cohort_report import build_report
 from soars_dose.cohort import run_cohort
 from soars_dose.demo import write_manifest, write_revisions
 from soars_dose.errors import OutputExistsError
 from soars_dose.phantom import make_cohort
+from soars_dose.report.cohort import build_report
 
 from .browser import chromium, rendered_state, screenshot
 
