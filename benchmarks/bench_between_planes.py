@@ -38,7 +38,7 @@ EXAMPLE = ROOT / ".." / "shared" / "data" / "dicompyler_example"
 def _cases(tmp: Path):
     if EXAMPLE.is_dir():
         yield "dicompyler_example", read_rtdose(EXAMPLE / "rtdose.dcm"), read_rtstruct(EXAMPLE / "rtss.dcm")
-    from soars_dose.phantom import make_patient
+    from soars_dose.synthetic.cohort import make_patient
 
     pc = make_patient(tmp, "PHANTOM_001", seed=0)
     yield "phantom", read_rtdose(pc.rtdose), read_rtstruct(pc.reference)

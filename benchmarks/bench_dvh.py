@@ -18,7 +18,7 @@ What is measured
     tolerances of soars-dose: max |DVH diff| <= 1 % of volume, volume <= 1 %,
     mean <= 0.5 %, D0.03cc / D2% / D98% within 2 %.
 (b) A full case: one synthetic head-and-neck patient
-    (``soars_dose.phantom.make_patient``: CT, 13 OARs + External + PTV70 in
+    (``soars_dose.synthetic.cohort.make_patient``: CT, 13 OARs + External + PTV70 in
     the reference set, up to 13 OARs in each of the ``soars``, ``revised``
     and ``reader`` sets, 2.5 mm dose grid). In a fresh subprocess: time of
     ``audit.load_case`` (dose, 4 RTSTRUCTs and the CT series) and of
@@ -81,7 +81,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the closed-form truth lives in tests/
 
 from benchmarks.machine import machine  # noqa: E402
-
 from soars_dose.dicom.rtdose import read_rtdose  # noqa: E402
 from soars_dose.dicom.rtstruct import read_rtstruct  # noqa: E402
 from soars_dose.dicom.write import write_rtdose, write_rtstruct  # noqa: E402
@@ -337,7 +336,7 @@ def audit_worker(paths_json: str) -> None:
 
 
 def full_case(tmp: Path, seed: int, use_dicompyler: bool, repeat: int, log) -> dict:
-    from soars_dose.phantom import EXTERNAL_NAME, PTV_NAME, make_patient
+    from soars_dose.synthetic.cohort import EXTERNAL_NAME, PTV_NAME, make_patient
 
     t0 = time.perf_counter()
     pc = make_patient(tmp / "phantom", "BENCH01", seed)

@@ -53,11 +53,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import machine  # noqa: E402
-
 import nrrd  # noqa: E402
 import surface_distance as sdm  # noqa: E402
 
+from benchmarks.machine import machine  # noqa: E402
 from soars_dose.analysis import metrics as M  # noqa: E402
 from soars_dose.names import AliasTable  # noqa: E402
 

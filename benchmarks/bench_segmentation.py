@@ -168,7 +168,13 @@ def work_full(args) -> dict:
 def work_stratified(args) -> dict:
     import numpy as np
 
-    from soars_dose.segmentation import bundle, catalogue, inference, phantom42, training
+    from soars_dose.segmentation import (
+        bundle,
+        catalogue,
+        inference,
+        phantom42,
+        training,
+    )
     from soars_dose.segmentation.training import TrainConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="soars_bench_"))
@@ -221,7 +227,11 @@ def _train_one_network(ds, run_dir, steps):
 
     from soars_dose.segmentation import catalogue, inference, training
     from soars_dose.segmentation.phantom42 import load_dataset
-    from soars_dose.segmentation.preprocess import Preprocessing, prepare_ct, prepare_labels
+    from soars_dose.segmentation.preprocess import (
+        Preprocessing,
+        prepare_ct,
+        prepare_labels,
+    )
 
     _, cases = load_dataset(ds)
     pre = Preprocessing(target_spacing_mm=(4.0, 3.0, 3.0), window_hu=(-200.0, 500.0))

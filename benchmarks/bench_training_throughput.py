@@ -32,10 +32,15 @@ from benchmarks.machine import machine  # noqa: E402
 
 def main(argv=None) -> int:
     import torch
-
     import train_default as T
+
     from soars_dose.segmentation.preprocess import Preprocessing
-    from soars_dose.segmentation.training import TrainConfig, _split, prepare_samples, train
+    from soars_dose.segmentation.training import (
+        TrainConfig,
+        _split,
+        prepare_samples,
+        train,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arrays", required=True)

@@ -23,8 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from soars_dose.between_planes import prepare  # noqa: E402
 from soars_dose.dose.compute import compute_dvh  # noqa: E402
-from tests.test_between_planes import (DOSE_AT_CENTRE, SLOPE, _grid, _linear_dose,  # noqa: E402
-                                       _solid, _structure, _volume_mm3)
+from tests.test_between_planes import (  # noqa: E402
+    DOSE_AT_CENTRE,
+    SLOPE,
+    _grid,
+    _linear_dose,
+    _solid,
+    _structure,
+    _volume_mm3,
+)
 
 
 def main() -> int:

@@ -18,8 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from soars_dose.analysis.plausibility import (AIR_HU, BONE_HU, MAX_TISSUE_SHARE, TISSUES,
-                                              load_volume_table, volume_flags)
+from soars_dose.analysis.plausibility import (
+    AIR_HU,
+    BONE_HU,
+    MAX_TISSUE_SHARE,
+    TISSUES,
+    load_volume_table,
+    volume_flags,
+)
 
 NAMES = {"Brainstem": "Brainstem", "SpinalCord": "SpinalCord", "RightParotid": "Parotid_R",
          "LeftParotid": "Parotid_L", "Esophagus": "Esophagus", "Larynx": "Larynx_GSL",

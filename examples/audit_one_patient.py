@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from soars_dose import audit
-from soars_dose.phantom import make_patient
+from soars_dose.synthetic.cohort import make_patient
 
 
 def main(out: Path) -> None:

@@ -29,8 +29,8 @@ from .cohort import run_cohort
 from .console import option
 from .errors import InputError
 from .outputs import check_writable
-from .phantom import PhantomCase, make_cohort
 from .report.cohort import build_report
+from .synthetic.cohort import PhantomCase, make_cohort
 
 
 def write_manifest(cases: list[PhantomCase], path: Path) -> Path:

@@ -22,7 +22,7 @@ from soars_dose import cohort
 from soars_dose.cli.main import main
 from soars_dose.cohort import load_cohort, patient_dir, read_manifest, run_cohort
 from soars_dose.errors import InputError, OutputExistsError
-from soars_dose.phantom import OAR_NAMES, SUBSTITUTE_SETS, make_cohort
+from soars_dose.synthetic.cohort import OAR_NAMES, SUBSTITUTE_SETS, make_cohort
 
 N = 3
 SETS = ("reference",) + SUBSTITUTE_SETS

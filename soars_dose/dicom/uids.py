@@ -3,7 +3,7 @@
 UIDs come from :func:`pydicom.uid.generate_uid` under pydicom's registered
 root. Passing ``entropy`` makes a UID *deterministic*: the same strings give
 the same UID on every run and machine, which keeps synthetic data sets
-(:mod:`soars_dose.phantom`) reproducible byte for byte.
+(:mod:`soars_dose.synthetic.cohort`) reproducible byte for byte.
 """
 
 from __future__ import annotations

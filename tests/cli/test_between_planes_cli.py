@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from soars_dose.cli.main import main
-from soars_dose.phantom import SUBSTITUTE_SETS, make_cohort
 from soars_dose.structures import Structure
+from soars_dose.synthetic.cohort import SUBSTITUTE_SETS, make_cohort
 
 from ..helpers import oars, write_case
 from ..true_solids import Solid

@@ -8,8 +8,8 @@ import pytest
 from soars_dose.cohort import run_cohort
 from soars_dose.demo import write_manifest, write_revisions
 from soars_dose.errors import OutputExistsError
-from soars_dose.phantom import make_cohort
 from soars_dose.report.cohort import build_report
+from soars_dose.synthetic.cohort import make_cohort
 
 from .browser import chromium, rendered_state, screenshot
 

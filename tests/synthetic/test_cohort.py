@@ -12,7 +12,7 @@ from scipy import ndimage
 from shapely.geometry import Polygon
 
 from soars_dose.grid import Grid
-from soars_dose.phantom import (
+from soars_dose.synthetic.cohort import (
     NAME_VARIANTS,
     OAR_NAMES,
     SUBSTITUTE_SETS,

@@ -28,7 +28,6 @@ so it is the closest to the reference; ``reader`` is the farthest.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,15 +35,29 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .dicom.uids import new_uid
-from .dicom.write import (
+from ..dicom.uids import new_uid
+from ..dicom.write import (
     masks_to_contours,
     write_ct_series,
     write_rtdose,
     write_rtstruct,
 )
-from .grid import Grid
-from .structures import Structure
+from ..grid import Grid
+from ..structures import Structure
+from .shapes import (
+    Capsule,
+    Difference,
+    Ellipsoid,
+    HalfSpace,
+    Intersection,
+    Perturbed,
+    Shape,
+    SweptEllipse,
+    Union,
+    hfs_axes,
+    mask_on_grid,
+    sdf_on_grid,
+)
 
 __all__ = [
     "OAR_NAMES",
@@ -148,261 +161,15 @@ class PhantomCase:
 # Each shape gives an approximate signed distance (mm, negative inside) at
 # LPS points passed as broadcastable x, y, z arrays, and a conservative
 # bounding box so that it is only evaluated near where it can be inside.
-def _ellipse_sdf(qs: list, radii: list) -> np.ndarray:
-    """Approximate distance to an axis-aligned ellipse/ellipsoid centred at 0.
-
-    ``k0 (k0 - 1) / k1`` with ``k0 = |q / r|`` and ``k1 = |q / r^2|``: exact on
-    the axes and on the surface, a close bound elsewhere (I. Quilez).
-    """
-    k0 = np.sqrt(sum((q / r) ** 2 for q, r in zip(qs, radii)))
-    k1 = np.sqrt(sum((q / r**2) ** 2 for q, r in zip(qs, radii)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d = k0 * (k0 - 1.0) / k1
-    # At the exact centre the formula is 0/0; the depth there is the smallest radius.
-    return np.where(k1 > 1e-12, d, -functools.reduce(np.minimum, radii))
-
-
-class _Shape:
-    def sdf(self, x, y, z) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def bounds(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class _Ellipsoid(_Shape):
-    center: tuple[float, float, float]
-    radii: tuple[float, float, float]
-
-    def sdf(self, x, y, z):
-        c = self.center
-        return _ellipse_sdf([x - c[0], y - c[1], z - c[2]], list(self.radii))
-
-    def bounds(self):
-        c, r = np.asarray(self.center), np.asarray(self.radii)
-        return c - r, c + r
-
-
-@dataclass(frozen=True)
-class _Capsule(_Shape):
-    """All points within ``radius`` of the segment ``a``-``b``."""
-
-    a: tuple[float, float, float]
-    b: tuple[float, float, float]
-    radius: float
-
-    def sdf(self, x, y, z):
-        # Python floats throughout keep float32 coordinate arrays float32.
-        a = [float(v) for v in self.a]
-        ba = [float(v) - u for v, u in zip(self.b, a)]
-        pa = (x - a[0], y - a[1], z - a[2])
-        h = np.clip((pa[0] * ba[0] + pa[1] * ba[1] + pa[2] * ba[2]) / sum(v * v for v in ba), 0.0, 1.0)
-        return np.sqrt(sum((pa[i] - ba[i] * h) ** 2 for i in range(3))) - float(self.radius)
-
-    def bounds(self):
-        a, b = np.asarray(self.a), np.asarray(self.b)
-        return np.minimum(a, b) - self.radius, np.maximum(a, b) + self.radius
-
-
-@dataclass(frozen=True)
-class _SweptEllipse(_Shape):
-    """Transverse ellipses whose centre and radii vary linearly with z between knots.
-
-    ``knots`` rows are ``(z, cx, cy, rx, ry)``; the shape is cut flat at the
-    lowest and highest knot, like a contoured tubular organ.
-    """
-
-    knots: tuple[tuple[float, float, float, float, float], ...]
-
-    def _table(self) -> np.ndarray:
-        t = np.asarray(self.knots, dtype=float)
-        return t[np.argsort(t[:, 0])]
-
-    def sdf(self, x, y, z):
-        t = self._table()
-        cx, cy, rx, ry = (np.interp(z, t[:, 0], t[:, c]).astype(np.float32) for c in range(1, 5))
-        d = _ellipse_sdf([x - cx, y - cy], [rx, ry])
-        return np.maximum(d, np.maximum(float(t[0, 0]) - z, z - float(t[-1, 0])))
-
-    def bounds(self):
-        t = self._table()
-        lo = [np.min(t[:, 1] - t[:, 3]), np.min(t[:, 2] - t[:, 4]), t[0, 0]]
-        hi = [np.max(t[:, 1] + t[:, 3]), np.max(t[:, 2] + t[:, 4]), t[-1, 0]]
-        return np.asarray(lo), np.asarray(hi)
-
-
-@dataclass(frozen=True)
-class _HalfSpace(_Shape):
-    """Points with ``normal . p <= offset`` (unbounded; use only inside an intersection)."""
-
-    normal: tuple[float, float, float]
-    offset: float
-
-    def sdf(self, x, y, z):
-        n = self.normal
-        return n[0] * x + n[1] * y + n[2] * z - self.offset
-
-    def bounds(self):
-        return np.full(3, -np.inf), np.full(3, np.inf)
-
-
-@dataclass(frozen=True)
-class _Union(_Shape):
-    parts: tuple[_Shape, ...]
-
-    def sdf(self, x, y, z):
-        return np.minimum.reduce([p.sdf(x, y, z) for p in self.parts])
-
-    def bounds(self):
-        los, his = zip(*(p.bounds() for p in self.parts))
-        return np.min(los, axis=0), np.max(his, axis=0)
-
-
-@dataclass(frozen=True)
-class _Intersection(_Shape):
-    parts: tuple[_Shape, ...]
-
-    def sdf(self, x, y, z):
-        return np.maximum.reduce([p.sdf(x, y, z) for p in self.parts])
-
-    def bounds(self):
-        los, his = zip(*(p.bounds() for p in self.parts))
-        return np.max(los, axis=0), np.min(his, axis=0)
-
-
-@dataclass(frozen=True)
-class _Difference(_Shape):
-    keep: _Shape
-    cut: _Shape
-
-    def sdf(self, x, y, z):
-        return np.maximum(self.keep.sdf(x, y, z), -self.cut.sdf(x, y, z))
-
-    def bounds(self):
-        return self.keep.bounds()
-
-
-@dataclass(frozen=True)
-class _Perturbed(_Shape):
-    """A shape as another observer would draw it.
-
-    Shifted by ``shift`` (mm), stretched about ``center`` so that its extent
-    along x, y, z changes by ``grow`` mm on each side (anisotropic
-    dilation/erosion), grown isotropically by ``bias`` mm, and given a wavy
-    boundary: ``amplitude`` mm times a sum of plane waves (wave vectors
-    ``waves``, rad/mm, and ``phases``).
-    """
-
-    base: _Shape
-    center: tuple[float, float, float]
-    half_extent: tuple[float, float, float]
-    shift: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    grow: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    bias: float = 0.0
-    amplitude: float = 0.0
-    waves: tuple[tuple[float, float, float], ...] = ()
-    phases: tuple[float, ...] = ()
-
-    def _stretch(self) -> np.ndarray:
-        s = 1.0 + np.asarray(self.grow) / np.asarray(self.half_extent)
-        return np.clip(s, 0.4, None)  # never invert or collapse an organ
-
-    def sdf(self, x, y, z):
-        c = [float(v) for v in self.center]
-        t = [float(v) for v in self.shift]
-        s = [float(v) for v in self._stretch()]
-        d = self.base.sdf(
-            c[0] + (x - t[0] - c[0]) / s[0],
-            c[1] + (y - t[1] - c[1]) / s[1],
-            c[2] + (z - t[2] - c[2]) / s[2],
-        ) * min(s) - float(self.bias)
-        if self.amplitude and self.waves:
-            wave = sum(
-                np.sin(float(k[0]) * x + float(k[1]) * y + float(k[2]) * z + float(ph))
-                for k, ph in zip(self.waves, self.phases)
-            )
-            d = d + float(self.amplitude) * wave / len(self.waves)
-        return d
-
-    def bounds(self):
-        lo, hi = self.base.bounds()
-        c, t, s = np.asarray(self.center), np.asarray(self.shift), self._stretch()
-        pad = 2.0 * (abs(self.bias) + abs(self.amplitude)) + 2.0
-        return c + (lo - c) * s + t - pad, c + (hi - c) * s + t + pad
-
-
-# ===================================================================== grids
-#: Direction of the phantom's grids: HFS, axis 0 = +z, axis 1 = +y, axis 2 = +x.
-_HFS = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-
-
-def _hfs_axes(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Voxel-centre coordinates x (columns), y (rows), z (slices) of an HFS grid, in mm."""
-    if not np.allclose(grid.direction, _HFS):
-        raise ValueError("phantom grids are HFS: axis 0 = +z, axis 1 = +y, axis 2 = +x")
-    return tuple(
-        (grid.origin[p] + grid.spacing[a] * np.arange(grid.shape[a])).astype(np.float32)
-        for a, p in ((2, 0), (1, 1), (0, 2))
-    )
-
-
-def _box(shape: _Shape, grid: Grid, margin_mm: float = 1.0) -> tuple[slice, slice, slice] | None:
-    """Index slices ``[k, j, i]`` of the voxels inside ``shape``'s bounding box, or None."""
-    lo, hi = shape.bounds()
-    slices = []
-    for axis, p in ((0, 2), (1, 1), (2, 0)):
-        c0 = grid.origin[p]
-        step = grid.spacing[axis]
-        a = int(np.floor((lo[p] - margin_mm - c0) / step)) if np.isfinite(lo[p]) else 0
-        b = int(np.ceil((hi[p] + margin_mm - c0) / step)) + 1 if np.isfinite(hi[p]) else grid.shape[axis]
-        a, b = max(a, 0), min(b, grid.shape[axis])
-        if a >= b:
-            return None
-        slices.append(slice(a, b))
-    return tuple(slices)
-
-
-def _sdf_in_box(shape: _Shape, grid: Grid):
-    """``(box, values)``: the signed distance at the voxel centres of the shape's box only.
-
-    Evaluating only there is what keeps a whole patient to about a second.
-    """
-    box = _box(shape, grid)
-    if box is None:
-        return None, None
-    x, y, z = _hfs_axes(grid)
-    sk, sj, si = box
-    return box, shape.sdf(x[si][None, None, :], y[sj][None, :, None], z[sk][:, None, None])
-
-
-def _sdf_on_grid(shape: _Shape, grid: Grid, *, fill: float = 1e3) -> np.ndarray:
-    """Signed distance (mm) of ``shape`` at every voxel centre ``[k, j, i]`` (``fill`` outside its box)."""
-    out = np.full(grid.shape, fill, dtype=np.float32)
-    box, values = _sdf_in_box(shape, grid)
-    if box is not None:
-        out[box] = values
-    return out
-
-
-def _mask_on_grid(shape: _Shape, grid: Grid) -> np.ndarray:
-    """Boolean mask ``[k, j, i]`` of the voxel centres inside ``shape``."""
-    mask = np.zeros(grid.shape, dtype=bool)
-    box, values = _sdf_in_box(shape, grid)
-    if box is not None:
-        mask[box] = values <= 0
-    return mask
-
-
 # =================================================================== anatomy
 @dataclass
 class _Anatomy:
     """One patient's anatomy: shapes in world LPS mm."""
 
-    body: _Shape
-    oars: dict[str, _Shape]
-    ptv: _Shape
-    tissues: list[tuple[_Shape, float]]  # painted in order: (shape, HU)
+    body: Shape
+    oars: dict[str, Shape]
+    ptv: Shape
+    tissues: list[tuple[Shape, float]]  # painted in order: (shape, HU)
     ptv_side: int
     scale: float
     shift: np.ndarray
@@ -426,10 +193,10 @@ class _Frame:
         f = self.rng.uniform(1 - spread, 1 + spread) if spread else 1.0
         return tuple(float(v) * self.scale * f for v in np.atleast_1d(r))
 
-    def ellipsoid(self, c, r, jitter_mm=1.0, spread=0.08) -> _Ellipsoid:
-        return _Ellipsoid(self.point(c, jitter_mm), self.radii(r, spread))
+    def ellipsoid(self, c, r, jitter_mm=1.0, spread=0.08) -> Ellipsoid:
+        return Ellipsoid(self.point(c, jitter_mm), self.radii(r, spread))
 
-    def swept(self, knots, jitter_mm: float = 0.0, spread: float = 0.0) -> _SweptEllipse:
+    def swept(self, knots, jitter_mm: float = 0.0, spread: float = 0.0) -> SweptEllipse:
         """Knots ``(z, cx, cy, rx, ry)`` mapped to the world, jittered as one piece."""
         offset = self.rng.normal(0.0, jitter_mm, 3) if jitter_mm else np.zeros(3)
         f = self.rng.uniform(1 - spread, 1 + spread) if spread else 1.0
@@ -437,10 +204,10 @@ class _Frame:
         for z, cx, cy, rx, ry in knots:
             wx, wy, wz = np.asarray(self.point((cx, cy, z))) + offset
             rows.append((wz, wx, wy, rx * self.scale * f, ry * self.scale * f))
-        return _SweptEllipse(tuple(rows))
+        return SweptEllipse(tuple(rows))
 
 
-def _eye(head: _Ellipsoid, approx_center: tuple, rng: np.random.Generator) -> _Ellipsoid:
+def _eye(head: Ellipsoid, approx_center: tuple, rng: np.random.Generator) -> Ellipsoid:
     """A globe at ``approx_center`` (x, z kept) whose front sits 3-4 mm under the skin.
 
     Adult globes hardly vary with head size (radius 11.8 mm +- 4 %), so
@@ -452,19 +219,19 @@ def _eye(head: _Ellipsoid, approx_center: tuple, rng: np.random.Generator) -> _E
     (cx, cy, cz), (rx, ry, rz) = head.center, head.radii
     skin_y = cy - ry * np.sqrt(max(1.0 - ((x - cx) / rx) ** 2 - ((z - cz) / rz) ** 2, 0.0))
     y = skin_y + rng.uniform(3.0, 4.0) + radius
-    return _Ellipsoid((float(x), float(y), float(z)), (radius,) * 3)
+    return Ellipsoid((float(x), float(y), float(z)), (radius,) * 3)
 
 
 def _build_anatomy(rng: np.random.Generator) -> _Anatomy:
     """Draw one patient's anatomy (all organs, tissues, body and PTV)."""
     f = _Frame(rng)
-    body = _Union((
+    body = Union((
         f.ellipsoid((0, 0, 15), (72, 90, 105), jitter_mm=0, spread=0.03),   # head
         f.swept([(-140, 0, 15, 55, 58), (-20, 0, 15, 55, 58)]),              # neck
         f.ellipsoid((0, -30, -45), (58, 62, 35), jitter_mm=0, spread=0.03),  # lower face
     ))
     head = body.parts[0]
-    oars: dict[str, _Shape] = {}
+    oars: dict[str, Shape] = {}
 
     eyes = {}
     for side, sfx in ((1, "L"), (-1, "R")):
@@ -473,7 +240,7 @@ def _build_anatomy(rng: np.random.Generator) -> _Anatomy:
         oars[f"Eye_{sfx}"] = eye
         # The lens centre lies ~5.8 mm behind the cornea (3.6 mm chamber + half its thickness).
         lens_c = np.asarray(eye.center) - np.array([0.0, eye.radii[1] - 5.8, 0.0])
-        oars[f"Lens_{sfx}"] = _Ellipsoid(tuple(lens_c), f.radii((5.0, 2.2, 5.0), 0.08))
+        oars[f"Lens_{sfx}"] = Ellipsoid(tuple(lens_c), f.radii((5.0, 2.2, 5.0), 0.08))
 
     chiasm = f.ellipsoid((0, -25, 8), (7.5, 4.5, 2.8), jitter_mm=1.0, spread=0.1)
     oars["OpticChiasm"] = chiasm
@@ -482,9 +249,9 @@ def _build_anatomy(rng: np.random.Generator) -> _Anatomy:
         end = np.asarray(chiasm.center) + np.array([side * 0.8 * chiasm.radii[0], 0.0, 0.0])
         u = end - np.asarray(eye.center)
         start = np.asarray(eye.center) + u / np.linalg.norm(u) * eye.radii[0]
-        nerve = _Capsule(tuple(start), tuple(end), 2.4 * f.scale * rng.uniform(0.92, 1.08))
+        nerve = Capsule(tuple(start), tuple(end), 2.4 * f.scale * rng.uniform(0.92, 1.08))
         # Optic nerves are contoured from the globe to the chiasm, excluding both.
-        oars[f"OpticNrv_{sfx}"] = _Difference(nerve, _Union((eye, chiasm)))
+        oars[f"OpticNrv_{sfx}"] = Difference(nerve, Union((eye, chiasm)))
 
     oars["Brainstem"] = f.swept(
         [(10, 0, 3, 13, 11), (-15, 0, 8, 13.5, 13), (-48, 0, 18, 9, 9)], jitter_mm=1.0, spread=0.06
@@ -492,79 +259,79 @@ def _build_anatomy(rng: np.random.Generator) -> _Anatomy:
     cord_knots = [(-49, 0, 18, 5, 4.5), (-75, 0, 19, 5, 4.5), (-140, 0, 13, 5, 4.5)]
     oars["SpinalCord"] = f.swept(cord_knots, jitter_mm=0.5, spread=0.05)
 
-    skin_margin = _Difference(body, _offset(body, -2.5))
+    skin_margin = Difference(body, _offset(body, -2.5))
     for side, sfx in ((1, "L"), (-1, "R")):
-        gland = _Union((
+        gland = Union((
             f.ellipsoid((side * 47, 2, -37), (12, 17, 23), jitter_mm=1.5, spread=0.1),
             f.ellipsoid((side * 38, -8, -38), (7, 8, 12), jitter_mm=1.0, spread=0.1),  # deep lobe
         ))
-        oars[f"Parotid_{sfx}"] = _Difference(gland, skin_margin)  # stays under the skin
+        oars[f"Parotid_{sfx}"] = Difference(gland, skin_margin)  # stays under the skin
         oars[f"Joint_TM_{sfx}"] = f.ellipsoid((side * 47, -12, -14), (8, 6, 5), jitter_mm=1.0, spread=0.08)
 
     ptv_side = int(rng.choice([-1, 1]))
-    ptv = _Union((
+    ptv = Union((
         f.ellipsoid((ptv_side * 6, -18, -58), (22, 18, 20), jitter_mm=1.5, spread=0.08),  # primary
         f.ellipsoid((ptv_side * 30, -2, -72), (12, 13, 17), jitter_mm=1.5, spread=0.12),  # nodes
     ))
-    ptv = _Intersection((ptv, _offset(body, -3.0)))  # PTVs are cropped 3 mm from the skin
+    ptv = Intersection((ptv, _offset(body, -3.0)))  # PTVs are cropped 3 mm from the skin
 
     tissues = _tissues(f, body, head, oars, eyes)
     return _Anatomy(body, oars, ptv, tissues, ptv_side, f.scale, f.shift)
 
 
-def _offset(shape: _Shape, mm: float) -> _Shape:
+def _offset(shape: Shape, mm: float) -> Shape:
     """``shape`` grown by ``mm`` (shrunk when negative), in the signed-distance sense."""
-    return _Perturbed(shape, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), bias=mm)
+    return Perturbed(shape, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), bias=mm)
 
 
-def _tissues(f: _Frame, body: _Shape, head: _Ellipsoid, oars: dict, eyes: dict) -> list:
+def _tissues(f: _Frame, body: Shape, head: Ellipsoid, oars: dict, eyes: dict) -> list:
     """CT composition as ``(shape, HU)`` painted in order over air (-1000 HU)."""
     cord = oars["SpinalCord"]
     s = f.scale
 
-    def around_cord(dy: float, rx: float, ry: float) -> _SweptEllipse:
+    def around_cord(dy: float, rx: float, ry: float) -> SweptEllipse:
         """A tube following the cord's centre line, ``dy`` mm posterior of it."""
-        return _SweptEllipse(tuple((z, cx, cy + dy * s, rx * s, ry * s) for z, cx, cy, _, _ in cord.knots))
+        return SweptEllipse(tuple((z, cx, cy + dy * s, rx * s, ry * s) for z, cx, cy, _, _ in cord.knots))
 
     canal = around_cord(0.0, 8.0, 7.5)
-    mandible = _Union((
-        _Intersection((  # horseshoe of the mandibular body, anterior half only
-            _Difference(
+    mandible = Union((
+        Intersection((  # horseshoe of the mandibular body, anterior half only
+            Difference(
                 f.swept([(-68, 0, -22, 48, 58), (-50, 0, -22, 48, 58)]),
                 f.swept([(-75, 0, -22, 41, 51), (-43, 0, -22, 41, 51)]),
             ),
-            _HalfSpace((0, 1, 0), f.point((0, -22, 0))[1]),
+            HalfSpace((0, 1, 0), f.point((0, -22, 0))[1]),
         )),
-        _Capsule(f.point((44.5, -22, -60)), f.point((47, -13, -17)), 5 * s),   # rami
-        _Capsule(f.point((-44.5, -22, -60)), f.point((-47, -13, -17)), 5 * s),
+        Capsule(f.point((44.5, -22, -60)), f.point((47, -13, -17)), 5 * s),   # rami
+        Capsule(f.point((-44.5, -22, -60)), f.point((-47, -13, -17)), 5 * s),
         f.ellipsoid((47, -12, -15), (4.5, 4.5, 4.5), jitter_mm=0, spread=0),  # condyles
         f.ellipsoid((-47, -12, -15), (4.5, 4.5, 4.5), jitter_mm=0, spread=0),
     ))
-    skull = _Intersection((
-        _Difference(_offset(head, -5.0), _offset(head, -12.0)),
+    skull = Intersection((
+        Difference(_offset(head, -5.0), _offset(head, -12.0)),
         # vault above the orbits, occiput behind the ears, nothing below the skull base
-        _Union((
-            _HalfSpace((0, 0, -1), -f.point((0, 0, 18))[2]),
-            _HalfSpace((0, -1, 0), -f.point((0, 15, 0))[1]),
+        Union((
+            HalfSpace((0, 0, -1), -f.point((0, 0, 18))[2]),
+            HalfSpace((0, -1, 0), -f.point((0, 15, 0))[1]),
         )),
-        _HalfSpace((0, 0, -1), -f.point((0, 0, -30))[2]),
+        HalfSpace((0, 0, -1), -f.point((0, 0, -30))[2]),
     ))
     orbits = tuple(
-        _Ellipsoid(tuple(np.asarray(e.center) + [0.0, 4.0 * s, 0.0]), tuple(r * 1.45 for r in e.radii))
+        Ellipsoid(tuple(np.asarray(e.center) + [0.0, 4.0 * s, 0.0]), tuple(r * 1.45 for r in e.radii))
         for e in eyes.values()
     )
     return [
         (body, 40.0),
-        (_Difference(body, _offset(body, -4.0)), -90.0),          # subcutaneous fat
+        (Difference(body, _offset(body, -4.0)), -90.0),          # subcutaneous fat
         (_offset(head, -12.0), 35.0),                             # brain
-        (_Union(orbits), -80.0),                                  # orbital fat
-        (_Union((eyes["L"], eyes["R"])), 10.0),
-        (_Union((oars["Lens_L"], oars["Lens_R"])), 80.0),
-        (_Union((oars["Parotid_L"], oars["Parotid_R"])), 0.0),
+        (Union(orbits), -80.0),                                  # orbital fat
+        (Union((eyes["L"], eyes["R"])), 10.0),
+        (Union((oars["Lens_L"], oars["Lens_R"])), 80.0),
+        (Union((oars["Parotid_L"], oars["Parotid_R"])), 0.0),
         (skull, 1100.0),
         (mandible, 1000.0),
         (around_cord(-17.0, 10.0, 8.0), 700.0),                   # vertebral bodies
-        (_Difference(around_cord(0.0, 12.5, 11.5), canal), 900.0),  # neural arches
+        (Difference(around_cord(0.0, 12.5, 11.5), canal), 900.0),  # neural arches
         (canal, 15.0),                                            # CSF around the cord
         (cord, 40.0),
         (oars["Brainstem"], 35.0),
@@ -588,9 +355,9 @@ def _paint_ct(anatomy: _Anatomy, grid: Grid, rng: np.random.Generator) -> np.nda
     """CT numbers (HU, int16) ``[k, j, i]``: tissues painted in order, plus vertebral discs and noise."""
     hu = np.full(grid.shape, -1000.0, dtype=np.float32)
     for shape, value in anatomy.tissues:
-        hu[_mask_on_grid(shape, grid)] = value
+        hu[mask_on_grid(shape, grid)] = value
     # Intervertebral discs: bone interrupted every ~17 mm along z.
-    z = _hfs_axes(grid)[2]
+    z = hfs_axes(grid)[2]
     disc = (np.mod(z - anatomy.shift[2], 17.0 * anatomy.scale) < 4.0)[:, None, None]
     hu[(hu == 700.0) & disc] = 90.0
     hu += rng.normal(0.0, 12.0, size=hu.shape).astype(np.float32)
@@ -619,13 +386,13 @@ def _dose(anatomy: _Anatomy, grid: Grid, rng: np.random.Generator) -> np.ndarray
     heterogeneity, a 2 mm blur (penumbra) and nothing outside the body.
     The rim keeps the blur from eating the PTV coverage (D95 about 95 %).
     """
-    ptv = _mask_on_grid(anatomy.ptv, grid)
+    ptv = mask_on_grid(anatomy.ptv, grid)
     d = np.maximum(ndimage.distance_transform_edt(~ptv, sampling=grid.spacing) - 1.5, 0.0)
     dose = PRESCRIPTION_GY * (0.6 * np.exp(-d / 7.0) + 0.4 * np.exp(-d / 50.0))
     wobble = ndimage.gaussian_filter(rng.normal(size=grid.shape), 8.0 / grid.spacing[0])
     dose *= 1.0 + 0.02 * wobble / max(float(wobble.std()), 1e-12)
     dose = ndimage.gaussian_filter(dose, 2.0 / np.asarray(grid.spacing))
-    body = ndimage.gaussian_filter(_mask_on_grid(anatomy.body, grid).astype(float), 1.0)
+    body = ndimage.gaussian_filter(mask_on_grid(anatomy.body, grid).astype(float), 1.0)
     dose *= body
     # Normalise so that the PTV median gets the prescription, as planners do.
     dose *= PRESCRIPTION_GY / float(np.median(dose[ptv]))
@@ -674,7 +441,7 @@ def _organ_geometry(mask: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarra
 
 
 def _draw_error(name: str, profile: _Profile, rng: np.random.Generator) -> dict:
-    """Random error of one organ in one set (mm; see :class:`_Perturbed`)."""
+    """Random error of one organ in one set (mm; see :class:`Perturbed`)."""
     small = name in _SMALL_OARS
     ease = 0.5 if name in _EASY_OARS else 1.0
     # Small organs move less but are drawn systematically too big or too small.
@@ -732,7 +499,7 @@ def _apply_end_slice(mask: np.ndarray, end_slice: tuple[str, str] | None) -> np.
 
 
 def _perturbed_mask(
-    shape: _Shape, reference: np.ndarray, error: dict, grid: Grid, inside_body: np.ndarray
+    shape: Shape, reference: np.ndarray, error: dict, grid: Grid, inside_body: np.ndarray
 ) -> tuple[np.ndarray, dict]:
     """Mask ``[k, j, i]`` of ``shape`` drawn with ``error`` (see :func:`_draw_error`).
 
@@ -759,12 +526,12 @@ def _perturbed_mask(
     }
     waves = tuple(tuple(w) for w in error["waves"])
     for _ in range(4):
-        p = _Perturbed(
+        p = Perturbed(
             shape, tuple(center), tuple(half), tuple(effective["shift_mm"]),
             tuple(effective["grow_mm"]), effective["bias_mm"], effective["wobble_mm"],
             waves, tuple(error["phases"]),
         )
-        mask = _apply_end_slice(_mask_on_grid(p, grid) & inside_body, error["end_slice"])
+        mask = _apply_end_slice(mask_on_grid(p, grid) & inside_body, error["end_slice"])
         if 0.4 <= mask.sum() / reference.sum() <= 2.5:
             break
         effective = {k: v * 0.5 for k, v in effective.items()}
@@ -845,9 +612,9 @@ def make_patient(
     ct = write_ct_series(_paint_ct(anatomy, ct_grid, rng), ct_grid, root / "CT", series_uid=uid("ct"),
                          **common)
 
-    body_sdf = _sdf_on_grid(anatomy.body, ct_grid)
+    body_sdf = sdf_on_grid(anatomy.body, ct_grid)
     inside_body = body_sdf <= -1.0  # organs keep at least 1 mm of skin
-    reference = {name: _mask_on_grid(anatomy.oars[name], ct_grid) & inside_body for name in OAR_NAMES}
+    reference = {name: mask_on_grid(anatomy.oars[name], ct_grid) & inside_body for name in OAR_NAMES}
     truth: dict = {
         "seed": int(seed), "prescription_gy": PRESCRIPTION_GY,
         "ptv_side": "L" if anatomy.ptv_side > 0 else "R",
@@ -857,7 +624,7 @@ def make_patient(
         "volumes_cc": {"reference": {n: _volume_cc(m, ct_grid) for n, m in reference.items()}},
     }
 
-    ref_masks = {EXTERNAL_NAME: body_sdf <= 0.0, PTV_NAME: _mask_on_grid(anatomy.ptv, ct_grid), **reference}
+    ref_masks = {EXTERNAL_NAME: body_sdf <= 0.0, PTV_NAME: mask_on_grid(anatomy.ptv, ct_grid), **reference}
     ref_path = root / "RTSTRUCT_reference.dcm"
     kinds = {EXTERNAL_NAME: "EXTERNAL", PTV_NAME: "PTV"}
     write_rtstruct(
