@@ -2,6 +2,7 @@
 # Set up soars-dose in ./.venv and run the demo or the tests.
 #   ./run.sh demo [OUT_DIR] [demo options]   synthetic head-and-neck cohort, end to end, with the HTML report
 #   ./run.sh test [pytest args]              the test suite
+#   ./run.sh lint                            ruff (whole tree) and mypy (the core), as CI runs them
 # `demo` installs the dose toolkit only (pip install -e .), never torch.
 # `test` adds the test extra (pip install -e ".[test]"); torch is not part of
 # it: the segmentation tests skip unless torch is in .venv. To have them run,
@@ -14,9 +15,9 @@ PY=${PYTHON:-python3}
 VENV=.venv
 mode=${1:-}
 case "$mode" in
-    demo | test) ;;
+    demo | test | lint) ;;
     *)
-        echo "usage: ./run.sh demo [OUT_DIR] [demo options] | ./run.sh test [pytest args]" >&2
+        echo "usage: ./run.sh demo [OUT_DIR] [demo options] | ./run.sh test [pytest args] | ./run.sh lint" >&2
         exit 2
         ;;
 esac
@@ -71,6 +72,11 @@ fi
 
 [ -f "$STAMP_TEST" ] || setup test
 shift
+if [ "$mode" = lint ]; then
+    # settings in pyproject.toml: ruff's rules and the modules mypy checks
+    "$VENV/bin/ruff" check .
+    exec "$VENV/bin/mypy"
+fi
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     echo "note: torch is not installed in $VENV, so the segmentation tests skip." >&2
     echo "  To run them: SOARS_TORCH=\"torch --index-url https://download.pytorch.org/whl/cpu\" ./run.sh test" >&2
