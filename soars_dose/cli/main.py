@@ -270,6 +270,7 @@ def cmd_report(args) -> int:
 
     path = build_report(args.dir, revisions=args.revisions, constraints=args.constraints,
                         overwrite=args.overwrite, from_scratch_min=args.from_scratch_min,
+                        point_max=args.point_max,
                         command=shlex.join(sys.argv))
     print(f"report written: {path}", file=sys.stderr)
     return 0
@@ -499,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CSV of per (patient, roi) revision category (none, <1 min, 1-3 min, >3 min)")
     r.add_argument("--constraints", type=Path,
                    help="YAML constraint table replacing the packaged published limits")
+    r.add_argument("--point-max", action="store_true",
+                   help="judge the serial-organ constraints (cord, brainstem, optic structures, "
+                        "lenses) on the point maximum instead of the near-maximum D0.03cc")
     r.add_argument("--from-scratch-min", type=_number(0, unit="min"), default=5.0,
                    help="minutes to contour one OAR from scratch, for the time saved (5)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing DIR/report")

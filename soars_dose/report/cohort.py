@@ -151,6 +151,7 @@ def _p_fmt(df: pd.DataFrame) -> pd.DataFrame:
 
 def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = None,
                  constraints: "str | Path | None" = None, overwrite: bool = False,
+                 point_max: bool = False,
                  from_scratch_min: float = R.DEFAULT_FROM_SCRATCH_MIN,
                  command: str = "") -> Path:
     """Compute the cohort statistics and write ``DIR/report`` (tables + report.html).
@@ -170,7 +171,7 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
     tests = S.paired_tests(stats, cm, method="asymptotic")
     thresholds = S.threshold_counts(stats)
     corr = S.correlations(stats, cm)
-    cons = C.load_constraints(constraints)
+    cons = C.load_constraints(constraints, point_max=point_max)
     evaluated = C.evaluate_constraints(stats, cons)
     flips = C.constraint_flips(evaluated)
     tab5 = table5(summary, tests, sets)
@@ -207,6 +208,8 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
                              f"with {option('resume')} to rebuild it") from None
     record = provenance({"revisions": str(revisions) if revisions else None,
                          "constraints": str(constraints) if constraints else "packaged default",
+                         "constraints_serial_organs": "point maximum" if point_max
+                                                      else "near-maximum D0.03cc",
                          "from_scratch_min": from_scratch_min,
                          "paired_tests": "Wilcoxon signed-rank, two-sided, zero_method=wilcox, "
                                          "asymptotic p; Holm and BH within each metric family; "

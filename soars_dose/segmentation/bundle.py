@@ -50,7 +50,11 @@ from . import branches as B
 from . import catalogue
 from .modelfile import (
     FORMAT as MODEL_FORMAT,
+)
+from .modelfile import (
     FORMAT_VERSION as MODEL_FORMAT_VERSION,
+)
+from .modelfile import (
     ModelFile,
     ModelVersionError,
     NotAModelFileError,
