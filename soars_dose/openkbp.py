@@ -76,8 +76,8 @@ from .dicom.write import (
     write_rtstruct,
 )
 from .errors import InputError, OutputExistsError, SoarsDoseError, warn
-from .grid import Grid
 from .outputs import atomic_write_file
+from .grid import Grid
 from .structures import Structure
 
 __all__ = [

@@ -50,11 +50,7 @@ from . import branches as B
 from . import catalogue
 from .modelfile import (
     FORMAT as MODEL_FORMAT,
-)
-from .modelfile import (
     FORMAT_VERSION as MODEL_FORMAT_VERSION,
-)
-from .modelfile import (
     ModelFile,
     ModelVersionError,
     NotAModelFileError,

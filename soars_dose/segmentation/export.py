@@ -34,8 +34,9 @@ from ..dicom.ct import CTSeries
 from ..dicom.uids import new_uid
 from ..dicom.write import CTSeriesInfo, masks_to_contours, write_rtstruct
 from ..errors import FrameOfReferenceError, GeometryError, InputError, warn
+from ..outputs import check_writable_file
 from ..grid import Grid
-from ..outputs import atomic_write_file, check_writable_file
+from ..outputs import atomic_write_file
 from ..structures import Structure
 from . import catalogue
 

@@ -52,6 +52,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -62,14 +63,8 @@ from ..grid import Grid
 from . import branches as B
 from . import catalogue
 from .bundle import SoarsModels, default_model_path, load_models
-from .preprocess import (
-    AIR_HU,
-    Prepared,
-    labels_to_grid,
-    normalize_intensity,
-    prepare_ct,
-    restore_probabilities,
-)
+from .preprocess import AIR_HU, Prepared, labels_to_grid, normalize_intensity, prepare_ct
+from .preprocess import restore_probabilities
 
 __all__ = [
     "SegmentationResult",

@@ -70,8 +70,8 @@ from scipy import ndimage
 
 from ..console import option
 from ..errors import InputError, OutputExistsError
-from ..grid import Grid
 from ..outputs import atomic_write_file
+from ..grid import Grid
 from . import catalogue
 
 __all__ = [

@@ -108,13 +108,7 @@ from . import branches as B
 from . import catalogue, nas
 from .modelfile import save_model
 from .phantom42 import DatasetCase, load_dataset
-from .preprocess import (
-    AIR_HU,
-    Preprocessing,
-    normalize_intensity,
-    prepare_ct,
-    prepare_labels,
-)
+from .preprocess import AIR_HU, Preprocessing, normalize_intensity, prepare_ct, prepare_labels
 
 __all__ = [
     "CHECKPOINT_FORMAT",
