@@ -194,13 +194,14 @@ def _mean_sd(d: dict, digits: int) -> str:
     if np.isnan(d["mean"]):
         return ""
     if np.isnan(d["sd"]):
-        return _fmt(d["mean"], digits)
-    return f"{_fmt(d['mean'], digits)} ± {_fmt(d['sd'], digits)}"
+        return format_number(d["mean"], digits)
+    return f"{format_number(d['mean'], digits)} ± {format_number(d['sd'], digits)}"
 
 
-def _fmt(v: float, digits: int) -> str:
+def format_number(v: float, digits: int, nan: str = "") -> str:
+    """``v`` with ``digits`` decimals; ``inf``/``-inf`` written out, ``nan`` for NaN."""
     if np.isnan(v):
-        return ""
+        return nan
     if np.isinf(v):
         return "inf" if v > 0 else "-inf"
     return f"{v:.{digits}f}"
@@ -404,8 +405,8 @@ def summary_by_oar(stats: pd.DataFrame | None, contour_metrics: pd.DataFrame | N
                     "set": set_name, "roi": roi, "metric": metric,
                     "n_instances": int(len(g)), "n_missing": int(g["missing"].sum()), **d,
                     "mean_sd": _mean_sd(d, digits),
-                    "median_iqr": (f"{_fmt(d['median'], digits)} [{_fmt(d['q1'], digits)}, "
-                                   f"{_fmt(d['q3'], digits)}]" if d["n"] else ""),
+                    "median_iqr": (f"{format_number(d['median'], digits)} [{format_number(d['q1'], digits)}, "
+                                   f"{format_number(d['q3'], digits)}]" if d["n"] else ""),
                 })
     cols = ["set", "roi", "metric", "n_instances", "n_missing", "n", "n_inf", "mean", "sd",
             "median", "q1", "q3", "mean_sd", "median_iqr"]

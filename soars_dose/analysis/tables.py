@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..case import REFERENCE
 from ..errors import InputError
-from .statistics import ALL, describe, metric_values
+from .statistics import ALL, describe, format_number, metric_values
 
 #: Contour metrics of Table 5a and their column labels.
 TABLE5A = {"dice": "Dice", "hd95_mm": "HD95 (mm)", "asd_mm": "ASD (mm)"}
@@ -39,11 +39,7 @@ BIAS = {"diff_mean_pct": "Diff_mean (%)", "diff_max_pct": "Diff_max (%)",
 
 
 def _fmt(v: float, digits: int) -> str:
-    if np.isnan(v):
-        return "–"
-    if np.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{v:.{digits}f}"
+    return format_number(v, digits, nan="–")
 
 
 def _note(n: int, n_missing: int, n_near_zero: int = 0) -> str:
