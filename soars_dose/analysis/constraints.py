@@ -131,7 +131,12 @@ def _parse(text: str, source: str) -> list[Constraint]:
     return out
 
 
-def load_constraints(path: str | Path | None = None) -> list[Constraint]:
+#: The near-maximum metric of serial-organ constraints, and the point maximum it stands for.
+NEAR_MAX, POINT_MAX = "d0_03cc_gy", "max_gy"
+
+
+def load_constraints(path: str | Path | None = None, *, point_max: bool = False
+                     ) -> list[Constraint]:
     """Read a constraints YAML file (default: the packaged table).
 
     Parameters
@@ -141,6 +146,10 @@ def load_constraints(path: str | Path | None = None) -> list[Constraint]:
         (a list of entries with the keys ``roi`` (a name or a list of
         names), ``metric``, ``op``, ``limit``, ``source``). It *replaces*
         the packaged table. None: the packaged table.
+    point_max : bool
+        Evaluate every near-maximum entry (``d0_03cc_gy``, the packaged
+        default for cord, brainstem, optic structures and lenses) on the
+        point maximum ``max_gy`` instead (``soars-dose report --point-max``).
 
     Returns
     -------
@@ -156,8 +165,13 @@ def load_constraints(path: str | Path | None = None) -> list[Constraint]:
         1 and its rois).
     """
     if path is None:
-        return _parse(*packaged_text("constraints.yaml"))
-    return _parse(*user_text(path, "constraints file"))
+        out = _parse(*packaged_text("constraints.yaml"))
+    else:
+        out = _parse(*user_text(path, "constraints file"))
+    if point_max:
+        out = [Constraint(c.roi, POINT_MAX, c.op, c.limit, c.source + " (on the point maximum)")
+               if c.metric == NEAR_MAX else c for c in out]
+    return out
 
 
 def _as_constraints(constraints) -> list[Constraint]:

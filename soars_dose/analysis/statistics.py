@@ -41,10 +41,20 @@ Infinite values
     interpolating between a finite value and +inf gives +inf, between -inf
     and +inf gives NaN (undefined).
 Pooled ``"ALL"`` rows
-    Besides one row per OAR, every table has a row with ``roi == "ALL"``
-    over all OAR instances of the set pooled. Several OARs of one patient
-    are not independent; the pooled tests follow the reference study in
-    ignoring that, so read them as descriptive.
+    Besides one row per OAR, every table has a row with ``roi == "ALL"``.
+    The OARs of one patient are not independent, so the pooled *tests*
+    (:func:`paired_tests`, :func:`unpaired_tests`) keep the patient as the
+    unit: each patient contributes the mean of the metric over its OARs
+    (in a paired test, over the OARs present in both sets) and the test
+    runs across patients (``n`` = patients; with one patient there is no
+    pooled test, ``reason == "single_patient"``). This is the
+    summary-measure approach to clustered data (Bland JM, Altman DG.
+    Calculating correlation coefficients with repeated observations: Part 2
+    - correlation between subjects. BMJ 1995;310:633; Altman DG, Bland JM.
+    Units of analysis. BMJ 1997;314:1874). The descriptive pooled rows
+    (:func:`summary_by_oar`, :func:`threshold_counts`,
+    :func:`correlations`) pool every OAR instance; the pooled correlation
+    ignores the clustering and is descriptive.
 Ordering
     Sets and OARs appear in the order of their first appearance in the
     input tables.
@@ -77,6 +87,8 @@ SUMMARY_METRICS = CONTOUR_METRICS + DOSE_DIFF_METRICS
 PAIRED_METRICS = CONTOUR_METRICS + DOSE_DIFF_METRICS + ("mean_gy", "max_gy")
 #: Label of the pooled rows.
 ALL = "ALL"
+#: Below this many instances a Spearman p-value is exact (full permutation).
+EXACT_SPEARMAN_BELOW = 10
 
 _KEYS = ["patient", "set", "roi"]
 
@@ -182,13 +194,14 @@ def _mean_sd(d: dict, digits: int) -> str:
     if np.isnan(d["mean"]):
         return ""
     if np.isnan(d["sd"]):
-        return _fmt(d["mean"], digits)
-    return f"{_fmt(d['mean'], digits)} ± {_fmt(d['sd'], digits)}"
+        return format_number(d["mean"], digits)
+    return f"{format_number(d['mean'], digits)} ± {format_number(d['sd'], digits)}"
 
 
-def _fmt(v: float, digits: int) -> str:
+def format_number(v: float, digits: int, nan: str = "") -> str:
+    """``v`` with ``digits`` decimals; ``inf``/``-inf`` written out, ``nan`` for NaN."""
     if np.isnan(v):
-        return ""
+        return nan
     if np.isinf(v):
         return "inf" if v > 0 else "-inf"
     return f"{v:.{digits}f}"
@@ -392,8 +405,8 @@ def summary_by_oar(stats: pd.DataFrame | None, contour_metrics: pd.DataFrame | N
                     "set": set_name, "roi": roi, "metric": metric,
                     "n_instances": int(len(g)), "n_missing": int(g["missing"].sum()), **d,
                     "mean_sd": _mean_sd(d, digits),
-                    "median_iqr": (f"{_fmt(d['median'], digits)} [{_fmt(d['q1'], digits)}, "
-                                   f"{_fmt(d['q3'], digits)}]" if d["n"] else ""),
+                    "median_iqr": (f"{format_number(d['median'], digits)} [{format_number(d['q1'], digits)}, "
+                                   f"{format_number(d['q3'], digits)}]" if d["n"] else ""),
                 })
     cols = ["set", "roi", "metric", "n_instances", "n_missing", "n", "n_inf", "mean", "sd",
             "median", "q1", "q3", "mean_sd", "median_iqr"]
@@ -504,6 +517,24 @@ def _paired_row(a: np.ndarray, b: np.ndarray, *, zero_method: str, min_pairs: in
     return row
 
 
+def _patient_mean(v: np.ndarray) -> float:
+    """Mean of one patient's values, +inf when any is +inf (NaN with both infinities)."""
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return np.nan
+    with np.errstate(invalid="ignore"):
+        return float(v.mean())
+
+
+def _patient_means_paired(g: pd.DataFrame) -> pd.DataFrame:
+    """Per patient, the means of ``a`` and ``b`` over the OARs with a value in both sets."""
+    both = g[g["a"].notna() & g["b"].notna()]
+    rows = [{"patient": p, "a": _patient_mean(h["a"].to_numpy(float)),
+             "b": _patient_mean(h["b"].to_numpy(float))}
+            for p, h in both.groupby("patient", sort=False)]
+    return pd.DataFrame(rows, columns=["patient", "a", "b"])
+
+
 def paired_tests(stats: pd.DataFrame | None, contour_metrics: pd.DataFrame | None = None,
                  metrics: Sequence[str] = PAIRED_METRICS,
                  pairs: Sequence[tuple[str, str]] | None = None, *,
@@ -557,10 +588,11 @@ def paired_tests(stats: pd.DataFrame | None, contour_metrics: pd.DataFrame | Non
         then ``"ALL"``. Columns:
 
         ``metric, set_a, set_b, roi``;
-        ``n_pairs``: patients (pooled: patient x OAR instances) with a value
-        in both sets, matched on (patient, roi);
+        ``n_pairs``: patients with a value in both sets, matched on
+        (patient, roi); pooled (``"ALL"``): patients, each contributing the
+        mean of its OARs present in both sets (module docstring);
         ``n_dropped``: instances present in only one set or with NaN on
-        either side (never imputed);
+        either side (never imputed; pooled: patients without such an OAR);
         ``n_zero``: zero differences;
         ``median_a``, ``median_b``: medians of each set over the pairs;
         ``median_diff``: median of ``a - b`` (positive: ``set_a`` higher);
@@ -577,8 +609,9 @@ def paired_tests(stats: pd.DataFrame | None, contour_metrics: pd.DataFrame | Non
         differences (average ranks for ties), in [-1, 1], positive when
         ``set_a`` tends to be higher; NaN when every difference is zero;
         ``reason``: ``""`` when tested, else ``no_pairs``,
-        ``all_differences_zero``, ``too_few_pairs`` or
-        ``too_few_nonzero_differences`` (``p`` is then NaN);
+        ``all_differences_zero``, ``too_few_pairs``,
+        ``too_few_nonzero_differences`` or, pooled, ``single_patient``
+        (``p`` is then NaN);
         ``family``: the multiple-comparison family;
         ``p_holm``, ``p_bh``: Holm and Benjamini-Hochberg adjusted p
         (:func:`statsmodels.stats.multitest.multipletests`) within the
@@ -614,9 +647,13 @@ def paired_tests(stats: pd.DataFrame | None, contour_metrics: pd.DataFrame | Non
                             ["patient", "roi"])
             for roi, g in _groups(joined):
                 row = {"metric": metric, "set_a": set_a, "set_b": set_b, "roi": roi}
+                if roi == ALL:
+                    g = _patient_means_paired(g)
                 row.update(_paired_row(g["a"].to_numpy(float), g["b"].to_numpy(float),
                                        zero_method=zero_method, min_pairs=min_pairs,
                                        n_boot=n_boot, ci=ci, seed=seed, method=method))
+                if roi == ALL and row["n_pairs"] == 1:
+                    row.update(statistic=np.nan, p=np.nan, reason="single_patient")
                 row["family"] = f"{metric} {'ALL' if roi == ALL else 'per OAR'}"
                 rows.append(row)
     cols = ["metric", "set_a", "set_b", "roi", "n_pairs", "n_dropped", "n_zero", "median_a",
@@ -663,8 +700,9 @@ def unpaired_tests(table: pd.DataFrame, group_column: str, metric: str,
         every two groups in sorted order. Columns:
 
         ``metric, set, roi, group_column, group_a, group_b``;
-        ``n_a``, ``n_b``: values in each group; ``n_dropped``: rows of both
-        groups without a value;
+        ``n_a``, ``n_b``: values in each group (pooled: patients, each the
+        mean over its OARs); ``n_dropped``: rows of both groups without a
+        value;
         ``median_a``, ``median_b``;
         ``statistic``: U of group a (scipy's ``mannwhitneyu(x_a, x_b)``),
         ``p``: two-sided p (scipy ``method="auto"``: exact for small samples
@@ -704,6 +742,11 @@ def unpaired_tests(table: pd.DataFrame, group_column: str, metric: str,
     rows = []
     for set_name in _order(vals.loc[vals["value"].notna(), "set"]):
         for roi, g in _groups(vals[vals["set"] == set_name]):
+            if roi == ALL:  # the patient is the unit (module docstring)
+                g = pd.DataFrame([{"patient": p, "group": h["group"].iloc[0],
+                                   "value": _patient_mean(h["value"].to_numpy(float))}
+                                  for p, h in g.groupby("patient", sort=False)],
+                                 columns=["patient", "group", "value"])
             for ga, gb in itertools.combinations(labels, 2):
                 xa = g.loc[g["group"] == ga, "value"].to_numpy(float)
                 xb = g.loc[g["group"] == gb, "value"].to_numpy(float)
@@ -814,7 +857,8 @@ def threshold_counts(stats: pd.DataFrame, thresholds: Sequence[float] = (10, 30)
 
 def correlations(stats: pd.DataFrame, contour_metrics: pd.DataFrame,
                  contour: Sequence[str] = CONTOUR_METRICS,
-                 dose: Sequence[str] = DOSE_DIFF_METRICS, min_n: int = 4) -> pd.DataFrame:
+                 dose: Sequence[str] = DOSE_DIFF_METRICS, min_n: int = 4, *,
+                 alpha: float = 0.05, exact_below: int = EXACT_SPEARMAN_BELOW) -> pd.DataFrame:
     """Spearman rank correlation of contour accuracy with dose differences.
 
     Parameters
@@ -827,6 +871,15 @@ def correlations(stats: pd.DataFrame, contour_metrics: pd.DataFrame,
         Dose metrics, default \\|Diff_mean\\| % and \\|Diff_max\\| %.
     min_n : int
         Fewest complete instances for a coefficient (4).
+    alpha : float
+        Level of the ``significant*`` columns.
+    exact_below : int
+        Below this many instances (10) the p-value is exact: the share of
+        all ``n!`` pairings of the y values with the x values whose \|rho\|
+        is at least the observed one (the permutation test of
+        :func:`scipy.stats.permutation_test` with ``permutation_type=
+        "pairings"``, enumerated in full; ties kept as they are). From
+        ``exact_below`` on, scipy's t approximation.
 
     Returns
     -------
@@ -839,11 +892,19 @@ def correlations(stats: pd.DataFrame, contour_metrics: pd.DataFrame,
         ``n``: instances with both values; ``n_dropped``: instances with
         only one of them (e.g. a missing contour has a Dice of 0 but no
         dose);
-        ``rho``, ``p``: :func:`scipy.stats.spearmanr` (two-sided p; average
-        ranks for ties; +inf ranked above every finite value);
+        ``rho``: :func:`scipy.stats.spearmanr` (average ranks for ties;
+        +inf ranked above every finite value); ``p``: two-sided;
+        ``p_method``: ``"exact_permutation"`` (n < ``exact_below``) or
+        ``"t_approximation"``;
         ``reason``: ``""``, ``too_few`` (n < ``min_n``) or
         ``constant_input`` (one variable takes a single value), with rho and
-        p NaN.
+        p NaN;
+        ``family``, ``p_holm``, ``p_bh``, ``significant``,
+        ``significant_holm``, ``significant_bh``: as in
+        :func:`paired_tests`; a family is one (contour metric, dose metric)
+        pair over every set and OAR (``"<contour> ~ <dose> per OAR"``), the
+        pooled rows apart (``"... ALL"``); Holm controls the family-wise
+        error, BH the false discovery rate.
     """
     rows = []
     for cm in contour:
@@ -870,7 +931,51 @@ def correlations(stats: pd.DataFrame, contour_metrics: pd.DataFrame,
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")
                             res = sps.spearmanr(x, y)
-                        row.update(rho=float(res.statistic), p=float(res.pvalue), reason="")
+                        rho = float(res.statistic)
+                        if row["n"] < exact_below:
+                            row.update(rho=rho, p=spearman_exact_p(x, y),
+                                       p_method="exact_permutation")
+                        else:
+                            row.update(rho=rho, p=float(res.pvalue), p_method="t_approximation")
+                        row["reason"] = ""
+                    row["family"] = f"{cm} ~ {dm} {'ALL' if roi == ALL else 'per OAR'}"
                     rows.append(row)
-    cols = ["set", "roi", "contour_metric", "dose_metric", "n", "n_dropped", "rho", "p", "reason"]
-    return pd.DataFrame(rows, columns=cols)
+    cols = ["set", "roi", "contour_metric", "dose_metric", "n", "n_dropped", "rho", "p",
+            "p_method", "reason", "family"]
+    return _adjust(pd.DataFrame(rows, columns=cols), alpha)
+
+
+_PERMUTATIONS: dict[int, np.ndarray] = {}
+
+
+def spearman_exact_p(x: Sequence[float], y: Sequence[float]) -> float:
+    """Exact two-sided permutation p of Spearman's rho for a small sample.
+
+    Parameters
+    ----------
+    x, y : sequence of float
+        Paired values (no NaN; ties allowed), at most 10 pairs (10! pairings).
+
+    Returns
+    -------
+    float
+        The share of all ``n!`` pairings of ``y`` with ``x`` whose \|rho\|
+        is at least the observed \|rho\| (a relative tolerance of 1e-12
+        keeps equal values equal). Without ties and rho = +-1 this is
+        ``2 / n!``, e.g. 0.0167 for n = 5.
+    """
+    rx = sps.rankdata(np.asarray(x, float))
+    ry = sps.rankdata(np.asarray(y, float))
+    n = rx.size
+    if n > 10:
+        raise InputError(f"spearman_exact_p enumerates n! pairings; n = {n} is too large (<= 10)")
+    if n not in _PERMUTATIONS:
+        _PERMUTATIONS[n] = np.array(list(itertools.permutations(range(n))), dtype=np.int8)
+    perm = ry[_PERMUTATIONS[n]]
+    # rho is the Pearson correlation of the ranks: only sum(rx * ry_perm) varies
+    cx = rx - rx.mean()
+    cy = perm - perm.mean(axis=1, keepdims=True)
+    denom = np.sqrt((cx ** 2).sum() * (cy[0] ** 2).sum())
+    rhos = cy @ cx / denom
+    obs = abs(float((cx * (ry - ry.mean())).sum() / denom))
+    return float(np.mean(np.abs(rhos) >= obs * (1 - 1e-12)))

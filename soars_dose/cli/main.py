@@ -95,9 +95,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_checks(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--near-zero-gy", type=float, default=0.05,
-                   help="reference doses (Gy) below this leave the eq 6/7 percentages empty "
-                        "(the Gy difference is still given; default 0.05)")
+    p.add_argument("--near-zero-gy", type=float, default=1.0,
+                   help="reference doses (Gy) below this leave the eq 6/7 percentages (mean, "
+                        "max and D0.03cc alike) empty when no prescription is known (the Gy "
+                        "difference is still given; default 1)")
+    p.add_argument("--near-zero-rx-pct", type=float, default=2.0,
+                   help="with a known prescription (--prescription-gy, manifest column "
+                        "prescription_gy) the near-zero threshold is this %% of it instead "
+                        "(default 2; 0 ignores the prescription)")
     p.add_argument("--max-memory-gb", type=float, default=2.0,
                    help="refuse (status too_large) a structure whose rasterisation would need "
                         "more memory than this, in GB (default 2)")
@@ -151,7 +156,9 @@ def _settings(args):
     return Settings(factor=factor, bin_width_gy=args.bin_width, d_pct=args.dx, d_cc=args.dcc,
                     v_gy=args.vgy, dvh_step_gy=args.dvh_step, interpolation=args.interpolation,
                     between_planes=getattr(args, "between_planes", "stack"),
-                    near_zero_gy=args.near_zero_gy, max_memory_gb=args.max_memory_gb,
+                    near_zero_gy=args.near_zero_gy, near_zero_rx_pct=args.near_zero_rx_pct,
+                    prescription_gy=getattr(args, "prescription_gy", None),
+                    max_memory_gb=args.max_memory_gb,
                     plausibility_volumes=(str(args.plausibility_volumes)
                                           if args.plausibility_volumes else None),
                     plausibility_air_hu=args.plausibility_air_hu,
@@ -263,6 +270,7 @@ def cmd_report(args) -> int:
 
     path = build_report(args.dir, revisions=args.revisions, constraints=args.constraints,
                         overwrite=args.overwrite, from_scratch_min=args.from_scratch_min,
+                        point_max=args.point_max,
                         command=shlex.join(sys.argv))
     print(f"report written: {path}", file=sys.stderr)
     return 0
@@ -492,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CSV of per (patient, roi) revision category (none, <1 min, 1-3 min, >3 min)")
     r.add_argument("--constraints", type=Path,
                    help="YAML constraint table replacing the packaged published limits")
+    r.add_argument("--point-max", action="store_true",
+                   help="judge the serial-organ constraints (cord, brainstem, optic structures, "
+                        "lenses) on the point maximum instead of the near-maximum D0.03cc")
     r.add_argument("--from-scratch-min", type=_number(0, unit="min"), default=5.0,
                    help="minutes to contour one OAR from scratch, for the time saved (5)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing DIR/report")

@@ -5,8 +5,10 @@
 
 ``mean`` is the volume-weighted mean dose and ``max`` the highest dose at
 a sub-voxel sample point of the structure (see :mod:`soars_dose.dose.dvh`).
-Where the reference value is below ``near_zero_gy`` the percentage is left
-empty and flagged; the absolute differences (Gy) are always given.
+Where the reference value is below the near-zero threshold (1 Gy, or 2 % of
+the prescription when known; :mod:`soars_dose.dose.differences`) the
+percentage is left empty and flagged; the absolute differences (Gy) are
+always given. Diff_d0_03cc (eq 7 on the near-maximum D0.03cc) is given too.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ from ..errors import (
 from ..names import AliasTable, MatchedSets, match_sets
 from ..structures import Structure
 from .compute import compute_dvh
+from .differences import (
+    NEAR_ZERO_GY,
+    NEAR_ZERO_RX_PCT,
+    add_differences,
+    near_zero_threshold_gy,
+)
 from .dvh import BIN_WIDTH_GY, DVH
 from .precheck import DEFAULT_MAX_MEMORY_GB, check_sampling_size, outside_grid
 from .settings_checks import validate_settings
@@ -60,7 +68,6 @@ STAT_COLUMNS = [
     "coverage", "mean_gy", "min_gy", "max_gy", "d0_03cc_gy", "d2_gy", "d50_gy", "d95_gy",
     "d98_gy", "between_planes",
 ]
-DIFF_COLUMNS = ["diff_mean_pct", "diff_max_pct", "diff_mean_gy", "diff_max_gy", "diff_flag"]
 
 
 @dataclass
@@ -76,7 +83,15 @@ class Settings:
     d_pct, d_cc, v_gy : tuples of float
         Extra Dx%, Dxcc and VxGy to report (D2/50/95/98 % and D0.03cc always).
     near_zero_gy : float
-        Reference doses below this leave eq 6/7 percentages empty.
+        Reference doses (Gy) below this leave eq 6/7 percentages empty when
+        no prescription is known (default 1 Gy; ``--near-zero-gy``).
+    near_zero_rx_pct : float
+        With a known prescription the threshold is this % of it instead
+        (default 2 %; ``--near-zero-rx-pct``; 0 ignores the prescription).
+    prescription_gy : float or None
+        The plan's prescription (Gy), when known (manifest
+        ``prescription_gy`` / ``--prescription-gy``); only the near-zero
+        threshold uses it.
     dvh_step_gy : float or None
         Step of the written DVH table (default: the bin width).
     interpolation : {"linear", "nearest"}
@@ -111,7 +126,9 @@ class Settings:
     d_pct: tuple[float, ...] = ()
     d_cc: tuple[float, ...] = ()
     v_gy: tuple[float, ...] = ()
-    near_zero_gy: float = 0.05
+    near_zero_gy: float = NEAR_ZERO_GY
+    near_zero_rx_pct: float = NEAR_ZERO_RX_PCT
+    prescription_gy: "float | None" = None
     dvh_step_gy: float | None = None
     interpolation: str = "linear"
     between_planes: str = "stack"
@@ -313,7 +330,8 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
 
     check_rows_not_zero(case, rows, refuse=True)
     stats = _frame(rows, STAT_COLUMNS)
-    stats = _add_differences(stats, s.near_zero_gy)
+    stats = add_differences(stats, near_zero_threshold_gy(s.near_zero_gy, s.prescription_gy,
+                                                          s.near_zero_rx_pct))
     stats, names = add_plausibility(case, ms, stats, s, messages)
     return Result(
         stats=stats,
@@ -323,36 +341,6 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
         dvhs=dvhs,
         settings=s,
     )
-
-
-def _add_differences(stats: pd.DataFrame, near_zero_gy: float) -> pd.DataFrame:
-    """Append eq 6/7 percentages and absolute Gy differences against the reference."""
-    ref = stats[(stats["set"] == REFERENCE) & stats["status"].isin(COMPUTED)]
-    ref = ref.set_index("roi")[["mean_gy", "max_gy"]]
-    out = stats.copy()
-    for c in DIFF_COLUMNS:
-        out[c] = np.nan if c != "diff_flag" else ""
-    for i, row in out.iterrows():
-        if row["set"] == REFERENCE or row["status"] not in COMPUTED:
-            continue
-        if row["roi"] not in ref.index:
-            out.at[i, "diff_flag"] = "no_reference"
-            continue
-        rm, rx = ref.at[row["roi"], "mean_gy"], ref.at[row["roi"], "max_gy"]
-        out.at[i, "diff_mean_gy"] = row["mean_gy"] - rm
-        out.at[i, "diff_max_gy"] = row["max_gy"] - rx
-        flags = []
-        if rm >= near_zero_gy:
-            out.at[i, "diff_mean_pct"] = 100.0 * (row["mean_gy"] - rm) / rm
-        else:
-            flags.append("reference_mean_near_zero")
-        if rx >= near_zero_gy:
-            out.at[i, "diff_max_pct"] = 100.0 * (row["max_gy"] - rx) / rx
-        else:
-            flags.append("reference_max_near_zero")
-        out.at[i, "diff_flag"] = ";".join(flags)
-    cols = [c for c in out.columns if c not in DIFF_COLUMNS and c != "message"]
-    return out[cols + DIFF_COLUMNS + ["message"]]
 
 
 # --------------------------------------------------- input checks (issue 11)

@@ -26,6 +26,8 @@ OPTION = {
     "d_cc": "--dcc",
     "v_gy": "--vgy",
     "near_zero_gy": "--near-zero-gy",
+    "near_zero_rx_pct": "--near-zero-rx-pct",
+    "prescription_gy": "--prescription-gy",
     "dvh_step_gy": "--dvh-step",
     "interpolation": "--interpolation",
     "max_memory_gb": "--max-memory-gb",
@@ -95,6 +97,9 @@ def validate_settings(s) -> None:
     _numbers("d_cc", s.d_cc, lo=0.0, unit="cc")
     _numbers("v_gy", s.v_gy, lo=0.0, unit="Gy")
     _number("near_zero_gy", s.near_zero_gy, lo=0.0, unit="Gy")
+    _number("near_zero_rx_pct", s.near_zero_rx_pct, lo=0.0, hi=100.0, unit="%")
+    if s.prescription_gy is not None:
+        _number("prescription_gy", s.prescription_gy, lo=0.0, lo_open=True, unit="Gy")
     if s.dvh_step_gy is not None:
         _number("dvh_step_gy", s.dvh_step_gy, lo=0.0, lo_open=True, unit="Gy")
     if s.interpolation not in INTERPOLATIONS:

@@ -27,8 +27,10 @@ import pandas as pd
 from ..analysis import constraints as C
 from ..analysis import revisions as R
 from ..analysis import statistics as S
+from ..analysis import tables as T
 from ..case import REFERENCE
 from ..console import option
+from ..dose.differences import NEAR_ZERO_GY, add_differences
 from ..errors import InputError
 from ..outputs import check_writable, provenance, read_table, write_output_dir
 from .figures import box_figure, dvh_patient_figure, scatter_figure
@@ -142,13 +144,14 @@ def table5_display(tab5: pd.DataFrame, sets: list[str], metrics: list[str],
 def _p_fmt(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in out.columns:
-        if c.startswith("p") or "_p_" in c:
+        if (c.startswith("p") or "_p_" in c) and pd.api.types.is_numeric_dtype(out[c]):
             out[c] = out[c].map(lambda v: "" if pd.isna(v) else ("<0.001" if v < 0.001 else f"{v:.3f}"))
     return out
 
 
 def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = None,
                  constraints: "str | Path | None" = None, overwrite: bool = False,
+                 point_max: bool = False,
                  from_scratch_min: float = R.DEFAULT_FROM_SCRATCH_MIN,
                  command: str = "") -> Path:
     """Compute the cohort statistics and write ``DIR/report`` (tables + report.html).
@@ -159,16 +162,24 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
     out = check_writable(cohort_dir / "report", overwrite)
     t = load_tables(cohort_dir)
     stats, cm, dvh = t["stats"], t["contour_metrics"], t["dvh"]
+    if "diff_d0_03cc_pct" not in stats.columns:  # a cohort run before the one near-zero rule
+        thr = (stats.groupby("patient")["near_zero_threshold_gy"].max().dropna().to_dict()
+               if "near_zero_threshold_gy" in stats.columns else NEAR_ZERO_GY)
+        stats = add_differences(stats, thr)
     sets = list(dict.fromkeys(stats["set"]))
     summary = S.summary_by_oar(stats, cm)
     tests = S.paired_tests(stats, cm, method="asymptotic")
     thresholds = S.threshold_counts(stats)
     corr = S.correlations(stats, cm)
-    cons = C.load_constraints(constraints)
+    cons = C.load_constraints(constraints, point_max=point_max)
     evaluated = C.evaluate_constraints(stats, cons)
     flips = C.constraint_flips(evaluated)
     tab5 = table5(summary, tests, sets)
-    tables = {"table5": tab5, "summary_by_oar": summary, "paired_tests": tests,
+    tab5a = T.table5(stats, cm, T.TABLE5A, sets=sets)
+    tab5b = T.table5(stats, cm, T.TABLE5B, sets=sets)
+    bias = T.dose_bias(stats)
+    tables = {"table5": tab5, "table5a": tab5a, "table5b": tab5b, "dose_bias": bias,
+              "summary_by_oar": summary, "paired_tests": tests,
               "threshold_counts": thresholds, "correlations": corr,
               "constraints": evaluated, "constraint_flips": flips}
     unpaired = pd.DataFrame()
@@ -197,9 +208,14 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
                              f"with {option('resume')} to rebuild it") from None
     record = provenance({"revisions": str(revisions) if revisions else None,
                          "constraints": str(constraints) if constraints else "packaged default",
+                         "constraints_serial_organs": "point maximum" if point_max
+                                                      else "near-maximum D0.03cc",
                          "from_scratch_min": from_scratch_min,
                          "paired_tests": "Wilcoxon signed-rank, two-sided, zero_method=wilcox, "
-                                         "asymptotic p; Holm and BH within each metric family"},
+                                         "asymptotic p; Holm and BH within each metric family; "
+                                         "pooled rows across per-patient means",
+                         "correlations": "Spearman; exact permutation p below n = 10; Holm "
+                                         "and BH within each metric-pair family"},
                         [{"role": "cohort", "path": str(cohort_dir / "cohort"),
                           "created_utc": prov_in.get("created_utc")}], [], command=command)
 
@@ -214,17 +230,18 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
     blocks: list = [
         ("About", _about(t, stats, sets, prov_in)),
         ("Headline: OAR instances with large dose differences", html_table(headline)),
-        ("Table 5a: contour accuracy per OAR (mean ± SD)",
-         html_table(table5_display(tab5, sets, ["dice", "hd95_mm", "asd_mm"],
-                               {"dice": "Dice", "hd95_mm": "HD95 mm", "asd_mm": "ASD mm"}))),
-        ("Table 5b: dosimetric accuracy per OAR (mean ± SD of |Diff| in %)",
-         html_table(table5_display(tab5, sets, ["abs_diff_mean_pct", "abs_diff_max_pct"],
-                               {"abs_diff_mean_pct": "|Diff_mean| %",
-                                "abs_diff_max_pct": "|Diff_max| %"}))
-         + "<p class='note'>* p &lt; 0.05 against the reader set, † mean / max dose differs "
-           "from the reference's (Wilcoxon matched-pairs, two-sided, Holm-adjusted within each "
-           "metric; per-OAR tests need at least 6 patients). Exact p-values: table5.csv and "
-           "'All paired tests' below.</p>"),
+        ("Table 5a: contour accuracy per OAR (mean ± SD (n), median [IQR])",
+         html_table(tab5a) + "<p class='note'>" + escape(_MISSING_RULE) + "</p>"),
+        ("Table 5b: dosimetric accuracy per OAR (|Diff| in %, mean ± SD (n), median [IQR])",
+         html_table(tab5b)
+         + "<p class='note'>" + escape(_NEAR_ZERO_NOTE) + " Paired tests (Wilcoxon "
+           "matched-pairs, two-sided, Holm-adjusted within each metric; per-OAR tests need at "
+           "least 6 patients): table5.csv and 'All paired tests' below. " + escape(_POOLED_NOTE)
+         + "</p>"),
+        ("Signed bias per OAR (mean ± SD; median [IQR] of Diff in % and Gy)",
+         html_table(T.dose_bias_display(bias))
+         + "<p class='note'>Negative: the set gives a lower dose than the reference contours "
+           "(a set cold on an OAR). Gy differences are always given.</p>"),
         box_figure(dose, "abs_diff_mean_pct", "|Diff_mean| (%) per OAR", sets),
         box_figure(dose, "abs_diff_max_pct", "|Diff_max| (%) per OAR", sets),
     ]
@@ -234,7 +251,13 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
                                   "Dice vs |Diff_mean| (%)", sets),
                    scatter_figure(merged, "hd95_mm", "abs_diff_max_pct",
                                   "HD95 (mm) vs |Diff_max| (%)", sets)]
-    blocks += [("Spearman correlation of contour accuracy and dose difference", html_table(_p_fmt(corr)))]
+    blocks += [("Spearman correlation of contour accuracy and dose difference",
+                html_table(_p_fmt(corr))
+                + "<p class='note'>p exact (all n! pairings) below n = 10, else the t "
+                  "approximation (column p_method); p_holm (Holm, family-wise) and p_bh "
+                  "(Benjamini-Hochberg) adjust within each contour-metric / dose-metric "
+                  "family. The pooled rows ignore that OARs of one patient are related: "
+                  "descriptive.</p>")]
     blocks += [("Clinical constraints: flips between pass and fail relative to the reference",
                 html_table(flips) if len(flips) else "<p>No substitute set flips a constraint.</p>")]
     if len(unpaired):
@@ -254,6 +277,19 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
     return write_report(folder / "report.html", title="soars-dose cohort report", blocks=blocks)
 
 
+_MISSING_RULE = ("A contour a set lacks counts at its worst value (Dice 0, distances "
+                 "infinite): the mean ± SD of every metric is over the contours the set has "
+                 "(n), the cell says how many were missing, and the median [IQR] includes the "
+                 "missing ones at their worst value.")
+_NEAR_ZERO_NOTE = ("A percentage is not reported (counted as 'near zero') when its reference "
+                   "dose is below the near-zero threshold: 2 % of the prescription when known, "
+                   "else 1 Gy (--near-zero-gy, --near-zero-rx-pct), for Diff_mean, Diff_max "
+                   "and Diff_D0.03cc alike; n counts the instances in the cell.")
+_POOLED_NOTE = ("Pooled ('ALL') tests use the patient as the unit: the per-patient mean of "
+                "the metric over its OARs, tested across patients (n = patients; no pooled "
+                "test with one patient).")
+
+
 def _about(t, stats, sets, prov_in) -> str:
     n_pat = stats["patient"].nunique()
     n_fail = len(t["failures"])
@@ -263,4 +299,4 @@ def _about(t, stats, sets, prov_in) -> str:
             "with the reference on the reference plan's fixed dose grid: Diff_mean and Diff_max "
             "are eq 6/7 of the SOARS study; contour metrics (Dice, HD95, ASD, surface Dice) are "
             "computed on a common grid against the reference. Missing OARs count as Dice 0 and "
-            "infinite distances and are never dropped.</p>")
+            "infinite distances and are never dropped. " + escape(_POOLED_NOTE) + "</p>")

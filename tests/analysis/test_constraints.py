@@ -25,8 +25,15 @@ def test_packaged_table_is_valid_and_canonical():
         assert c.roi in canonical, c
         assert METRIC_RE.match(c.metric) and c.op in ("<", "<=") and c.source
     by = {(c.roi, c.metric): c for c in cs}
-    assert by[("Brainstem", "max_gy")].limit == 54
-    assert by[("SpinalCord", "max_gy")].limit == 45
+    # serial organs on the near-maximum D0.03cc (issue 13), the point maximum on request
+    for roi in ("Brainstem", "SpinalCord", "OpticChiasm", "OpticNrv_L", "Lens_R"):
+        assert (roi, "max_gy") not in by and (roi, "d0_03cc_gy") in by, roi
+    assert by[("Brainstem", "d0_03cc_gy")].limit == 54
+    assert by[("SpinalCord", "d0_03cc_gy")].limit == 45
+    assert by[("Lens_L", "d0_03cc_gy")].limit == 10
+    point = {(c.roi, c.metric): c for c in load_constraints(point_max=True)}
+    assert point[("Brainstem", "max_gy")].limit == 54 and ("Brainstem", "d0_03cc_gy") not in point
+    assert point[("Parotid_R", "mean_gy")].limit == 26
     assert by[("Parotid_R", "mean_gy")].limit == 26
     assert by[("Cochlea_L", "mean_gy")].op == "<="
     assert by[("Larynx", "v50gy_pct")].unit == "%"
@@ -157,7 +164,7 @@ def test_constraint_flips_by_hand():
 
 def test_evaluate_with_packaged_default_and_table_input():
     st = cohort()
-    ev = evaluate_constraints(st)            # packaged table
+    ev = evaluate_constraints(st, load_constraints(point_max=True))   # packaged, point max
     assert {"Brainstem max_gy < 54 Gy", "Parotid_L mean_gy < 26 Gy"} <= set(ev["constraint"])
     assert "Lens_L max_gy < 10 Gy" in set(ev["constraint"])
     table = pd.DataFrame([{"roi": "Brainstem", "metric": "max_gy", "op": "<", "limit": 54,

@@ -12,6 +12,7 @@ from soars_dose.analysis.statistics import (
     describe,
     metric_values,
     paired_tests,
+    spearman_exact_p,
     summary_by_oar,
     threshold_counts,
     unpaired_tests,
@@ -119,8 +120,33 @@ def test_wilcoxon_hand_checked_p_and_scipy():
     assert b["rank_biserial"] == pytest.approx(1.0)
     assert bool(b["significant"]) and not bool(a["significant"])
     pooled = row_of(out, roi="ALL", set_a="soars", set_b="reference")
-    assert pooled["n_pairs"] == 12
-    assert pooled["p"] == pytest.approx(sps.wilcoxon(da + db).pvalue, abs=1e-12)
+    # the patient is the unit: per-patient mean differences (da + db) / 2 = 1, 2, 3, 4, 5, 0;
+    # the zero is dropped (wilcox), 5 non-zero differences are too few to test
+    assert pooled["n_pairs"] == 6 and pooled["n_zero"] == 1
+    assert pooled["reason"] == "too_few_nonzero_differences" and np.isnan(pooled["p"])
+
+
+def test_pooled_test_uses_per_patient_means():
+    # 7 patients x 3 OARs; the pooled test must equal scipy's Wilcoxon on the hand-made
+    # per-patient means, not on the 21 instances
+    rng = np.random.default_rng(4)
+    d = rng.normal(0.8, 1.0, size=(7, 3)).round(3)
+    out = paired_tests(paired_cohort({r: list(d[:, k]) for k, r in enumerate("ABC")}),
+                       metrics=("mean_gy",))
+    pooled = row_of(out, roi="ALL", set_a="soars", set_b="reference")
+    per_patient = d.mean(axis=1)              # soars mean - reference mean, per patient
+    assert pooled["n_pairs"] == 7
+    assert pooled["p"] == pytest.approx(sps.wilcoxon(per_patient).pvalue, abs=1e-12)
+    assert pooled["p"] != pytest.approx(sps.wilcoxon(d.ravel()).pvalue, abs=1e-6)
+    assert pooled["median_diff"] == pytest.approx(np.median(per_patient))
+
+
+def test_pooled_test_needs_more_than_one_patient():
+    out = paired_tests(paired_cohort({r: [v] for r, v in zip("ABCDEFG", range(1, 8))}),
+                       metrics=("mean_gy",), min_pairs=1)
+    pooled = row_of(out, roi="ALL", set_a="soars", set_b="reference")
+    assert pooled["n_pairs"] == 1 and pooled["reason"] == "single_patient"
+    assert np.isnan(pooled["p"])
 
 
 def test_missing_pairs_dropped_and_counted():
@@ -373,7 +399,14 @@ def test_correlations_spearman():
     r = row_of(c, roi="Parotid_L")
     exp = sps.spearmanr(dice, [1, 3, 5, 5, 15])
     assert r["n"] == 5 and r["rho"] == pytest.approx(exp.statistic)
-    assert r["p"] == pytest.approx(exp.pvalue) and r["rho"] < -0.9
+    # n = 5 < 10: the exact permutation p, here from scipy's permutation test enumerating
+    # all 5! pairings (independent of the package's enumeration), not the t approximation
+    perm = sps.permutation_test(
+        (dice,), lambda x: sps.spearmanr(x, [1, 3, 5, 5, 15]).statistic,
+        permutation_type="pairings", n_resamples=np.inf, alternative="two-sided")
+    assert r["p"] == pytest.approx(perm.pvalue, abs=1e-12) and r["rho"] < -0.9
+    assert r["p"] != pytest.approx(exp.pvalue, abs=1e-3)
+    assert r["p_method"] == "exact_permutation"
     few = correlations(pd.DataFrame(rows), cm.iloc[:3], contour=("dice",),
                        dose=("abs_diff_mean_pct",))
     assert row_of(few, roi="Parotid_L")["reason"] == "too_few"
@@ -399,3 +432,37 @@ def test_tables_not_given_are_skipped_and_empty_results_have_columns():
     assert empty.empty and {"p", "p_holm", "p_bh", "significant"} <= set(empty.columns)
     with pytest.raises(InputError, match="diff_mean_pct"):
         threshold_counts(cm)
+
+
+def test_spearman_exact_p_closed_form():
+    # rho = -1 with n = 5: only the reversed and the identical pairing reach |rho| = 1,
+    # so the two-sided exact p is 2 / 5! = 0.0167 (the t approximation says < 0.001)
+    assert spearman_exact_p([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx(2 / 120)
+    assert sps.spearmanr([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]).pvalue < 0.001
+    # n = 4 without ties: |rho| >= 0.8 for 2 x (identity + 3 pairings one swap away) of 24
+    x, y = [1, 2, 3, 4], [2, 1, 3, 4]     # rho = 0.8
+    exact = sum(abs(sps.spearmanr(x, list(p)).statistic) >= 0.8 - 1e-12
+                for p in __import__("itertools").permutations(y)) / 24
+    assert spearman_exact_p(x, y) == pytest.approx(exact)
+
+
+def test_correlations_corrected_for_multiplicity():
+    rng = np.random.default_rng(7)
+    rows, cm_rows = [], []
+    for i in range(12):
+        for roi in ("Parotid_L", "Parotid_R", "Brainstem"):
+            dice = float(rng.uniform(0.5, 0.95))
+            mean = 20.0 * (1 + float(rng.normal(0, 0.1)))
+            rows += [stats_row(f"P{i:02d}", "reference", roi, 20.0),
+                     stats_row(f"P{i:02d}", "soars", roi, mean, ref=(20.0, 30.0))]
+            cm_rows.append({"patient": f"P{i:02d}", "set": "soars", "roi": roi, "status": "ok",
+                            "dice": dice})
+    c = correlations(pd.DataFrame(rows), pd.DataFrame(cm_rows), contour=("dice",),
+                     dose=("abs_diff_mean_pct",))
+    per = c[c["roi"] != "ALL"]
+    assert (per["p_method"] == "t_approximation").all()    # n = 12 >= 10
+    assert per["family"].nunique() == 1
+    expected = multipletests(per["p"].to_numpy(), method="holm")[1]
+    np.testing.assert_allclose(per["p_holm"].to_numpy(), expected, rtol=1e-12)
+    expected_bh = multipletests(per["p"].to_numpy(), method="fdr_bh")[1]
+    np.testing.assert_allclose(per["p_bh"].to_numpy(), expected_bh, rtol=1e-12)
