@@ -80,12 +80,15 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
 
 
 def write_result(result: Result, case: Case, out_dir: "str | Path", *, command: str = "",
-                 overwrite: bool = False, extra: dict | None = None) -> Path:
+                 overwrite: bool = False, extra: dict | None = None, report: bool = False,
+                 prescription_gy: float | None = None, constraints=None) -> Path:
     """Write ``stats``, ``dvh``, ``names``, ``contour_metrics`` (CSV + Parquet) and ``provenance.json``.
 
     The provenance records ``result.settings``, the settings the numbers
     were computed with. The folder is written atomically and never replaces
-    an existing one unless ``overwrite``.
+    an existing one unless ``overwrite``. With ``report`` it also holds
+    ``report.html``, the one-patient page (:mod:`soars_dose.report.patient`),
+    written inside the folder before it is renamed into place.
 
     Parameters
     ----------
@@ -99,10 +102,27 @@ def write_result(result: Result, case: Case, out_dir: "str | Path", *, command: 
     overwrite : bool
     extra : dict, optional
         More provenance entries.
+    report : bool
+        Also write ``report.html`` (what the command line does unless
+        ``--no-report``).
+    prescription_gy : float, optional
+        Offers the page's "% of prescription" dose axis.
+    constraints : path or list of Constraint, optional
+        Marked on the DVHs and evaluated; default the packaged table.
     """
     record = case_provenance(case, result.settings.as_dict(), result.messages,
                              command=command, **(extra or {}))
     tables = {"stats": result.stats, "dvh": result.dvh, "names": result.names}
     if result.contour_metrics is not None:
         tables["contour_metrics"] = result.contour_metrics
-    return write_output_dir(out_dir, tables, record, overwrite=overwrite)
+    files = {}
+    if report:
+        from .analysis.constraints import load_constraints
+        from .report.patient import render_patient_page
+
+        cons = (constraints if isinstance(constraints, list)
+                else load_constraints(constraints))
+        files["report.html"] = lambda: render_patient_page(
+            result.stats, result.dvh, result.contour_metrics, patient=str(case.patient),
+            constraints=cons, prescription_gy=prescription_gy)
+    return write_output_dir(out_dir, tables, record, overwrite=overwrite, files=files)

@@ -61,7 +61,9 @@ Output folder
     DIR/patients/<patient>/FAILED.json instead, for a patient that failed
     DIR/cohort/                        union of the per-patient tables, plus ``patients``
                                        (manifest metadata, status, seconds) and
-                                       ``failures``; CSV + Parquet + provenance.json
+                                       ``failures``; CSV + Parquet + provenance.json,
+                                       except ``dvh``: Parquet only (its CSV is in
+                                       the patient folders)
 
 A failing patient (any exception, also an unexpected one such as a
 ``KeyError`` or ``MemoryError`` from deep code) is recorded with the step
@@ -1290,7 +1292,8 @@ def _finish(out, rows, records, resumed, meta_cols, notes, settings, manifest, a
         n_patients=len(rows), n_ok=n_ok, n_failed=len(rows) - n_ok, n_resumed=len(resumed),
         metadata_columns=meta_cols, seconds=elapsed,
     )
-    write_output_dir(out / "cohort", tables, record, overwrite=True)
+    # the patient folders hold every DVH as CSV already: the cohort keeps the Parquet only
+    write_output_dir(out / "cohort", tables, record, overwrite=True, parquet_only=("dvh",))
     if progress:
         print(f"cohort: {n_ok} of {len(rows)} patients ok ({len(resumed)} resumed), "
               f"{len(rows) - n_ok} failed, {elapsed:.1f} s; tables in {out / 'cohort'}",

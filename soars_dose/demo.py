@@ -7,7 +7,8 @@
     DIR/data/revisions.csv        a synthetic revision log of the ``soars`` set
     DIR/audit/patients/<patient>/ per-patient tables (``soars-dose cohort``)
     DIR/audit/cohort/             the union tables, failures, provenance
-    DIR/audit/report/report.html  the cohort report (``soars-dose report``) and its tables
+    DIR/audit/report/report.html  the cohort report (``soars-dose report``), its tables and
+                                  report/patients/<patient>.html, one page per patient
 
 i.e. exactly what a physicist runs on a real cohort: ``soars-dose cohort
 DIR/data/manifest.csv --out DIR/audit`` then ``soars-dose report DIR/audit

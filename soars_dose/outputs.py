@@ -30,7 +30,7 @@ import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import pandas as pd
 
@@ -319,12 +319,20 @@ def write_output_dir(
     *,
     overwrite: bool = False,
     formats: tuple[str, ...] = ("csv", "parquet"),
+    parquet_only: tuple[str, ...] = (),
+    files: "Mapping[str, bytes | Callable[[], bytes]] | None" = None,
 ) -> Path:
     """Write tables (CSV and Parquet) and ``provenance.json`` into ``out_dir`` atomically.
 
     Everything is written into a hidden temporary folder beside ``out_dir``
     and renamed into place only when complete, so a crash leaves either
     the old folder or the new one, never a half-written mix.
+
+    ``parquet_only`` names tables written without their CSV twin (the
+    cohort's ``dvh``, whose CSV the patient folders already hold).
+    ``files`` are more files of the folder (relative name -> bytes, or a
+    function returning them, called once the tables are written), e.g. an
+    HTML report that must never be seen half written.
 
     Raises
     ------
@@ -337,7 +345,7 @@ def write_output_dir(
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         for name, df in tables.items():
-            if "csv" in formats:
+            if "csv" in formats and name not in parquet_only:
                 # CRLF rows (RFC 4180): the csv writer then quotes any cell holding a bare
                 # CR, which with LF rows would silently split the row in two when read back
                 csv_safe(csv_rounded(df)).to_csv(tmp / f"{name}.csv", index=False, lineterminator="\r\n")
@@ -347,6 +355,10 @@ def write_output_dir(
             json.dump(provenance_record, f, indent=2, default=str)
             f.flush()
             os.fsync(f.fileno())
+        for rel, content in (files or {}).items():
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content() if callable(content) else content)
         # mkdtemp makes the folder private; the result follows the user's umask
         os.chmod(tmp, 0o777 & ~_umask())
         _replace_folder(tmp, out)

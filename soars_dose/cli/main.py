@@ -83,8 +83,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--supersample", default="auto",
                    help="in-plane supersampling factor (even integer) or 'auto' (default)")
     p.add_argument("--bin-width", type=float, default=0.01, help="DVH bin width in Gy (0.01)")
-    p.add_argument("--dvh-step", type=float, default=None,
-                   help="dose step (Gy) of the written DVH table (default: the bin width)")
+    p.add_argument("--dvh-step", type=float, default=0.1,
+                   help="dose step (Gy) of the written DVH table (0.1; the statistics use "
+                        "the full-resolution DVH)")
     p.add_argument("--interpolation", choices=["linear", "nearest"], default="linear",
                    help="dose between voxel centres: trilinear (default) or constant per voxel")
     _add_between_planes(p)
@@ -215,7 +216,8 @@ def cmd_dvh(args) -> int:
         result = audit.dvh_all(case, settings)
         say(console_messages(result.messages, result.stats, case.patient))
     out = audit.write_result(result, case, args.out, command=shlex.join(sys.argv),
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, report=not args.no_report,
+                             prescription_gy=args.prescription_gy)
     _report(result, out)
     return 0
 
@@ -238,7 +240,8 @@ def cmd_compare(args) -> int:
         say(console_messages(result.messages, result.stats, case.patient))
     out = audit.write_result(result, case, args.out, command=shlex.join(sys.argv),
                              overwrite=args.overwrite,
-                             extra={"alias_file": str(args.names) if args.names else None})
+                             extra={"alias_file": str(args.names) if args.names else None},
+                             report=not args.no_report, prescription_gy=args.prescription_gy)
     _report(result, out)
     return 0
 
@@ -457,6 +460,8 @@ def _report(result, out: Path) -> None:
     stats = result.stats
     ok = stats["status"].isin(["ok", "partial"]).sum()
     print(f"{ok} of {len(stats)} (set, ROI) rows computed; results in {out}", file=sys.stderr)
+    if (out / "report.html").is_file():
+        print(f"report: {out / 'report.html'}", file=sys.stderr)
     bad = stats[~stats["status"].isin(["ok", "partial"])]
     for _, r in bad.iterrows():
         print(f"  {r['set']}/{r['roi']}: {r['status']}", file=sys.stderr)
@@ -481,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DICOM RTSTRUCT file whose ROIs are evaluated")
     d.add_argument("--rtdose", required=True, type=Path, nargs="+",
                    help="DICOM RTDOSE file (several with --sum-doses)")
+    d.add_argument("--no-report", action="store_true",
+                   help="do not write OUT/report.html (a DVH page of its structures)")
     _add_common(d)
     d.set_defaults(func=cmd_dvh)
 
@@ -491,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", metavar="NAME=RTSTRUCT",
                    help="a substitute contour set (repeatable)")
     c.add_argument("--names", type=Path, help="YAML alias file extending the OAR name table")
+    c.add_argument("--no-report", action="store_true",
+                   help="do not write OUT/report.html (the one-patient report (DVHs, dose statistics with eq 6/7, contour metrics))")
     _add_common(c)
     c.set_defaults(func=cmd_compare)
 
@@ -663,8 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--supersample", default="auto",
                    help="in-plane supersampling factor (even integer) or 'auto' (default)")
     h.add_argument("--bin-width", type=float, default=0.01, help="DVH bin width in Gy (0.01)")
-    h.add_argument("--dvh-step", type=float, default=None,
-                   help="dose step (Gy) of the written DVH table (default: the bin width)")
+    h.add_argument("--dvh-step", type=float, default=0.1,
+                   help="dose step (Gy) of the written DVH table (0.1; the statistics use "
+                        "the full-resolution DVH)")
     h.add_argument("--interpolation", choices=["linear", "nearest"], default="linear",
                    help="dose between voxel centres: trilinear (default) or constant per voxel")
     _add_between_planes(h)

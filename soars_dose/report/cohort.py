@@ -3,23 +3,32 @@
 ``soars-dose report DIR`` reads ``DIR/cohort/*.parquet`` (written by
 ``soars-dose cohort``), computes the statistics and writes
 
-    DIR/report/report.html      one self-contained page (plotly.js inlined)
-    DIR/report/<table>.csv|.parquet  every table the page shows
+    DIR/report/report.html             the cohort page (plotly.js inlined once)
+    DIR/report/patients/<patient>.html one page per patient, linked from it
+    DIR/report/<table>.csv|.parquet    every table the pages show
     DIR/report/provenance.json
 
-The page holds: the study's Table 5 for this cohort (contour and dosimetric
-accuracy per OAR and set, with Wilcoxon p-values against the reader set
-and against the reference), the share of OAR instances with |Diff| above
-10 % and 30 %, box plots per OAR, scatter plots of contour accuracy against
-dose difference (the study's Supplementary Figs 2-3), per-patient DVH
-overlays with an OAR drop-down, clinical constraint flips, the revision
-effort summary when a revision file is given, failures and provenance.
+all renamed into place together (a crash leaves no half page). The cohort
+page holds a table of contents; the headline in sentences (how many OAR
+instances per set differ by more than 10 % in max and mean dose, median
+Dice, constraint flips); the study's Table 5 for this cohort (contour and
+dosimetric accuracy per OAR and set, with Wilcoxon p-values against the
+reader set and against the reference); box plots per OAR; scatter plots of
+contour accuracy against dose difference (the study's Supplementary
+Figs 2-3); DVH bands across the cohort (median, 25-75 % and 5-95 % per OAR
+and set); the patient list with links; clinical constraint flips; the
+revision effort when a revision file is given; and, folded, the long raw
+tables (per-OAR threshold counts, correlations, all paired tests),
+failures and provenance. Each patient page (:mod:`.patient`) holds that
+patient's DVHs (any OARs at once, % or cc, Gy or % of prescription,
+constraints marked), dose statistics and contour metrics.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -33,19 +42,14 @@ from ..console import option
 from ..dose.differences import NEAR_ZERO_GY, add_differences
 from ..errors import InputError
 from ..outputs import check_writable, provenance, read_table, write_output_dir
-from .figures import box_figure, dvh_patient_figure, scatter_figure
-from .page import (
-    escape,
-    html_table,
-    write_report,
-)
+from .figures import box_figure, dvh_band_figure, scatter_figure
+from .page import Section, escape, html_table, render_page
+from .patient import render_patient_page
 
 #: Tables a cohort folder must hold.
 REQUIRED = ("stats", "dvh", "contour_metrics")
 #: Set the study tested the others against.
 READER = "reader"
-#: Patients whose DVH overlays are drawn (all when fewer).
-MAX_DVH_PATIENTS = 30
 
 
 def load_tables(cohort_dir: Path) -> dict[str, pd.DataFrame]:
@@ -108,47 +112,6 @@ def table5(summary: pd.DataFrame, tests: pd.DataFrame, sets: list[str]) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def table5_display(tab5: pd.DataFrame, sets: list[str], metrics: list[str],
-                   labels: dict[str, str]) -> pd.DataFrame:
-    """Table 5 as the study prints it: one row per OAR, one column per (set, metric).
-
-    Cells are ``mean ± SD``; ``*`` marks p < 0.05 (Holm) against the reader
-    set, ``†`` a mean / max dose that differs from the reference's
-    (p < 0.05, Holm).
-    """
-    dose_vs_ref = {"abs_diff_mean_pct": "mean_gy_p_vs_reference",
-                   "abs_diff_max_pct": "max_gy_p_vs_reference"}
-    out = pd.DataFrame({"OAR": list(dict.fromkeys(tab5["roi"]))}).set_index("OAR")
-    for set_name in [x for x in sets if x != REFERENCE]:
-        g = tab5[tab5["set"] == set_name].set_index("roi")
-        for m in metrics:
-            col = f"{set_name}: {labels[m]}"
-            vals = []
-            for roi in out.index:
-                if roi not in g.index:
-                    vals.append("")
-                    continue
-                r = g.loc[roi]
-                cell = str(r.get(m, ""))
-                p = r.get(f"{m}_p_vs_reader", np.nan)
-                if pd.notna(p) and p < 0.05:
-                    cell += " *"
-                q = r.get(dose_vs_ref.get(m, ""), np.nan)
-                if pd.notna(q) and q < 0.05:
-                    cell += " †"
-                vals.append(cell)
-            out[col] = vals
-    return out.reset_index()
-
-
-def _p_fmt(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    for c in out.columns:
-        if (c.startswith("p") or "_p_" in c) and pd.api.types.is_numeric_dtype(out[c]):
-            out[c] = out[c].map(lambda v: "" if pd.isna(v) else ("<0.001" if v < 0.001 else f"{v:.3f}"))
-    return out
-
-
 def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = None,
                  constraints: "str | Path | None" = None, overwrite: bool = False,
                  point_max: bool = False,
@@ -178,6 +141,7 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
     tab5a = T.table5(stats, cm, T.TABLE5A, sets=sets)
     tab5b = T.table5(stats, cm, T.TABLE5B, sets=sets)
     bias = T.dose_bias(stats)
+    pages = _patient_pages(stats, dvh, cm, t["patients"], cons)
     tables = {"table5": tab5, "table5a": tab5a, "table5b": tab5b, "dose_bias": bias,
               "summary_by_oar": summary, "paired_tests": tests,
               "threshold_counts": thresholds, "correlations": corr,
@@ -226,55 +190,155 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
     dose["abs_diff_max_pct"] = dose["diff_max_pct"].abs()
     merged = cm.merge(dose[["patient", "set", "roi", "abs_diff_mean_pct", "abs_diff_max_pct"]],
                       on=["patient", "set", "roi"], how="inner") if len(cm) else dose
-    headline = thresholds[thresholds["roi"] == S.ALL] if len(thresholds) else thresholds
+    csv = lambda name: f"<a href='{name}.csv'>{name}.csv</a>"  # noqa: E731
     blocks: list = [
-        ("About", _about(t, stats, sets, prov_in)),
-        ("Headline: OAR instances with large dose differences", html_table(headline)),
-        ("Table 5a: contour accuracy per OAR (mean ± SD (n), median [IQR])",
-         html_table(tab5a) + "<p class='note'>" + escape(_MISSING_RULE) + "</p>"),
-        ("Table 5b: dosimetric accuracy per OAR (|Diff| in %, mean ± SD (n), median [IQR])",
-         html_table(tab5b)
-         + "<p class='note'>" + escape(_NEAR_ZERO_NOTE) + " Paired tests (Wilcoxon "
-           "matched-pairs, two-sided, Holm-adjusted within each metric; per-OAR tests need at "
-           "least 6 patients): table5.csv and 'All paired tests' below. " + escape(_POOLED_NOTE)
-         + "</p>"),
-        ("Signed bias per OAR (mean ± SD; median [IQR] of Diff in % and Gy)",
-         html_table(T.dose_bias_display(bias))
-         + "<p class='note'>Negative: the set gives a lower dose than the reference contours "
-           "(a set cold on an OAR). Gy differences are always given.</p>"),
-        box_figure(dose, "abs_diff_mean_pct", "|Diff_mean| (%) per OAR", sets),
-        box_figure(dose, "abs_diff_max_pct", "|Diff_max| (%) per OAR", sets),
+        Section("Headline", headline_text(thresholds, cm, flips, sub_sets)),
+        Section("About this cohort", _about(t, stats, sets, prov_in)),
+        Section("Table 5a: contour accuracy per OAR",
+                "<p class='note'>Mean ± SD (n), median [IQR], per set against the reference. "
+                + escape(_MISSING_RULE)
+                + f" Full tables: {csv('table5a')}, {csv('table5')}, {csv('summary_by_oar')}.</p>"
+                + html_table(tab5a)),
+        Section("Table 5b: dosimetric accuracy per OAR",
+                "<p class='note'>|Diff| in % (eq 6/7): mean ± SD (n), median [IQR]. "
+                + escape(_NEAR_ZERO_NOTE) + " Paired tests (Wilcoxon matched-pairs, two-sided, "
+                "Holm-adjusted within each metric; per-OAR tests need at least 6 patients): "
+                f"{csv('table5')} and 'All paired tests' below. " + escape(_POOLED_NOTE) + "</p>"
+                + html_table(tab5b)),
+        Section("Signed bias per OAR",
+                "<p class='note'>Mean ± SD and median [IQR] of the signed Diff in % and Gy. "
+                "Negative: the set gives a lower dose than the reference contours (a set cold "
+                f"on an OAR). Gy differences are always given. {csv('dose_bias')}.</p>"
+                + html_table(T.dose_bias_display(bias))),
+        Section("Dose differences per OAR"),
+        box_figure(dose, "abs_diff_mean_pct", "|Diff mean| (%) per OAR", sets),
+        box_figure(dose, "abs_diff_max_pct", "|Diff max| (%) per OAR", sets),
     ]
     if len(cm):
-        blocks += [box_figure(cm, "dice", "Dice per OAR", sets),
+        blocks += [Section("Contour accuracy and its dose effect"),
+                   box_figure(cm, "dice", "Dice per OAR", sets),
                    scatter_figure(merged, "dice", "abs_diff_mean_pct",
-                                  "Dice vs |Diff_mean| (%)", sets),
+                                  "Dice vs |Diff mean| (%)", sets),
                    scatter_figure(merged, "hd95_mm", "abs_diff_max_pct",
-                                  "HD95 (mm) vs |Diff_max| (%)", sets)]
-    blocks += [("Spearman correlation of contour accuracy and dose difference",
-                html_table(_p_fmt(corr))
+                                  "HD95 (mm) vs |Diff max| (%)", sets)]
+    if len(dvh):
+        blocks += [Section("DVH bands across the cohort",
+                           "<p class='note'>Per OAR (menu) and set: the median cumulative DVH "
+                           "(line), its 25-75 % (darker) and 5-95 % (lighter) bands over "
+                           "patients, on a common 0.5 Gy dose axis. Each patient's own DVHs "
+                           "are on the patient pages.</p>"),
+                   dvh_band_figure(dvh, sets)]
+    blocks.append(Section("Patients", _patient_links(stats)))
+    blocks.append(Section("Clinical constraints: verdicts that flip against the reference",
+                          (html_table(flips.reindex(columns=[
+                              "patient", "set", "roi", "constraint", "reference_value", "value",
+                              "direction", "source"])) if len(flips) else
+                           "<p>No substitute set flips a constraint.</p>")
+                          + f"<p class='note'>Every evaluation: {csv('constraints')}.</p>"))
+    if len(unpaired):
+        blocks.append(Section("Between institutions (Mann-Whitney U)",
+                              html_table(unpaired) + f"<p class='note'>{csv('unpaired_tests')}</p>",
+                              collapsed=True))
+    if len(rev_summary):
+        blocks += [Section("Revision effort", html_table(rev_summary)),
+                   Section("Editing time saved", html_table(saved))]
+    blocks += [
+        Section("Raw tables", "<p class='note'>Long tables, folded; every one is also a CSV "
+                              "file beside this page (full precision in the Parquet twins).</p>"),
+        Section("Share of OAR instances over 10 % and 30 %, per OAR",
+                html_table(thresholds) + f"<p class='note'>{csv('threshold_counts')}</p>",
+                collapsed=True, level=3),
+        Section("Spearman correlations of contour accuracy and dose difference",
+                html_table(corr)
                 + "<p class='note'>p exact (all n! pairings) below n = 10, else the t "
                   "approximation (column p_method); p_holm (Holm, family-wise) and p_bh "
                   "(Benjamini-Hochberg) adjust within each contour-metric / dose-metric "
                   "family. The pooled rows ignore that OARs of one patient are related: "
-                  "descriptive.</p>")]
-    blocks += [("Clinical constraints: flips between pass and fail relative to the reference",
-                html_table(flips) if len(flips) else "<p>No substitute set flips a constraint.</p>")]
-    if len(unpaired):
-        blocks.append(("Between institutions (Mann-Whitney U)", html_table(_p_fmt(unpaired))))
-    if len(rev_summary):
-        blocks += [("Revision effort", html_table(rev_summary)), ("Editing time saved", html_table(saved))]
-    blocks.append(("DVH overlays (pick the OAR in each plot's menu)", ""))
-    for patient in list(dict.fromkeys(dvh["patient"]))[:MAX_DVH_PATIENTS]:
-        blocks.append(dvh_patient_figure(dvh[dvh["patient"] == patient],
-                                         stats[stats["patient"] == patient], str(patient)))
-    blocks += [
-        ("All paired tests", html_table(_p_fmt(tests))),
-        ("Failures", html_table(t["failures"]) if len(t["failures"]) else "<p>none</p>"),
-        ("Provenance", f"<pre>{escape(json.dumps(record, indent=1, default=str))}</pre>"),
+                  f"descriptive. {csv('correlations')}</p>",
+                collapsed=True, level=3),
+        Section("All paired tests", html_table(tests) + f"<p class='note'>{csv('paired_tests')}</p>",
+                collapsed=True, level=3),
+        Section("Failures", html_table(t["failures"]) if len(t["failures"]) else "<p>none</p>",
+                collapsed=not len(t["failures"]), level=3),
+        Section("Provenance", f"<pre>{escape(json.dumps(record, indent=1, default=str))}</pre>",
+                collapsed=True, level=3),
     ]
-    folder = write_output_dir(out, tables, record, overwrite=overwrite)
-    return write_report(folder / "report.html", title="soars-dose cohort report", blocks=blocks)
+    files = {"report.html": lambda: render_page("soars-dose cohort report", blocks), **pages}
+    folder = write_output_dir(out, tables, record, overwrite=overwrite, files=files)
+    return folder / "report.html"
+
+
+def _patient_pages(stats, dvh, cm, patients, cons) -> dict:
+    """``patients/<id>.html`` -> a function rendering that patient's page."""
+    rx = {}
+    if len(patients) and "prescription_gy" in patients.columns:
+        rx = {p: pd.to_numeric(v, errors="coerce") for p, v in
+              zip(patients["patient"], patients["prescription_gy"])}
+    pages = {}
+    for patient in dict.fromkeys(stats["patient"]):
+        def render(patient=patient):
+            sel = (lambda df: df[df["patient"] == patient] if len(df) else df)
+            intro = ("<p><a href='../report.html'>&larr; cohort report</a></p>")
+            v = rx.get(patient)
+            return render_patient_page(sel(stats), sel(dvh), sel(cm), patient=str(patient),
+                                       intro=intro, constraints=cons,
+                                       prescription_gy=float(v) if v is not None and pd.notna(v)
+                                       else None)
+        pages[f"patients/{patient_file(patient)}"] = render
+    return pages
+
+
+def patient_file(patient) -> str:
+    """The page's file name of a patient (ids are checked by the cohort runner; quoted anyway)."""
+    return quote(str(patient), safe="") + ".html"
+
+
+def _patient_links(stats: pd.DataFrame) -> str:
+    ok = stats[stats["status"].isin(["ok", "partial"])]
+    rows = []
+    for patient in dict.fromkeys(stats["patient"]):
+        g = ok[ok["patient"] == patient]
+        worst = g["diff_max_pct"].abs().max() if "diff_max_pct" in g else np.nan
+        href = "patients/" + quote(patient_file(patient), safe="")
+        cell = f"<a href='{escape(href)}'>{escape(patient)}</a>"
+        rows.append(f"<tr><td>{cell}</td><td>{g['roi'].nunique()}</td>"
+                    f"<td>{'' if pd.isna(worst) else f'{worst:.1f}'}</td></tr>")
+    return ("<p class='note'>One page per patient: DVHs of every set with units and "
+            "constraints, the dose statistics and contour metrics.</p><div class='scroll'><table>"
+            "<thead><tr><th>Patient</th><th>OARs evaluated</th><th>Largest |Diff max| (%)</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def headline_text(thresholds: pd.DataFrame, cm: pd.DataFrame, flips: pd.DataFrame,
+                  sub_sets: list[str]) -> str:
+    """The headline in sentences with numbers, from the threshold, contour and constraint tables."""
+    items = []
+    if len(thresholds):
+        a = thresholds[thresholds["roi"] == S.ALL]
+        for metric, what in (("abs_diff_max_pct", "max dose"), ("abs_diff_mean_pct", "mean dose")):
+            parts = []
+            for s in sub_sets:
+                r10 = a[(a["set"] == s) & (a["metric"] == metric) & (a["threshold_pct"] == 10)]
+                r30 = a[(a["set"] == s) & (a["metric"] == metric) & (a["threshold_pct"] == 30)]
+                if not len(r10):
+                    continue
+                r = r10.iloc[0]
+                n30 = int(r30["n_over"].iloc[0]) if len(r30) else 0
+                parts.append(f"{escape(s)} {int(r['n_over'])} of {int(r['n_evaluated'])}"
+                             + (f" ({n30} by more than 30 %)" if n30 else ""))
+            if parts:
+                items.append(f"<li>{what.capitalize()}: OAR instances differing from the "
+                             f"reference by more than 10 %: {'; '.join(parts)}.</li>")
+    if len(cm):
+        med = [f"{escape(s)} {float(np.nanmedian(cm.loc[cm['set'] == s, 'dice'].to_numpy(float))):.2f}"
+               for s in sub_sets if (cm["set"] == s).any()]
+        items.append(f"<li>Median Dice against the reference: {', '.join(med)}.</li>")
+    n = {s: int((flips["set"] == s).sum()) for s in sub_sets} if len(flips) else {}
+    items.append("<li>Clinical constraint verdicts that flip against the reference: "
+                 + (", ".join(f"{escape(s)} {k}" for s, k in n.items()) if n else "none") + ".</li>")
+    return (f"<ul class='headline'>{''.join(items)}</ul><p class='note'>Instances whose "
+            "reference dose is near zero are not counted in the percentages (see the per-OAR "
+            "table under 'Raw tables').</p>")
 
 
 _MISSING_RULE = ("A contour a set lacks counts at its worst value (Dice 0, distances "

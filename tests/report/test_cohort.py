@@ -49,13 +49,40 @@ def test_report_tables(report):
         build_report(folder.parent)
 
 
+def test_report_pages_layout(report):
+    path, res = report
+    text = path.read_text(encoding="utf-8")
+    # plotly.js once per page, compressed; no per-patient DVH overlays on the cohort page
+    assert text.count("id='plotly-gz'") == 1 and "soarsDVH" not in text
+    assert "<nav class='toc'>" in text and "Headline" in text
+    n_ref = int((res.stats["set"] == "reference").sum())
+    assert "OAR instances differing from the reference by more than 10 %: soars " in text
+    assert f" of {n_ref}" in text
+    # long raw tables are folded, with their CSV beside
+    assert "<details id=" in text and "href='paired_tests.csv'" in text
+    for pid in res.stats["patient"].unique():
+        page = path.parent / "patients" / f"{pid}.html"
+        assert page.is_file() and f"href='patients/{pid}.html'" in text
+        ptext = page.read_text(encoding="utf-8")
+        assert "soarsDVH" in ptext and "p_holm" not in ptext and "Wilcoxon" not in ptext
+        assert "href='../report.html'" in ptext
+    # no temporary files left beside the report folder
+    assert not [q for q in path.parent.parent.iterdir() if q.name.startswith(".report")]
+
+
 @pytest.mark.skipif(chromium() is None, reason="Debian chromium not installed (.ci/run installs it)")
 def test_report_renders_in_headless_chromium(report, tmp_path):
-    path, _ = report
+    path, res = report
     state = rendered_state(path)
     assert state["errors"] == 0, "JavaScript errors on the page"
-    # 5 cohort figures (2 |Diff| box plots, Dice box plot, 2 scatters) + one DVH plot per patient
-    assert state["expected"] == 5 + N
+    # 5 cohort figures (2 |Diff| box plots, Dice box plot, 2 scatters) + the DVH bands
+    assert state["expected"] == 6
     assert state["rendered"] == state["expected"] == state["dom_plots"]
     png = screenshot(path, tmp_path / "report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
+    pid = res.stats["patient"].iloc[0]
+    state = rendered_state(path.parent / "patients" / f"{pid}.html")
+    assert state["errors"] == 0 and state["expected"] == state["rendered"] == 1
+    # the DVH view titles the plot with the OAR it shows
+    first = res.dvh["roi"].iloc[0]
+    assert f"patient {pid}: {first}" in state["console"]
