@@ -121,7 +121,7 @@ def work_full(args) -> dict:
     import torch
 
     from soars_dose.segmentation import branches as B
-    from soars_dose.segmentation import catalogue, inference, nas
+    from soars_dose.segmentation import catalogue, inference, nas, sliding_window
     from soars_dose.segmentation.bundle import BranchModel, SoarsModels
     from soars_dose.segmentation.modelfile import ModelFile
     from soars_dose.segmentation.preprocess import Preprocessing
@@ -157,7 +157,7 @@ def work_full(args) -> dict:
     t = time.perf_counter()
     n_vox = {n: int(res.masks[n].sum()) for n in res.masks}
     t_masks = time.perf_counter() - t
-    windows = inference.n_windows(res.network_grid.shape, patch)
+    windows = sliding_window.n_windows(res.network_grid.shape, patch)
     return {"ct_shape": list(hu.shape), "network_grid": list(res.network_grid.shape),
             "windows_per_branch": windows,
             "spacing": list(spacing), "patch": list(patch), "ops": ops, "tta": args.tta,
@@ -219,7 +219,7 @@ def _train_one_network(ds, run_dir, steps):
     import numpy as np
     import torch
 
-    from soars_dose.segmentation import catalogue, inference, training
+    from soars_dose.segmentation import catalogue, sliding_window, training
     from soars_dose.segmentation.phantom42 import load_dataset
     from soars_dose.segmentation.preprocess import Preprocessing, prepare_ct, prepare_labels
 
@@ -255,7 +255,7 @@ def _train_one_network(ds, run_dir, steps):
     def predict(case):
         prep = prepare_ct(case.hu, case.grid, pre)
         with torch.no_grad():
-            p = inference.sliding_window(net, [(prep.image, 0.0)], cfg.patch_size, 43)
+            p = sliding_window.sliding_window(net, [(prep.image, 0.0)], cfg.patch_size, 43)
         from soars_dose.segmentation.preprocess import restore_probabilities
 
         return restore_probabilities(p.numpy(), prep, as_labels=True)

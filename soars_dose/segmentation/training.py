@@ -106,6 +106,7 @@ from ..errors import InputError, OutputExistsError, SoarsDoseError
 from ..outputs import atomic_write_file
 from . import branches as B
 from . import catalogue, nas
+from .device import autocast, resolve_device
 from .modelfile import save_model
 from .phantom42 import DatasetCase, load_dataset
 from .preprocess import AIR_HU, Preprocessing, normalize_intensity, prepare_ct, prepare_labels
@@ -666,7 +667,8 @@ class _Task:
 
     # ---- validation
     def validate(self, net: nn.Module, samples: list[Sample]) -> dict[str, Any]:
-        from .inference import segment_voi, sliding_window
+        from .inference import segment_voi
+        from .sliding_window import sliding_window
 
         net.eval()
         per: dict[str, list[float]] = {n: [] for n in self.names}
@@ -989,25 +991,6 @@ def train(dataset: "str | os.PathLike", run_dir: "str | os.PathLike", config: Tr
             dist.destroy_process_group()
 
 
-def resolve_device(device: "str | torch.device | None", world: int = 1) -> torch.device:
-    """The torch device a run uses (see :func:`train`); clear error if CUDA is absent."""
-    if device is None:
-        if world > 1 and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
-            return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} asked for, but this PyTorch sees no CUDA GPU "
-                         f"(torch {torch.__version__}); use --device cpu")
-    return dev
-
-
-def _autocast(dev: torch.device):
-    if dev.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
@@ -1270,7 +1253,7 @@ def _step(so: _Stage, opt, task: _Task, samples: list[Sample], batch, patch, rng
         made = [task.make(samples[i], c, patch, rng, config.augment) for i, c in batch]
         x, target, ann = (torch.stack([m[k] for m in made]).to(dev, non_blocking=True)
                           for k in range(3))
-        with _autocast(dev):
+        with autocast(dev):
             out = so.model(x)
         loss = task.loss(out.float(), target, ann)
         loss.backward()
@@ -1281,7 +1264,7 @@ def _step(so: _Stage, opt, task: _Task, samples: list[Sample], batch, patch, rng
             x, target, ann = (t.to(dev, non_blocking=True) for t in (x, target, ann))
             ctx = (so.model.no_sync() if world > 1 and b < n - 1 else contextlib.nullcontext())
             with ctx:
-                with _autocast(dev):
+                with autocast(dev):
                     out = so.model(x[None])
                 loss = task.loss(out.float(), target[None], ann[None]) / n
                 loss.backward()

@@ -577,7 +577,7 @@ def main(argv=None) -> int:
         paths = select_patients(args.split, args.patients, args.limit)
         models = load_models(args.model)
         if args.device:
-            from soars_dose.segmentation.training import resolve_device
+            from soars_dose.segmentation.device import resolve_device
 
             models.to(resolve_device(args.device))
         prepare_out(out, args.overwrite, [Path(args.split)] + [Path(m) for m in args.model])

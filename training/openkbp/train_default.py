@@ -209,7 +209,7 @@ def evaluate(variant, paths, val_cases, device):
     """Validation Dice per OAR (annotated patients only) and inference seconds per patient."""
     import torch
 
-    from soars_dose.segmentation import inference
+    from soars_dose.segmentation import inference, sliding_window
     from soars_dose.segmentation.bundle import load_models
     from soars_dose.segmentation.modelfile import load_model
     from soars_dose.segmentation.preprocess import prepare_ct, restore_probabilities
@@ -229,8 +229,8 @@ def evaluate(variant, paths, val_cases, device):
             fill = float((-1024.0 - mf.preprocessing.window_hu[0])
                          / (mf.preprocessing.window_hu[1] - mf.preprocessing.window_hu[0]))
             with torch.no_grad():
-                p = inference.sliding_window(net, [(prep.image, fill)],
-                                             tuple(mf.provenance["soars"]["patch_size"]), 8)
+                p = sliding_window.sliding_window(net, [(prep.image, fill)],
+                                                  tuple(mf.provenance["soars"]["patch_size"]), 8)
             lab = restore_probabilities(p.numpy(), prep, as_labels=True)
             masks = {n: lab == i + 1 for i, n in enumerate(names)}
         else:
