@@ -78,7 +78,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the closed-form truth lives in tests/
 
-from benchmarks.machine import machine  # noqa: E402
+from soars_dose.machine import machine  # noqa: E402
 
 from soars_dose.dicom.rtdose import read_rtdose  # noqa: E402
 from soars_dose.dicom.rtstruct import read_rtstruct  # noqa: E402

@@ -46,10 +46,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from soars_dose.machine import machine
 
-from benchmarks.machine import machine  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The default architecture size: that of the packaged model (TrainConfig's defaults).
 DEFAULT_WIDTHS = (16, 32, 64, 80, 96)
@@ -220,7 +219,7 @@ def _train_one_network(ds, run_dir, steps):
     import torch
 
     from soars_dose.segmentation import catalogue, sliding_window, training
-    from soars_dose.segmentation.phantom42 import load_dataset
+    from soars_dose.segmentation.dataset import load_dataset
     from soars_dose.segmentation.preprocess import Preprocessing, prepare_ct, prepare_labels
 
     _, cases = load_dataset(ds)
@@ -285,10 +284,11 @@ def _searched_arch(args) -> dict:
         arch = json.loads(Path(args.arch).read_text())
         return {"ops": arch["ops"], "source": str(args.arch)}
     from soars_dose.segmentation import phantom42, training
+    from soars_dose.segmentation.dataset import DatasetCase
     from soars_dose.segmentation.preprocess import Preprocessing
     from soars_dose.segmentation.training import TrainConfig
 
-    cases = [phantom42.DatasetCase.from_phantom(phantom42.make_case(s)) for s in range(6)]
+    cases = [DatasetCase.from_phantom(phantom42.make_case(s)) for s in range(6)]
     pre = Preprocessing(target_spacing_mm=(4.0, 3.0, 3.0), window_hu=(-200.0, 500.0))
     s = training.prepare_samples(cases, "anchor", pre)
     cfg = TrainConfig.tiny("anchor", widths=(8, 16, 32, 32, 32), search=True, warmup_epochs=2,

@@ -22,7 +22,7 @@ import csv
 import webbrowser
 from pathlib import Path
 
-from soars_dose import openkbp
+from soars_dose.datasets import openkbp
 from soars_dose.analysis.cohort_report import build_report
 from soars_dose.cohort import run_cohort
 from soars_dose.segmentation.inference import segment_ct

@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from soars_dose import openkbp  # noqa: E402
+from soars_dose.datasets import openkbp  # noqa: E402
 from soars_dose.cli.main import main  # noqa: E402
 from soars_dose.dicom.ct import read_ct_series  # noqa: E402
 from soars_dose.dicom.rtstruct import read_rtstruct  # noqa: E402

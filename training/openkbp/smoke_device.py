@@ -7,13 +7,10 @@ augmentation on the device work there before a long run is started (exit status 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def sample(i, rng):

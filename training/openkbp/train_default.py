@@ -5,8 +5,8 @@ the ``plain`` variant of this script, trained on the 169 OpenKBP training
 patients and selected on the 33 validation patients (the runs and their
 settings: ``training/openkbp/README.md``). Run::
 
-    python -m soars_dose.openkbp export-training ../shared/data/openkbp/train train.npz
-    python -m soars_dose.openkbp export-training ../shared/data/openkbp/validation val.npz
+    python training/openkbp/export_data.py export-training ../shared/data/openkbp/train train.npz
+    python training/openkbp/export_data.py export-training ../shared/data/openkbp/validation val.npz
     python training/openkbp/train_default.py --train train.npz --val val.npz \\
         --out RUN --device cuda --budget-s 420
 
@@ -54,28 +54,16 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+from soars_dose.datasets.openkbp import TRAINING_BRANCHES, dataset_cases
 
-ANCHOR_OARS = ["Brainstem", "SpinalCord", "Bone_Mandible"]
-MID_OARS = ["Parotid_L", "Parotid_R", "Esophagus", "Larynx_GSL"]
+ANCHOR_OARS = list(TRAINING_BRANCHES["anchor"])
+MID_OARS = list(TRAINING_BRANCHES["mid"])
 ITERS = 40  # iterations per epoch
 
 
 def load_cases(arrays_file, limit=None):
     """DatasetCases straight from an OpenKBP training-arrays file (no data set folder)."""
-    from soars_dose.openkbp import decode_ct, read_training_arrays
-    from soars_dose.segmentation.phantom42 import DatasetCase
-
-    out = []
-    for r in read_training_arrays(arrays_file)[:limit]:
-        names = {"anchor": list(r["branches"]["anchor"]),
-                 "mid_level": list(r["branches"]["mid"]), "small_hard": []}
-        allv = names["anchor"] + names["mid_level"]
-        out.append(DatasetCase(r["patient_id"], decode_ct(r["ct"]), r["grid"],
-                               {"anchor": r["labels"]["anchor"], "mid_level": r["labels"]["mid"]},
-                               np.array([r["annotated"][n] for n in allv]), names))
-    return out
+    return dataset_cases(arrays_file, limit)
 
 
 def base_config(args, branch, **kw):
