@@ -237,24 +237,24 @@ def _train_one_network(ds, run_dir, steps):
         samples.append(training.Sample(c.case_id, prep.image, lab, ann, None,
                                        np.full((42, 3), np.nan), prep.grid.spacing, 0.0))
     cfg = training.TrainConfig.tiny("anchor", widths=(16, 32, 32, 32, 32), ops=("p3d_3",) * 9)
-    task = training._Task("anchor", cfg, None)
+    task = training.Task("anchor", cfg, None)
     task.names, task.perm_out = names, catalogue.lr_permutation(names)
-    net = training._build(training._fixed_arch(cfg, 1, 43), 1)
-    so = training._Stage("train", net, cfg, 1)
+    net = training.build_network(training.fixed_architecture(cfg, 1, 43), 1)
+    so = training.Stage("train", net, cfg, 1)
     rng = np.random.default_rng(0)
     for it in range(steps):
         frac = it / max(steps - 1, 1)
         task.balance = 1.0 - frac
         for g in so.opt_w.param_groups:
             g["lr"] = 0.02 * (1 - it / steps) ** 0.9
-        training._step(so, so.opt_w, task, samples, [(it % len(samples), 0)], cfg.patch_size,
-                       rng, cfg, clip=12.0, step=True, world=1)
+        training.step(so, so.opt_w, task, samples, [(it % len(samples), 0)],
+                      cfg.schedule.patch_size, rng, cfg, clip=12.0, step=True, world=1)
     net.eval()
 
     def predict(case):
         prep = prepare_ct(case.hu, case.grid, pre)
         with torch.no_grad():
-            p = sliding_window.sliding_window(net, [(prep.image, 0.0)], cfg.patch_size, 43)
+            p = sliding_window.sliding_window(net, [(prep.image, 0.0)], cfg.schedule.patch_size, 43)
         from soars_dose.segmentation.preprocess import restore_probabilities
 
         return restore_probabilities(p.numpy(), prep, as_labels=True)

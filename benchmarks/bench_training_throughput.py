@@ -31,7 +31,7 @@ def main(argv=None) -> int:
 
     from soars_dose.datasets.openkbp import TRAINING_BRANCHES, dataset_cases
     from soars_dose.segmentation.preprocess import Preprocessing
-    from soars_dose.segmentation.training import TrainConfig, _split, prepare_samples, train
+    from soars_dose.segmentation.training import TrainConfig, prepare_samples, split_cases, train
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arrays", required=True)
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     cases = dataset_cases(args.arrays, args.patients)
     spacing = tuple(float(np.median([c.grid.spacing[a] for c in cases])) for a in range(3))
     pre = Preprocessing(target_spacing_mm=spacing, window_hu=(-500.0, 1000.0))
-    tr_idx, ho_idx = _split([c.case_id for c in cases], 1 / 3, 0)
+    tr_idx, ho_idx = split_cases([c.case_id for c in cases], 1 / 3, 0)
     tr = prepare_samples([cases[i] for i in tr_idx], "anchor", pre)
     ho = prepare_samples([cases[i] for i in ho_idx], "anchor", pre)
     print(f"prepared {len(tr)} + {len(ho)} patients in {time.perf_counter() - t0:.1f} s",
@@ -67,10 +67,11 @@ def main(argv=None) -> int:
     widths = tuple(int(v) for v in args.widths.split(","))
     for on_device in (True, False):
         for b in (int(v) for v in args.batches.split(",")):
-            cfg = TrainConfig(branch="anchor", widths=widths, patch_size=patch, batch_size=b,
-                              epochs=args.epochs + 1, iterations_per_epoch=args.iters,
-                              ops=("3d_3",) * 9, validate_every=10 ** 6, seed=0,
-                              rotation_probability=0.2, batches_on_device=on_device)
+            cfg = TrainConfig.from_dict(dict(
+                branch="anchor", widths=widths, patch_size=patch, batch_size=b,
+                epochs=args.epochs + 1, iterations_per_epoch=args.iters, ops=("3d_3",) * 9,
+                validate_every=10 ** 6, seed=0, rotation_probability=0.2,
+                batches_on_device=on_device))
             with tempfile.TemporaryDirectory() as d:
                 try:
                     res = train("bench", Path(d) / "r", cfg, samples=(tr, ho[:1]),

@@ -99,3 +99,7 @@ class ZeroDoseError(SoarsDoseError):
 
 class MemoryLimitError(SoarsDoseError):
     """A structure would need more memory to rasterise than the configured limit."""
+
+
+class TrainingError(SoarsDoseError):
+    """A segmentation training run cannot start or continue."""
