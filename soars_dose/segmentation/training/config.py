@@ -25,7 +25,6 @@ from .. import nas
 from ..preprocess import Preprocessing
 
 __all__ = [
-    "STAGES",
     "AugmentationConfig",
     "ExecutionConfig",
     "NetworkConfig",
@@ -35,7 +34,6 @@ __all__ = [
     "TrainConfig",
 ]
 
-STAGES = ("warmup", "search", "train")
 
 
 def _tuples(obj, names) -> None:
