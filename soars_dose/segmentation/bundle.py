@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError, OutputExistsError, SoarsDoseError
+from ..errors import InputError, NoModelError, OutputExistsError
 from ..outputs import atomic_write_file
 from . import branches as B
 from . import catalogue
@@ -76,10 +76,6 @@ _READABLE_BUNDLE_VERSIONS = (1, 2)
 #: Where a packaged default model would live (none is shipped).
 _DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "soars_default.pt"
 _ENV = "SOARS_DOSE_MODEL"
-
-
-class NoModelError(SoarsDoseError):
-    """No trained segmentation model was given and none is installed."""
 
 
 def default_model_path() -> Path:
