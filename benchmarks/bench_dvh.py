@@ -80,12 +80,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the closed-form truth lives in tests/
 
-from benchmarks.machine import machine  # noqa: E402
 from soars_dose.dicom.rtdose import read_rtdose  # noqa: E402
 from soars_dose.dicom.rtstruct import read_rtstruct  # noqa: E402
 from soars_dose.dicom.write import write_rtdose, write_rtstruct  # noqa: E402
 from soars_dose.dose.compute import compute_dvh  # noqa: E402
 from soars_dose.grid import Grid  # noqa: E402
+from soars_dose.machine import machine  # noqa: E402
 from soars_dose.structures import Structure  # noqa: E402
 from tests.dose.closed_form import AXES, ExactDVH, planes  # noqa: E402
 

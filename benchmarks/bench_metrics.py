@@ -48,17 +48,15 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import nrrd
 import numpy as np
+import surface_distance as sdm
+
+from soars_dose.analysis import metrics as M
+from soars_dose.machine import machine
+from soars_dose.names import AliasTable
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import nrrd  # noqa: E402
-import surface_distance as sdm  # noqa: E402
-
-from benchmarks.machine import machine  # noqa: E402
-from soars_dose.analysis import metrics as M  # noqa: E402
-from soars_dose.names import AliasTable  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "deepmind_two_observer" / "validation"
 

@@ -46,10 +46,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from soars_dose.machine import machine
 
-from benchmarks.machine import machine  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The default architecture size: that of the packaged model (TrainConfig's defaults).
 DEFAULT_WIDTHS = (16, 32, 64, 80, 96)
@@ -121,7 +120,7 @@ def work_full(args) -> dict:
     import torch
 
     from soars_dose.segmentation import branches as B
-    from soars_dose.segmentation import catalogue, inference, nas
+    from soars_dose.segmentation import catalogue, inference, nas, sliding_window
     from soars_dose.segmentation.bundle import BranchModel, SoarsModels
     from soars_dose.segmentation.modelfile import ModelFile
     from soars_dose.segmentation.preprocess import Preprocessing
@@ -157,7 +156,7 @@ def work_full(args) -> dict:
     t = time.perf_counter()
     n_vox = {n: int(res.masks[n].sum()) for n in res.masks}
     t_masks = time.perf_counter() - t
-    windows = inference.n_windows(res.network_grid.shape, patch)
+    windows = sliding_window.n_windows(res.network_grid.shape, patch)
     return {"ct_shape": list(hu.shape), "network_grid": list(res.network_grid.shape),
             "windows_per_branch": windows,
             "spacing": list(spacing), "patch": list(patch), "ops": ops, "tta": args.tta,
@@ -225,8 +224,8 @@ def _train_one_network(ds, run_dir, steps):
     import numpy as np
     import torch
 
-    from soars_dose.segmentation import catalogue, inference, training
-    from soars_dose.segmentation.phantom42 import load_dataset
+    from soars_dose.segmentation import catalogue, sliding_window, training
+    from soars_dose.segmentation.dataset import load_dataset
     from soars_dose.segmentation.preprocess import (
         Preprocessing,
         prepare_ct,
@@ -248,24 +247,24 @@ def _train_one_network(ds, run_dir, steps):
         samples.append(training.Sample(c.case_id, prep.image, lab, ann, None,
                                        np.full((42, 3), np.nan), prep.grid.spacing, 0.0))
     cfg = training.TrainConfig.tiny("anchor", widths=(16, 32, 32, 32, 32), ops=("p3d_3",) * 9)
-    task = training._Task("anchor", cfg, None)
+    task = training.Task("anchor", cfg, None)
     task.names, task.perm_out = names, catalogue.lr_permutation(names)
-    net = training._build(training._fixed_arch(cfg, 1, 43), 1)
-    so = training._Stage("train", net, cfg, 1)
+    net = training.build_network(training.fixed_architecture(cfg, 1, 43), 1)
+    so = training.Stage("train", net, cfg, 1)
     rng = np.random.default_rng(0)
     for it in range(steps):
         frac = it / max(steps - 1, 1)
         task.balance = 1.0 - frac
         for g in so.opt_w.param_groups:
             g["lr"] = 0.02 * (1 - it / steps) ** 0.9
-        training._step(so, so.opt_w, task, samples, [(it % len(samples), 0)], cfg.patch_size,
-                       rng, cfg, clip=12.0, step=True, world=1)
+        training.step(so, so.opt_w, task, samples, [(it % len(samples), 0)],
+                      cfg.schedule.patch_size, rng, cfg, clip=12.0, step=True, world=1)
     net.eval()
 
     def predict(case):
         prep = prepare_ct(case.hu, case.grid, pre)
         with torch.no_grad():
-            p = inference.sliding_window(net, [(prep.image, 0.0)], cfg.patch_size, 43)
+            p = sliding_window.sliding_window(net, [(prep.image, 0.0)], cfg.schedule.patch_size, 43)
         from soars_dose.segmentation.preprocess import restore_probabilities
 
         return restore_probabilities(p.numpy(), prep, as_labels=True)
@@ -295,10 +294,11 @@ def _searched_arch(args) -> dict:
         arch = json.loads(Path(args.arch).read_text())
         return {"ops": arch["ops"], "source": str(args.arch)}
     from soars_dose.segmentation import phantom42, training
+    from soars_dose.segmentation.dataset import DatasetCase
     from soars_dose.segmentation.preprocess import Preprocessing
     from soars_dose.segmentation.training import TrainConfig
 
-    cases = [phantom42.DatasetCase.from_phantom(phantom42.make_case(s)) for s in range(6)]
+    cases = [DatasetCase.from_phantom(phantom42.make_case(s)) for s in range(6)]
     pre = Preprocessing(target_spacing_mm=(4.0, 3.0, 3.0), window_hu=(-200.0, 500.0))
     s = training.prepare_samples(cases, "anchor", pre)
     cfg = TrainConfig.tiny("anchor", widths=(8, 16, 32, 32, 32), search=True, warmup_epochs=2,

@@ -3,7 +3,7 @@
     python benchmarks/bench_training_throughput.py --arrays .devdata/train.npz --device cuda
 
 Takes the first ``--patients`` OpenKBP training patients (a training-arrays
-file, ``python -m soars_dose.openkbp export-training``), prepares them for
+file, ``python training/openkbp/export_data.py export-training``), prepares them for
 the anchor branch at the packaged model's size, and for each setting runs
 ``training.train`` for ``--epochs`` epochs of ``--iters`` iterations; the
 time of the last epoch (the first carries start-up and cuDNN autotuning;
@@ -23,22 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "training" / "openkbp"))
-
-from benchmarks.machine import machine  # noqa: E402
+from soars_dose.machine import machine
 
 
 def main(argv=None) -> int:
     import torch
-    import train_default as T
 
+    from soars_dose.datasets.openkbp import TRAINING_BRANCHES, dataset_cases
     from soars_dose.segmentation.preprocess import Preprocessing
     from soars_dose.segmentation.training import (
         TrainConfig,
-        _split,
         prepare_samples,
+        split_cases,
         train,
     )
 
@@ -63,10 +59,10 @@ def main(argv=None) -> int:
     print(f"machine: {m['platform']}, {m['cpu']}, {m['nproc']} CPUs, {m['ram']}, "
           f"torch {torch.__version__}, GPU {gpu}", flush=True)
     t0 = time.perf_counter()
-    cases = T.load_cases(args.arrays, args.patients)
+    cases = dataset_cases(args.arrays, args.patients)
     spacing = tuple(float(np.median([c.grid.spacing[a] for c in cases])) for a in range(3))
     pre = Preprocessing(target_spacing_mm=spacing, window_hu=(-500.0, 1000.0))
-    tr_idx, ho_idx = _split([c.case_id for c in cases], 1 / 3, 0)
+    tr_idx, ho_idx = split_cases([c.case_id for c in cases], 1 / 3, 0)
     tr = prepare_samples([cases[i] for i in tr_idx], "anchor", pre)
     ho = prepare_samples([cases[i] for i in ho_idx], "anchor", pre)
     print(f"prepared {len(tr)} + {len(ho)} patients in {time.perf_counter() - t0:.1f} s",
@@ -76,14 +72,15 @@ def main(argv=None) -> int:
     widths = tuple(int(v) for v in args.widths.split(","))
     for on_device in (True, False):
         for b in (int(v) for v in args.batches.split(",")):
-            cfg = TrainConfig(branch="anchor", widths=widths, patch_size=patch, batch_size=b,
-                              epochs=args.epochs + 1, iterations_per_epoch=args.iters,
-                              ops=("3d_3",) * 9, validate_every=10 ** 6, seed=0,
-                              rotation_probability=0.2, batches_on_device=on_device)
+            cfg = TrainConfig.from_dict(dict(
+                branch="anchor", widths=widths, patch_size=patch, batch_size=b,
+                epochs=args.epochs + 1, iterations_per_epoch=args.iters, ops=("3d_3",) * 9,
+                validate_every=10 ** 6, seed=0, rotation_probability=0.2,
+                batches_on_device=on_device))
             with tempfile.TemporaryDirectory() as d:
                 try:
                     res = train("bench", Path(d) / "r", cfg, samples=(tr, ho[:1]),
-                                oar_names=T.ANCHOR_OARS, device=args.device, overwrite=True,
+                                oar_names=list(TRAINING_BRANCHES["anchor"]), device=args.device, overwrite=True,
                                 stop_after_epoch=args.epochs)
                     e = res.log[-1]
                     it = e["time_s"] / e["iterations"]

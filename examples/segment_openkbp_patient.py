@@ -22,8 +22,8 @@ import csv
 import webbrowser
 from pathlib import Path
 
-from soars_dose import openkbp
 from soars_dose.cohort import run_cohort
+from soars_dose.datasets import openkbp
 from soars_dose.report.cohort import build_report
 from soars_dose.segmentation.inference import segment_ct
 

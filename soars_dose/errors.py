@@ -151,3 +151,27 @@ class ZeroDoseError(SoarsDoseError):
 
 class MemoryLimitError(SoarsDoseError):
     """A structure would need more memory to rasterise than the configured limit."""
+
+
+class TrainingError(SoarsDoseError):
+    """A segmentation training run cannot start or continue."""
+
+
+class ModelFileError(SoarsDoseError):
+    """A segmentation model file cannot be used."""
+
+
+class NotAModelFileError(ModelFileError):
+    """The file is not a torch file, or not a soars-dose model."""
+
+
+class UnsafeModelFileError(ModelFileError):
+    """The file holds objects the weights-only loader refuses (possible code execution)."""
+
+
+class ModelVersionError(ModelFileError):
+    """The model file was written in a format version this soars-dose cannot read."""
+
+
+class NoModelError(SoarsDoseError):
+    """No trained segmentation model was given and none is installed."""

@@ -2,13 +2,19 @@
 
 Import layout
 -------------
-* :mod:`.catalogue`, :mod:`.preprocess`, :mod:`.export` and :mod:`.phantom42`
-  (the synthetic 42-OAR phantom) need only numpy, scipy and pydicom, like
-  the rest of soars-dose.
+* :mod:`.catalogue`, :mod:`.dataset` (the training data set format),
+  :mod:`.preprocess`, :mod:`.export` and :mod:`.phantom42` (the synthetic
+  42-OAR phantom) need only numpy, scipy and pydicom, like the rest of
+  soars-dose.
 * :mod:`.nas`, :mod:`.modelfile`, :mod:`.branches` (the four SOARS
-  networks), :mod:`.bundle` (trained models), :mod:`.training` and
+  networks), :mod:`.bundle` (trained models), :mod:`.device`,
+  :mod:`.sliding_window`, :mod:`.training` (a package) and
   :mod:`.inference` need PyTorch (the optional ``segmentation`` extra,
   ``pip install -e .[segmentation]``).
+
+Dependencies run one way: ``training`` uses ``inference`` (validation and
+the anchor maps of later branches); ``inference`` and ``training`` share
+``device`` and ``sliding_window`` and import nothing of each other's.
 
 This package file imports none of them, so ``import soars_dose.segmentation``
 never pulls in torch.

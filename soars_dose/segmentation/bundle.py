@@ -44,13 +44,17 @@ import torch
 from torch import nn
 
 from ..console import option
-from ..errors import InputError, OutputExistsError, SoarsDoseError
+from ..errors import InputError, NoModelError, OutputExistsError
 from ..outputs import atomic_write_file
 from . import branches as B
 from . import catalogue
 from .modelfile import (
     FORMAT as MODEL_FORMAT,
+)
+from .modelfile import (
     FORMAT_VERSION as MODEL_FORMAT_VERSION,
+)
+from .modelfile import (
     ModelFile,
     ModelVersionError,
     NotAModelFileError,
@@ -77,10 +81,6 @@ _READABLE_BUNDLE_VERSIONS = (1, 2)
 #: Where a packaged default model would live (none is shipped).
 _DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "soars_default.pt"
 _ENV = "SOARS_DOSE_MODEL"
-
-
-class NoModelError(SoarsDoseError):
-    """No trained segmentation model was given and none is installed."""
 
 
 def default_model_path() -> Path:

@@ -92,11 +92,6 @@ class OAR:
             return None
         return self.name[-1]
 
-    @property
-    def is_lateral(self) -> bool:
-        """True for organs that come in a left/right pair."""
-        return self.partner is not None
-
 
 def _pair(base: str, category: str, left: tuple[int, int, int], right: tuple[int, int, int],
           extent: float) -> list[OAR]:

@@ -34,9 +34,8 @@ from ..dicom.ct import CTSeries
 from ..dicom.uids import new_uid
 from ..dicom.write import CTSeriesInfo, masks_to_contours, write_rtstruct
 from ..errors import FrameOfReferenceError, GeometryError, InputError, warn
-from ..outputs import check_writable_file
 from ..grid import Grid
-from ..outputs import atomic_write_file
+from ..outputs import atomic_write_file, check_writable_file
 from ..structures import Structure
 from . import catalogue
 
@@ -374,7 +373,7 @@ def write_nifti_labels(label_volume: np.ndarray, grid: Grid, path: "str | os.Pat
     lo, hi = (int(lv.min()), int(lv.max())) if lv.size else (0, 0)
     if lo < 0:
         raise InputError(f"labels must be >= 0, found {lo}")
-    for dt, code, bitpix in _DTYPES:
+    for dt, _code, _bitpix in _DTYPES:
         if hi <= np.iinfo(dt).max:
             break
     else:

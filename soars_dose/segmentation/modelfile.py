@@ -46,7 +46,14 @@ import torch
 from torch import nn
 
 from ..console import option
-from ..errors import InputError, OutputExistsError, SoarsDoseError
+from ..errors import (
+    InputError,
+    ModelFileError,
+    ModelVersionError,
+    NotAModelFileError,
+    OutputExistsError,
+    UnsafeModelFileError,
+)
 from ..outputs import atomic_write_file
 from . import catalogue
 from .nas import UNet, build_network
@@ -75,22 +82,6 @@ _KEYS = {
     "provenance": str,
     "state_dict": dict,
 }
-
-
-class ModelFileError(SoarsDoseError):
-    """A segmentation model file cannot be used."""
-
-
-class NotAModelFileError(ModelFileError):
-    """The file is not a torch file, or not a soars-dose model."""
-
-
-class UnsafeModelFileError(ModelFileError):
-    """The file holds objects the weights-only loader refuses (possible code execution)."""
-
-
-class ModelVersionError(ModelFileError):
-    """The model file was written in a format version this soars-dose cannot read."""
 
 
 @dataclass

@@ -126,10 +126,6 @@ class ConvOp(nn.Sequential):
         super().__init__(*convs)
         self.op_name = op_name
 
-    def kernel_sizes(self) -> list[tuple[int, int, int]]:
-        """Kernel sizes (D, H, W) of the convolutions, in order."""
-        return [tuple(m.kernel_size) for m in self if isinstance(m, nn.Conv3d)]
-
 
 class MixedConv(nn.Module):
     """Softmax-weighted sum of all candidate operations (weights passed at call time)."""

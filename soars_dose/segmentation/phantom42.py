@@ -46,14 +46,11 @@ were contoured; the label maps given to training
 unannotated organ looks like in a real data set. The full truth stays in
 :attr:`Phantom42Case.labels` for evaluation.
 
-Data set folder (:func:`write_dataset`, read by :func:`load_dataset`)
---------------------------------------------------------------------
-``dataset.json`` (format ``soars-dose-dataset`` version 1: OAR names per
-branch, the list of cases) and one ``<case>.npz`` per case holding
-``hu`` (int16 ``[k, j, i]``), ``spacing``, ``origin``, ``direction``,
-``labels_anchor``, ``labels_mid_level``, ``labels_small_hard`` (uint8,
-annotated organs only) and ``annotated`` (bool, 42, catalogue order).
-A real data set converted to this layout trains the same way.
+Data set folder (:func:`write_dataset`)
+---------------------------------------
+The layout of :mod:`~soars_dose.segmentation.dataset` (read back by its
+:func:`~soars_dose.segmentation.dataset.load_dataset`), with all 42 OARs
+listed; a real data set converted to this layout trains the same way.
 
 This module uses numpy and scipy only (no torch).
 """
@@ -70,24 +67,20 @@ from scipy import ndimage
 
 from ..console import option
 from ..errors import InputError, OutputExistsError
-from ..outputs import atomic_write_file
 from ..grid import Grid
+from ..outputs import atomic_write_file
 from . import catalogue
+from .dataset import DATASET_FORMAT, DATASET_VERSION
 
 __all__ = [
-    "DATASET_FORMAT",
     "DEFAULT_SHAPE",
     "DEFAULT_SPACING",
     "OAR_HU",
-    "DatasetCase",
     "Phantom42Case",
-    "load_dataset",
     "make_case",
     "write_dataset",
 ]
 
-DATASET_FORMAT = "soars-dose-dataset"
-DATASET_VERSION = 1
 DEFAULT_SHAPE = (48, 64, 64)
 DEFAULT_SPACING = (4.0, 3.0, 3.0)
 #: Anatomy-frame point (x, y, z mm) at the centre of the default grid.
@@ -543,50 +536,6 @@ def make_case(seed: int = 0, *, shape=DEFAULT_SHAPE, spacing=DEFAULT_SPACING,
 
 
 # =========================================================================== data set files
-@dataclass
-class DatasetCase:
-    """One case of a data set folder, as training reads it.
-
-    Attributes
-    ----------
-    case_id : str
-    hu : ndarray of float32 ``[k, j, i]``
-    grid : Grid
-    labels : dict of category -> ndarray of uint8 (annotated OARs only)
-        Label ``l`` of category ``b`` is ``oar_names[b][l - 1]``.
-    annotated : ndarray of bool
-        One flag per OAR of ``oar_names`` (categories in
-        :data:`~soars_dose.segmentation.catalogue.CATEGORIES` order).
-    oar_names : dict of category -> list of str
-        The data set's OARs per category: the catalogue's by default; a
-        real data set may list a subset, or an extra such as
-        ``Bone_Mandible`` (:data:`~soars_dose.segmentation.catalogue.EXTRAS`).
-    """
-
-    case_id: str
-    hu: np.ndarray
-    grid: Grid
-    labels: dict[str, np.ndarray]
-    annotated: np.ndarray
-    oar_names: dict[str, list[str]] = field(
-        default_factory=lambda: {b: catalogue.names(b) for b in catalogue.CATEGORIES})
-
-    def all_names(self) -> list[str]:
-        """The OARs that ``annotated`` flags, in order."""
-        return [n for b in catalogue.CATEGORIES for n in self.oar_names.get(b, [])]
-
-    @classmethod
-    def from_phantom(cls, case: Phantom42Case) -> "DatasetCase":
-        """The training view of a phantom case (unannotated OARs removed from the labels)."""
-        return cls(case.case_id, case.hu, case.grid,
-                   {b: case.annotated_labels(b) for b in catalogue.CATEGORIES},
-                   case.annotated.copy())
-
-
-def _atomic_bytes(path: Path, write) -> None:
-    atomic_write_file(path, write)
-
-
 def write_dataset(out_dir: "str | os.PathLike", n_cases: int, *, seed: int = 0,
                   overwrite: bool = False, **case_kwargs) -> Path:
     """Write ``n_cases`` phantom cases as a training data set folder.
@@ -623,7 +572,8 @@ def write_dataset(out_dir: "str | os.PathLike", n_cases: int, *, seed: int = 0,
         }
         for b in catalogue.CATEGORIES:
             arrays[f"labels_{b}"] = case.annotated_labels(b)
-        _atomic_bytes(out / f"{case.case_id}.npz", lambda f: np.savez_compressed(f, **arrays))
+        atomic_write_file(out / f"{case.case_id}.npz",
+                          lambda f, arrays=arrays: np.savez_compressed(f, **arrays))
         cases.append({"id": case.case_id, "file": f"{case.case_id}.npz",
                       "annotated": int(case.annotated.sum()), "seed": case.seed})
     meta = {"format": DATASET_FORMAT, "version": DATASET_VERSION, "source": "phantom42",
@@ -631,74 +581,5 @@ def write_dataset(out_dir: "str | os.PathLike", n_cases: int, *, seed: int = 0,
                                                   else case_kwargs["spacing"]),
             "oar_names": {b: catalogue.names(b) for b in catalogue.CATEGORIES},
             "cases": cases}
-    _atomic_bytes(out / "dataset.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    atomic_write_file(out / "dataset.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return out
-
-
-def load_dataset(path: "str | os.PathLike") -> tuple[dict, list[DatasetCase]]:
-    """Read a data set folder written by :func:`write_dataset` (or converted to its layout).
-
-    Returns
-    -------
-    meta : dict
-        Contents of ``dataset.json``.
-    cases : list of DatasetCase
-
-    Raises
-    ------
-    InputError
-        Missing or malformed ``dataset.json`` or case files.
-    """
-    root = Path(path)
-    mf = root / "dataset.json"
-    if not mf.is_file():
-        raise InputError(f"{root}: not a soars-dose data set (no dataset.json); write one with "
-                         "soars_dose.segmentation.phantom42.write_dataset or convert your data "
-                         "to that layout")
-    try:
-        meta = json.loads(mf.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{mf}: not valid JSON ({exc})") from None
-    if meta.get("format") != DATASET_FORMAT:
-        raise InputError(f"{mf}: format is {meta.get('format')!r}, expected {DATASET_FORMAT!r}")
-    if int(meta.get("version", 0)) > DATASET_VERSION:
-        raise InputError(f"{mf}: data set version {meta.get('version')} is newer than this "
-                         f"soars-dose reads ({DATASET_VERSION})")
-    oar_names: dict[str, list[str]] = {}
-    for b in catalogue.CATEGORIES:
-        listed = meta.get("oar_names", {}).get(b, [])
-        if not isinstance(listed, list):
-            raise InputError(f"{mf}: oar_names.{b} must be a list of OAR names")
-        for n in listed:
-            try:
-                cat = catalogue.get(n).category
-            except InputError:
-                raise InputError(f"{mf}: oar_names.{b} lists {n!r}, not a catalogue OAR") from None
-            if cat != b:
-                raise InputError(f"{mf}: {n} is a {cat} OAR, listed under {b}")
-        oar_names[b] = [str(n) for n in listed]
-    n_all = sum(len(v) for v in oar_names.values())
-    if n_all == 0:
-        raise InputError(f"{mf}: oar_names lists no OARs")
-    cases = []
-    for entry in meta.get("cases", []):
-        f = root / entry["file"]
-        try:
-            with np.load(f) as z:
-                grid = Grid(tuple(z["hu"].shape), tuple(z["spacing"]), tuple(z["origin"]),
-                            z["direction"])
-                labels = {b: z[f"labels_{b}"].astype(np.uint8) for b in catalogue.CATEGORIES
-                  if oar_names[b]}
-                annotated = z["annotated"].astype(bool)
-                hu = z["hu"].astype(np.float32)
-        except (OSError, KeyError, ValueError) as exc:
-            raise InputError(f"{f}: unreadable data set case ({exc})") from None
-        for b, lab in labels.items():
-            if lab.shape != hu.shape:
-                raise InputError(f"{f}: labels_{b} has shape {lab.shape}, the CT {hu.shape}")
-        if annotated.shape != (n_all,):
-            raise InputError(f"{f}: 'annotated' must hold {n_all} flags (one per listed OAR)")
-        cases.append(DatasetCase(str(entry["id"]), hu, grid, labels, annotated, oar_names))
-    if not cases:
-        raise InputError(f"{mf}: the data set lists no cases")
-    return meta, cases

@@ -25,9 +25,9 @@ import pytest
 from scipy.ndimage import map_coordinates
 
 from soars_dose import audit
+from soars_dose.datasets.openkbp import voxel_edge_contours
 from soars_dose.dicom.write import write_ct_series, write_rtdose, write_rtstruct
 from soars_dose.grid import Grid
-from soars_dose.openkbp import voxel_edge_contours
 from soars_dose.structures import Structure
 
 OARS = {"Brainstem": "Brainstem", "SpinalCord": "SpinalCord", "LeftParotid": "Parotid_L",

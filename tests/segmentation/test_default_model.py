@@ -14,8 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from soars_dose import openkbp  # noqa: E402
 from soars_dose.cli.main import main  # noqa: E402
+from soars_dose.datasets import openkbp  # noqa: E402
 from soars_dose.dicom.ct import read_ct_series  # noqa: E402
 from soars_dose.dicom.rtstruct import read_rtstruct  # noqa: E402
 from soars_dose.rasterize import occupancy, sample_structure  # noqa: E402
@@ -62,7 +62,7 @@ def test_segment_real_ct_with_the_default_model(shared_data, tmp_path, capsys, m
     assert ss.frame_of_reference_uid == export.ct.frame_of_reference_uid
     ct = read_ct_series(ct_dir)
     got = {}
-    for name, bar in BARS.items():
+    for name in BARS:
         s = ss[name]
         assert s.generation_algorithm == "AUTOMATIC"
         mask = occupancy(sample_structure(s, ct.grid,

@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from soars_dose import openkbp as ok  # noqa: E402
+from soars_dose.datasets import openkbp as ok  # noqa: E402
 from soars_dose.segmentation import inference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,11 +1,8 @@
-"""The synthetic 42-OAR phantom: determinism, anatomy, partial labels, data set files."""
-
-import json
+"""The synthetic 42-OAR phantom: determinism, anatomy, partial labels."""
 
 import numpy as np
 import pytest
 
-from soars_dose.errors import InputError, OutputExistsError
 from soars_dose.segmentation import catalogue, phantom42
 
 
@@ -77,23 +74,3 @@ def test_partial_labels():
                                   part.labels[oar.category] == value)
     flags = [phantom42.make_case(s).annotated.all() for s in range(40)]
     assert 0.4 < np.mean(flags) < 0.9  # about a third of the cases are partial
-
-
-def test_dataset_round_trip(tmp_path):
-    out = phantom42.write_dataset(tmp_path / "ds", 3, seed=2)
-    meta, cases = phantom42.load_dataset(out)
-    assert meta["format"] == "soars-dose-dataset" and len(cases) == 3
-    ref = phantom42.make_case(2 * 100003 + 1)
-    c = cases[1]
-    assert c.case_id == "case_0001" and c.grid.same_as(ref.grid)
-    np.testing.assert_array_equal(c.annotated, ref.annotated)
-    np.testing.assert_allclose(c.hu, np.round(ref.hu), atol=0.5)
-    for b in catalogue.CATEGORIES:
-        np.testing.assert_array_equal(c.labels[b], ref.annotated_labels(b))
-    with pytest.raises(OutputExistsError):
-        phantom42.write_dataset(out, 1)
-    (out / "dataset.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(InputError, match="format"):
-        phantom42.load_dataset(out)
-    with pytest.raises(InputError, match="dataset.json"):
-        phantom42.load_dataset(tmp_path)

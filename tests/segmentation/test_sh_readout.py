@@ -16,8 +16,11 @@ torch = pytest.importorskip("torch")
 
 from soars_dose.segmentation import branches as B  # noqa: E402
 from soars_dose.segmentation import catalogue, inference, phantom42  # noqa: E402
-from soars_dose.segmentation.preprocess import Preprocessing, prepare_ct  # noqa: E402
-from soars_dose.segmentation.preprocess import prepare_labels  # noqa: E402
+from soars_dose.segmentation.preprocess import (  # noqa: E402
+    Preprocessing,
+    prepare_ct,
+    prepare_labels,  # noqa: E402
+)
 
 NAMES = catalogue.names("small_hard")
 

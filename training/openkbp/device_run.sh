@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU runs that produced the shipped default model (one NVIDIA H200, 16 cores; see
 # training/openkbp/README.md). Inputs: the two training-arrays files in .devdata/
-# (python -m soars_dose.openkbp export-training ../shared/data/openkbp/{train,validation} ...),
+# (python training/openkbp/export_data.py export-training ../shared/data/openkbp/{train,validation} ...),
 # for a continued run the models to start from in .devdata/init/ (INIT=.devdata/init), and,
 # where pydicom is missing, its wheel in .whl/. Outputs under $OUT (default ./run_out):
 # the logs (run_logs.tar.gz), results.json and every model as float16 (<variant>_<branch>.soars.pt).

@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parents[1]))
 
 
 def main(argv=None) -> int:
     import torch
-
     import train_default as T
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -3,7 +3,7 @@
 What it does, per patient of an OpenKBP split (``pt_N.npz`` files or raw
 ``pt_N/`` CSV folders):
 
-1. reads the patient (:func:`soars_dose.openkbp.read_patient`: CT in HU,
+1. reads the patient (:func:`soars_dose.datasets.openkbp.read_patient`: CT in HU,
    clinical dose in Gy, clinical OAR and PTV masks under catalogue names);
 2. segments the CT with the model
    (:func:`soars_dose.segmentation.inference.segment_volume`), timed;
@@ -12,10 +12,10 @@ What it does, per patient of an OpenKBP split (``pt_N.npz`` files or raw
    (:func:`soars_dose.analysis.metrics.contour_metrics`: Dice, HD, HD95,
    ASD, surface Dice at 2 mm, volumes; the DeepMind surface-distance
    definitions; an empty prediction gives Dice 0 and infinite distances);
-4. writes the patient as DICOM (:func:`soars_dose.openkbp.write_dicom`:
+4. writes the patient as DICOM (:func:`soars_dose.datasets.openkbp.write_dicom`:
    ``CT/``, ``RTDOSE.dcm``, ``RTSTRUCT_reference.dcm`` from the clinical
    masks) and the model's masks as a substitute RTSTRUCT
-   (:func:`soars_dose.openkbp.write_masks_rtstruct`, label ``soars``: every
+   (:func:`soars_dose.datasets.openkbp.write_masks_rtstruct`, label ``soars``: every
    OAR the model covers, whether or not the clinical plan has it).
 
 A patient that fails at any step is recorded (``patients.csv``) and the run
@@ -77,11 +77,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
-
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 #: Substitute set name of the model's contours in the manifest and every table.
 SET_NAME = "soars"
@@ -143,8 +139,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def select_patients(split, patients=None, limit=None) -> list[Path]:
     """The patient files of ``split``, restricted to ``patients`` (in that order) and ``limit``."""
+    from soars_dose.datasets.openkbp import list_patients
     from soars_dose.errors import InputError
-    from soars_dose.openkbp import list_patients
 
     paths = list_patients(split)
     if patients:
@@ -249,7 +245,7 @@ def evaluate_patient(path: Path, models, data_dir: Path, args) -> tuple[dict, li
 
     Returns the ``patients.csv`` record and the ``accuracy.csv`` rows.
     """
-    from soars_dose import openkbp as ok
+    from soars_dose.datasets import openkbp as ok
     from soars_dose.segmentation.inference import segment_volume
 
     pid = path.stem if path.suffix == ".npz" else path.name
@@ -421,7 +417,7 @@ def _ms(summary: pd.DataFrame, oar: str, metric: str, scale=1.0, digits=1) -> tu
 def machine_info(device) -> dict:
     import torch
 
-    from benchmarks.machine import machine
+    from soars_dose.machine import machine
 
     m = machine()
     info = {"platform": m["platform"], "processor": m["cpu"], "cpu_count": os.cpu_count(),
@@ -531,7 +527,7 @@ def write_summary(out: Path, *, command: str, model_desc: str, split: str, recor
     L += ["## Caveats", "",
           "- The published figures come from another cohort, another contouring guideline and "
           "the full 42-OAR model; OpenKBP's clinical contours come from several institutions "
-          "(see `soars_dose.openkbp.DEFINITION_NOTES`: the mandible is one structure, the "
+          "(see `soars_dose.datasets.openkbp.DEFINITION_NOTES`: the mandible is one structure, the "
           "larynx definition and the oesophagus extent vary).",
           "- The OpenKBP CT is cropped to the planned region on a 128³ grid; "
           + _spacing_text(records) + "; distances are limited by that resolution.",
@@ -561,10 +557,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from soars_dose.report.cohort import build_report
     from soars_dose.cohort import run_cohort
     from soars_dose.errors import SoarsDoseError
     from soars_dose.outputs import software_versions, version
+    from soars_dose.report.cohort import build_report
     from soars_dose.segmentation.bundle import load_models
 
     argv_list = list(sys.argv[1:] if argv is None else argv)
@@ -577,7 +573,7 @@ def main(argv=None) -> int:
         paths = select_patients(args.split, args.patients, args.limit)
         models = load_models(args.model)
         if args.device:
-            from soars_dose.segmentation.training import resolve_device
+            from soars_dose.segmentation.device import resolve_device
 
             models.to(resolve_device(args.device))
         prepare_out(out, args.overwrite, [Path(args.split)] + [Path(m) for m in args.model])

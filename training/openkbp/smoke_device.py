@@ -7,13 +7,10 @@ augmentation on the device work there before a long run is started (exit status 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def sample(i, rng):
@@ -34,11 +31,11 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    cfg = TrainConfig(branch="anchor", widths=(4, 8, 8, 8, 8), patch_size=(24, 32, 32),
-                      batch_size=2, epochs=2, iterations_per_epoch=3, ops=("3d_3",) * 9,
-                      flip_probability=1.0, rotation_probability=1.0,
-                      intensity_probability=1.0, noise_probability=1.0, shift_hu=300.0,
-                      shift_probability=1.0)
+    cfg = TrainConfig.from_dict(dict(
+        branch="anchor", widths=(4, 8, 8, 8, 8), patch_size=(24, 32, 32), batch_size=2,
+        epochs=2, iterations_per_epoch=3, ops=("3d_3",) * 9, flip_probability=1.0,
+        rotation_probability=1.0, intensity_probability=1.0, noise_probability=1.0,
+        shift_hu=300.0, shift_probability=1.0))
     with tempfile.TemporaryDirectory() as d:
         res = train("smoke", Path(d) / "run", cfg,
                     samples=([sample(0, rng), sample(1, rng)], [sample(2, rng)]),

@@ -5,8 +5,8 @@ the ``plain`` variant of this script, trained on the 169 OpenKBP training
 patients and selected on the 33 validation patients (the runs and their
 settings: ``training/openkbp/README.md``). Run::
 
-    python -m soars_dose.openkbp export-training ../shared/data/openkbp/train train.npz
-    python -m soars_dose.openkbp export-training ../shared/data/openkbp/validation val.npz
+    python training/openkbp/export_data.py export-training ../shared/data/openkbp/train train.npz
+    python training/openkbp/export_data.py export-training ../shared/data/openkbp/validation val.npz
     python training/openkbp/train_default.py --train train.npz --val val.npz \\
         --out RUN --device cuda --budget-s 420
 
@@ -54,28 +54,16 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+from soars_dose.datasets.openkbp import TRAINING_BRANCHES, dataset_cases
 
-ANCHOR_OARS = ["Brainstem", "SpinalCord", "Bone_Mandible"]
-MID_OARS = ["Parotid_L", "Parotid_R", "Esophagus", "Larynx_GSL"]
+ANCHOR_OARS = list(TRAINING_BRANCHES["anchor"])
+MID_OARS = list(TRAINING_BRANCHES["mid"])
 ITERS = 40  # iterations per epoch
 
 
 def load_cases(arrays_file, limit=None):
     """DatasetCases straight from an OpenKBP training-arrays file (no data set folder)."""
-    from soars_dose.openkbp import decode_ct, read_training_arrays
-    from soars_dose.segmentation.phantom42 import DatasetCase
-
-    out = []
-    for r in read_training_arrays(arrays_file)[:limit]:
-        names = {"anchor": list(r["branches"]["anchor"]),
-                 "mid_level": list(r["branches"]["mid"]), "small_hard": []}
-        allv = names["anchor"] + names["mid_level"]
-        out.append(DatasetCase(r["patient_id"], decode_ct(r["ct"]), r["grid"],
-                               {"anchor": r["labels"]["anchor"], "mid_level": r["labels"]["mid"]},
-                               np.array([r["annotated"][n] for n in allv]), names))
-    return out
+    return dataset_cases(arrays_file, limit)
 
 
 def base_config(args, branch, **kw):
@@ -89,7 +77,7 @@ def base_config(args, branch, **kw):
              shift_probability=args.shift_probability, seed=args.seed,
              batches_on_device=not args.host_batches)
     c.update(kw)
-    return TrainConfig(**c)
+    return TrainConfig.from_dict(c)
 
 
 def timed(fn, *a, **k):
@@ -104,13 +92,12 @@ def calibrate(args, cfg, samples, names, run_dir, device):
     The second epoch of each stage is timed (the first carries start-up
     costs, the last of the run a validation pass).
     """
-    from dataclasses import replace
-
     from soars_dose.segmentation.training import train
 
-    stages = {"warmup": 2, "search": 2} if cfg.search else {}
-    c = replace(cfg, warmup_epochs=2 if cfg.search else cfg.warmup_epochs,
-                search_epochs=2 if cfg.search else cfg.search_epochs, epochs=3,
+    sch = cfg.schedule
+    stages = {"warmup": 2, "search": 2} if sch.search else {}
+    c = cfg.with_(warmup_epochs=2 if sch.search else sch.warmup_epochs,
+                  search_epochs=2 if sch.search else sch.search_epochs, epochs=3,
                 iterations_per_epoch=args.calibration_iters, final_on_all=False)
     tr, ho = samples
     res = train("unused", run_dir, c, samples=(tr[:12], ho[:6]), oar_names=names,
@@ -124,21 +111,19 @@ def calibrate(args, cfg, samples, names, run_dir, device):
 
 def plan(cfg, per_iter, budget_s):
     """Epochs per stage that fit ``budget_s``: search 35 % (warm-up 1/3 of it), training the rest."""
-    from dataclasses import replace
-
-    if cfg.search:
+    if cfg.schedule.search:
         w = max(1, int(0.35 * budget_s / 3 / (per_iter["warmup"] * ITERS)))
         s = max(1, int(0.35 * budget_s * 2 / 3 / (per_iter["search"] * ITERS)))
         e = max(1, int(0.65 * budget_s / (per_iter["train"] * ITERS)))
-        return replace(cfg, warmup_epochs=w, search_epochs=s, epochs=e)
-    return replace(cfg, epochs=max(1, int(budget_s / (per_iter["train"] * ITERS))))
+        return cfg.with_(warmup_epochs=w, search_epochs=s, epochs=e)
+    return cfg.with_(epochs=max(1, int(budget_s / (per_iter["train"] * ITERS))))
 
 
 def train_branch(args, variant, branch, cases, pre, names, budget_s, device, anchor_model=None,
                  label_fn=None):
     """Prepare samples, time the stages, train; returns (model path, info)."""
     from soars_dose.segmentation import branches as B
-    from soars_dose.segmentation.training import _split, prepare_samples, train
+    from soars_dose.segmentation.training import prepare_samples, split_cases, train
 
     run = Path(args.out) / variant / branch
     search = variant == "searched" and not args.init
@@ -159,7 +144,7 @@ def train_branch(args, variant, branch, cases, pre, names, budget_s, device, anc
         anchor = load_models(anchor_model)[B.ANCHOR]
         anchor.net.to(device)
     role = "anchor" if branch == "one" else branch
-    tr_idx, ho_idx = _split([c.case_id for c in cases], cfg.holdout_fraction, cfg.seed)
+    tr_idx, ho_idx = split_cases([c.case_id for c in cases], cfg.holdout_fraction, cfg.seed)
     if label_fn is None:
         tr = prepare_samples([cases[i] for i in tr_idx], role, pre, anchor)
         ho = prepare_samples([cases[i] for i in ho_idx], role, pre, anchor)
@@ -171,9 +156,10 @@ def train_branch(args, variant, branch, cases, pre, names, budget_s, device, anc
     res, secs = timed(train, "openkbp-train", run, cfg, samples=(tr, ho), oar_names=names,
                       device=device, overwrite=True, preprocessing=pre)
     info = {"prepare_s": prep_s, "seconds_per_iteration": per, "train_s": secs,
-            "epochs": {"warmup": cfg.warmup_epochs if search else 0,
-                       "search": cfg.search_epochs if search else 0, "train": cfg.epochs},
-            "iterations_per_epoch": ITERS, "batch_size": cfg.batch_size,
+            "epochs": {"warmup": cfg.schedule.warmup_epochs if search else 0,
+                       "search": cfg.schedule.search_epochs if search else 0,
+                       "train": cfg.schedule.epochs},
+            "iterations_per_epoch": ITERS, "batch_size": cfg.schedule.batch_size,
             "architecture_ops": res.architecture["ops"], "config": cfg.to_dict(),
             "n_train": len(tr), "n_held_out": len(ho)}
     return res.model_path, info
@@ -182,7 +168,7 @@ def train_branch(args, variant, branch, cases, pre, names, budget_s, device, anc
 def one_network_samples(pre):
     """Sample builder for the one-network baseline: one exclusive 7-OAR label map."""
     from soars_dose.segmentation.preprocess import prepare_ct, prepare_labels
-    from soars_dose.segmentation.training import Sample, _centres
+    from soars_dose.segmentation.training import Sample, organ_centres
 
     def build(cases):
         out = []
@@ -193,7 +179,7 @@ def one_network_samples(pre):
             lab[mid > 0] = mid[mid > 0] + len(ANCHOR_OARS)
             ann = np.concatenate([[True], c.annotated])
             out.append(Sample(c.case_id, prep.image, lab, ann, None,
-                              _centres(lab, 7, ann), prep.grid.spacing,
+                              organ_centres(lab, 7, ann), prep.grid.spacing,
                               float((-1024.0 - pre.window_hu[0])
                                     / (pre.window_hu[1] - pre.window_hu[0]))))
         return out
@@ -209,7 +195,7 @@ def evaluate(variant, paths, val_cases, device):
     """Validation Dice per OAR (annotated patients only) and inference seconds per patient."""
     import torch
 
-    from soars_dose.segmentation import inference
+    from soars_dose.segmentation import inference, sliding_window
     from soars_dose.segmentation.bundle import load_models
     from soars_dose.segmentation.modelfile import load_model
     from soars_dose.segmentation.preprocess import prepare_ct, restore_probabilities
@@ -229,8 +215,8 @@ def evaluate(variant, paths, val_cases, device):
             fill = float((-1024.0 - mf.preprocessing.window_hu[0])
                          / (mf.preprocessing.window_hu[1] - mf.preprocessing.window_hu[0]))
             with torch.no_grad():
-                p = inference.sliding_window(net, [(prep.image, fill)],
-                                             tuple(mf.provenance["soars"]["patch_size"]), 8)
+                p = sliding_window.sliding_window(net, [(prep.image, fill)],
+                                                  tuple(mf.provenance["soars"]["patch_size"]), 8)
             lab = restore_probabilities(p.numpy(), prep, as_labels=True)
             masks = {n: lab == i + 1 for i, n in enumerate(names)}
         else:

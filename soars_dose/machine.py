@@ -1,4 +1,4 @@
-"""What a benchmark runs on, for its printed report: platform, CPU model, usable cores, RAM."""
+"""What a run ran on, for benchmark reports and evaluation summaries: platform, CPU model, cores, RAM."""
 
 from __future__ import annotations
 
