@@ -373,11 +373,10 @@ def write_nifti_labels(label_volume: np.ndarray, grid: Grid, path: "str | os.Pat
     lo, hi = (int(lv.min()), int(lv.max())) if lv.size else (0, 0)
     if lo < 0:
         raise InputError(f"labels must be >= 0, found {lo}")
-    for dt, _code, _bitpix in _DTYPES:
-        if hi <= np.iinfo(dt).max:
-            break
-    else:
+    fitting = [entry for entry in _DTYPES if hi <= np.iinfo(entry[0]).max]
+    if not fitting:
         raise InputError(f"label {hi} does not fit a 32-bit NIfTI integer")
+    dt, code, bitpix = fitting[0]  # the smallest type that holds every label
     path = check_writable_file(path, overwrite, "the NIfTI label file to write")
     payload = _nifti_header(grid.shape, grid, code, bitpix, hi, description) + \
         np.ascontiguousarray(lv, dtype=dt).tobytes(order="C")
