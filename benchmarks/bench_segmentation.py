@@ -62,7 +62,7 @@ def _peak_mb() -> float:
 def work_phantom(args) -> dict:
     import numpy as np
 
-    from soars_dose.segmentation import phantom42
+    from soars_dose.synthetic import oars42 as phantom42
 
     phantom42.make_case(0)
     times = []
@@ -97,7 +97,7 @@ def _ct_512(spacing_z=2.5, pixel=0.977):
     """A 512 x 512 x 200 CT: the phantom's anatomy on that grid, plus shoulders below the neck."""
     import numpy as np
 
-    from soars_dose.segmentation import phantom42
+    from soars_dose.synthetic import oars42 as phantom42
 
     case = phantom42.make_case(0, shape=(200, 512, 512), spacing=(spacing_z, pixel, pixel),
                                partial=False)
@@ -119,8 +119,9 @@ def work_full(args) -> dict:
     import numpy as np
     import torch
 
+    from soars_dose import oars as catalogue
     from soars_dose.segmentation import branches as B
-    from soars_dose.segmentation import catalogue, inference, nas, sliding_window
+    from soars_dose.segmentation import inference, nas, sliding_window
     from soars_dose.segmentation.bundle import BranchModel, SoarsModels
     from soars_dose.segmentation.modelfile import ModelFile
     from soars_dose.segmentation.preprocess import Preprocessing
@@ -224,7 +225,8 @@ def _train_one_network(ds, run_dir, steps):
     import numpy as np
     import torch
 
-    from soars_dose.segmentation import catalogue, sliding_window, training
+    from soars_dose import oars as catalogue
+    from soars_dose.segmentation import sliding_window, training
     from soars_dose.segmentation.dataset import load_dataset
     from soars_dose.segmentation.preprocess import (
         Preprocessing,
@@ -293,10 +295,11 @@ def _searched_arch(args) -> dict:
     if args.arch:
         arch = json.loads(Path(args.arch).read_text())
         return {"ops": arch["ops"], "source": str(args.arch)}
-    from soars_dose.segmentation import phantom42, training
+    from soars_dose.segmentation import training
     from soars_dose.segmentation.dataset import DatasetCase
     from soars_dose.segmentation.preprocess import Preprocessing
     from soars_dose.segmentation.training import TrainConfig
+    from soars_dose.synthetic import oars42 as phantom42
 
     cases = [DatasetCase.from_phantom(phantom42.make_case(s)) for s in range(6)]
     pre = Preprocessing(target_spacing_mm=(4.0, 3.0, 3.0), window_hu=(-200.0, 500.0))

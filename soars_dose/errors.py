@@ -175,3 +175,10 @@ class ModelVersionError(ModelFileError):
 
 class NoModelError(SoarsDoseError):
     """No trained segmentation model was given and none is installed."""
+
+
+class UnknownOARError(InputError, KeyError):
+    """A name that is not one of the 42 catalogue OARs (or a category that does not exist)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -933,7 +933,7 @@ def describe_rois(rois: "list[tuple[int | None, str]]", table: AliasTable | None
     """
     import pandas as pd
 
-    from .segmentation.catalogue import names as catalogue_names  # no torch
+    from .oars import names as catalogue_names  # no torch
 
     table = AliasTable.default() if table is None else table
     report = match_names([name for _, name in rois], table, source=source)

@@ -8,7 +8,7 @@ import yaml
 
 import soars_dose
 from soars_dose.names import AliasTable
-from soars_dose.segmentation.catalogue import names
+from soars_dose.oars import names
 
 RECORD = yaml.safe_load((Path(soars_dose.__file__).parent / "data" / "tg263.yaml").read_text())
 

@@ -42,7 +42,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..inputs import require_file
-from ..segmentation.catalogue import CATALOGUE, CATEGORIES, CATEGORY_LABELS
+from ..oars import CATALOGUE, CATEGORIES, CATEGORY_LABELS
 
 #: Revision classes, in order (the names used in every table).
 REVISION_CATEGORIES = ("none", "<1 min", "1-3 min", ">3 min")
@@ -57,7 +57,7 @@ WHOLE_ORGAN_PARTS = {"Larynx": "Larynx_GSL", "OpticNrv": "OpticNrv_L",
                      "Glnd_Thyroid": "Glnd_Thyroid_L", "Bone_Mandible": "Bone_Mandible_L"}
 #: OAR category of the SOARS stratification (9 anchor, 19 mid-level, 14 small &
 #: hard OARs), by canonical name, from the one OAR catalogue
-#: (:mod:`soars_dose.segmentation.catalogue`); the whole-organ names of
+#: (:mod:`soars_dose.oars`); the whole-organ names of
 #: :data:`WHOLE_ORGAN_PARTS` are filed with their parts. OARs not listed are
 #: "other".
 OAR_CATEGORY: dict[str, str] = {o.name: CATEGORY_LABELS[o.category] for o in CATALOGUE}

@@ -391,7 +391,7 @@ def cmd_segment(args) -> int:
     check_writable_file(args.out, args.overwrite, "the RTSTRUCT file to write")
     _require_torch("segment")
     require_folder(args.ct_dir, "a folder of CT slices")
-    from ..segmentation import catalogue
+    from .. import oars as catalogue
     from ..segmentation.bundle import default_model_path
     from ..segmentation.inference import segment_ct
 
@@ -560,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train", help="train one SOARS branch on a data set folder",
         description="Train one SOARS branch (optionally with architecture search) on a data set "
-                    "folder (dataset.json + cases, see soars_dose.segmentation.phantom42). "
+                    "folder (dataset.json + cases, see soars_dose.synthetic.oars42). "
                     "The run folder gets config.json, log.jsonl, checkpoint.pt (resumable) and "
                     "model.soars.pt. Runs distributed when launched by torchrun, e.g. "
                     "torchrun --nproc_per_node 2 -m soars_dose.cli.main train ...")

@@ -1,10 +1,12 @@
-"""SOARS segmentation backend: OAR catalogue, preprocessing, NAS UNet, model files, export.
+"""SOARS segmentation backend: preprocessing, NAS UNet, model files, export.
+
+The OAR catalogue is :mod:`soars_dose.oars` and the synthetic 42-OAR
+phantom :mod:`soars_dose.synthetic.oars42` (both torch-free).
 
 Import layout
 -------------
-* :mod:`.catalogue`, :mod:`.dataset` (the training data set format),
-  :mod:`.preprocess`, :mod:`.export` and :mod:`.phantom42` (the synthetic
-  42-OAR phantom) need only numpy, scipy and pydicom, like the rest of
+* :mod:`.dataset` (the training data set format), :mod:`.preprocess` and
+  :mod:`.export` need only numpy, scipy and pydicom, like the rest of
   soars-dose.
 * :mod:`.nas`, :mod:`.modelfile`, :mod:`.branches` (the four SOARS
   networks), :mod:`.bundle` (trained models), :mod:`.device`,

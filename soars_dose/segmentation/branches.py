@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import oars as catalogue
 from ..errors import InputError
-from . import catalogue
 
 __all__ = [
     "ANCHOR",

@@ -43,11 +43,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import oars as catalogue
 from ..console import option
 from ..errors import InputError, NoModelError, OutputExistsError
 from ..outputs import atomic_write_file
 from . import branches as B
-from . import catalogue
 from .modelfile import (
     FORMAT as MODEL_FORMAT,
 )

@@ -7,9 +7,9 @@ category, the list of cases) and one ``<case>.npz`` per case holding
 ``hu`` (int16 ``[k, j, i]``), ``spacing``, ``origin``, ``direction``,
 ``labels_<category>`` (uint8, annotated organs only; one per category that
 lists OARs) and ``annotated`` (bool, one flag per listed OAR, categories in
-:data:`~soars_dose.segmentation.catalogue.CATEGORIES` order).
+:data:`~soars_dose.oars.CATEGORIES` order).
 
-:func:`~soars_dose.segmentation.phantom42.write_dataset` writes one from the
+:func:`~soars_dose.synthetic.oars42.write_dataset` writes one from the
 synthetic phantom; :func:`load_dataset` reads any folder of this layout
 into :class:`DatasetCase` objects, what training
 (:func:`~soars_dose.segmentation.training.train`) consumes.
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import oars as catalogue
 from ..errors import InputError
 from ..grid import Grid
-from . import catalogue
 
 __all__ = ["DATASET_FORMAT", "DATASET_VERSION", "DatasetCase", "load_dataset"]
 
@@ -49,11 +49,11 @@ class DatasetCase:
         Label ``l`` of category ``b`` is ``oar_names[b][l - 1]``.
     annotated : ndarray of bool
         One flag per OAR of ``oar_names`` (categories in
-        :data:`~soars_dose.segmentation.catalogue.CATEGORIES` order).
+        :data:`~soars_dose.oars.CATEGORIES` order).
     oar_names : dict of category -> list of str
         The data set's OARs per category: the catalogue's by default; a
         real data set may list a subset, or an extra such as
-        ``Bone_Mandible`` (:data:`~soars_dose.segmentation.catalogue.EXTRAS`).
+        ``Bone_Mandible`` (:data:`~soars_dose.oars.EXTRAS`).
     """
 
     case_id: str
@@ -72,7 +72,7 @@ class DatasetCase:
     def from_phantom(cls, case) -> "DatasetCase":
         """The training view of a phantom case (unannotated OARs removed from the labels).
 
-        ``case`` is a :class:`~soars_dose.segmentation.phantom42.Phantom42Case`
+        ``case`` is a :class:`~soars_dose.synthetic.oars42.Phantom42Case`
         (not imported: the phantom builds on this module, not the reverse).
         """
         return cls(case.case_id, case.hu, case.grid,
@@ -98,7 +98,7 @@ def load_dataset(path: "str | os.PathLike") -> tuple[dict, list[DatasetCase]]:
     mf = root / "dataset.json"
     if not mf.is_file():
         raise InputError(f"{root}: not a soars-dose data set (no dataset.json); write one with "
-                         "soars_dose.segmentation.phantom42.write_dataset or convert your data "
+                         "soars_dose.synthetic.oars42.write_dataset or convert your data "
                          "to that layout")
     try:
         meta = json.loads(mf.read_text())

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from .. import oars as catalogue
 from ..dicom.ct import CTSeries
 from ..dicom.uids import new_uid
 from ..dicom.write import CTSeriesInfo, masks_to_contours, write_rtstruct
@@ -37,7 +38,6 @@ from ..errors import FrameOfReferenceError, GeometryError, InputError, warn
 from ..grid import Grid
 from ..outputs import atomic_write_file, check_writable_file
 from ..structures import Structure
-from . import catalogue
 
 __all__ = [
     "ct_series_info",

@@ -52,10 +52,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .. import oars as catalogue
 from ..errors import InputError, warn
 from ..grid import Grid
 from . import branches as B
-from . import catalogue
 from .bundle import SoarsModels, default_model_path, load_models
 from .preprocess import (
     AIR_HU,

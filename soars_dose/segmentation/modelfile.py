@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import oars as catalogue
 from ..console import option
 from ..errors import (
     InputError,
@@ -55,7 +56,6 @@ from ..errors import (
     UnsafeModelFileError,
 )
 from ..outputs import atomic_write_file
-from . import catalogue
 from .nas import UNet, build_network
 from .preprocess import Preprocessing
 

@@ -49,11 +49,19 @@ class Shape:
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def inside(self, x, y, z) -> np.ndarray:
+        """Boolean membership of the points (``sdf <= 0`` unless a shape has an exact form)."""
+        return self.sdf(x, y, z) <= 0
+
 
 @dataclass(frozen=True)
 class Ellipsoid(Shape):
     center: tuple[float, float, float]
     radii: tuple[float, float, float]
+
+    def inside(self, x, y, z):
+        (cx, cy, cz), (rx, ry, rz) = self.center, self.radii
+        return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2 <= 1.0
 
     def sdf(self, x, y, z):
         c = self.center
@@ -79,6 +87,14 @@ class Capsule(Shape):
         pa = (x - a[0], y - a[1], z - a[2])
         h = np.clip((pa[0] * ba[0] + pa[1] * ba[1] + pa[2] * ba[2]) / sum(v * v for v in ba), 0.0, 1.0)
         return np.sqrt(sum((pa[i] - ba[i] * h) ** 2 for i in range(3))) - float(self.radius)
+
+    def inside(self, x, y, z):
+        a, b = np.asarray(self.a, float), np.asarray(self.b, float)
+        d = b - a
+        dd = float(d @ d)
+        px, py, pz = x - a[0], y - a[1], z - a[2]
+        t = np.clip((px * d[0] + py * d[1] + pz * d[2]) / dd, 0.0, 1.0)
+        return (px - t * d[0]) ** 2 + (py - t * d[1]) ** 2 + (pz - t * d[2]) ** 2 <= self.radius ** 2
 
     def bounds(self):
         a, b = np.asarray(self.a), np.asarray(self.b)
@@ -123,6 +139,10 @@ class HalfSpace(Shape):
         n = self.normal
         return n[0] * x + n[1] * y + n[2] * z - self.offset
 
+    def inside(self, x, y, z):
+        n = self.normal
+        return n[0] * x + n[1] * y + n[2] * z <= self.offset
+
     def bounds(self):
         return np.full(3, -np.inf), np.full(3, np.inf)
 
@@ -133,6 +153,12 @@ class Union(Shape):
 
     def sdf(self, x, y, z):
         return np.minimum.reduce([p.sdf(x, y, z) for p in self.parts])
+
+    def inside(self, x, y, z):
+        m = self.parts[0].inside(x, y, z)
+        for p in self.parts[1:]:
+            m = m | p.inside(x, y, z)
+        return m
 
     def bounds(self):
         los, his = zip(*(p.bounds() for p in self.parts))
@@ -145,6 +171,12 @@ class Intersection(Shape):
 
     def sdf(self, x, y, z):
         return np.maximum.reduce([p.sdf(x, y, z) for p in self.parts])
+
+    def inside(self, x, y, z):
+        m = self.parts[0].inside(x, y, z)
+        for p in self.parts[1:]:
+            m = m & p.inside(x, y, z)
+        return m
 
     def bounds(self):
         los, his = zip(*(p.bounds() for p in self.parts))
@@ -159,8 +191,72 @@ class Difference(Shape):
     def sdf(self, x, y, z):
         return np.maximum(self.keep.sdf(x, y, z), -self.cut.sdf(x, y, z))
 
+    def inside(self, x, y, z):
+        return self.keep.inside(x, y, z) & ~self.cut.inside(x, y, z)
+
     def bounds(self):
         return self.keep.bounds()
+
+
+@dataclass(frozen=True)
+class EllipticCylinder(Shape):
+    """An elliptic cylinder along z: ellipse ``center_xy``, ``radii_xy`` (mm), between ``z0`` and ``z1``."""
+
+    center_xy: tuple[float, float]
+    radii_xy: tuple[float, float]
+    z0: float
+    z1: float
+
+    def sdf(self, x, y, z):
+        (cx, cy), (rx, ry) = self.center_xy, self.radii_xy
+        d = ellipse_sdf([x - cx, y - cy], [rx, ry])
+        return np.maximum(d, np.maximum(self.z0 - z, z - self.z1))
+
+    def inside(self, x, y, z):
+        (cx, cy), (rx, ry) = self.center_xy, self.radii_xy
+        return (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0) & (z >= self.z0) & (z <= self.z1)
+
+    def bounds(self):
+        (cx, cy), (rx, ry) = self.center_xy, self.radii_xy
+        return np.array([cx - rx, cy - ry, self.z0]), np.array([cx + rx, cy + ry, self.z1])
+
+
+@dataclass(frozen=True)
+class AxisBox(Shape):
+    """The box ``lo <= (x, y, z) <= hi`` (mm); infinite limits leave an axis open."""
+
+    lo: tuple[float, float, float] = (-np.inf, -np.inf, -np.inf)
+    hi: tuple[float, float, float] = (np.inf, np.inf, np.inf)
+
+    def sdf(self, x, y, z):
+        d = np.full(np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(z)), -np.inf)
+        for v, a, b in ((x, self.lo[0], self.hi[0]), (y, self.lo[1], self.hi[1]),
+                        (z, self.lo[2], self.hi[2])):
+            if np.isfinite(a):
+                d = np.maximum(d, a - v)
+            if np.isfinite(b):
+                d = np.maximum(d, v - b)
+        return d
+
+    def inside(self, x, y, z):
+        m = np.ones(np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(z)), dtype=bool)
+        for v, a, b in ((x, self.lo[0], self.hi[0]), (y, self.lo[1], self.hi[1]),
+                        (z, self.lo[2], self.hi[2])):
+            if np.isfinite(a):
+                m = m & (v >= a)
+            if np.isfinite(b):
+                m = m & (v <= b)
+        return m
+
+    def bounds(self):
+        return np.asarray(self.lo, float), np.asarray(self.hi, float)
+
+
+def carve(parts: tuple, minus: tuple = (), lo=(-np.inf, -np.inf, -np.inf),
+          hi=(np.inf, np.inf, np.inf)) -> Shape:
+    """``(a ∩ b ∩ ...) minus (c ∪ ...)``, restricted to the box ``lo <= (x, y, z) <= hi``."""
+    keep: Shape = Intersection(tuple(parts) + (AxisBox(tuple(lo), tuple(hi)),))
+    return Difference(keep, Union(tuple(minus))) if minus else keep
 
 
 @dataclass(frozen=True)

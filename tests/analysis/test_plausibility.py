@@ -14,6 +14,7 @@ import pytest
 from shapely.geometry import Polygon, box
 
 from soars_dose import audit
+from soars_dose import oars as catalogue
 from soars_dose.analysis.plausibility import (
     TISSUES,
     load_volume_table,
@@ -25,7 +26,6 @@ from soars_dose.dicom.write import write_ct_series
 from soars_dose.dose.compare import Settings
 from soars_dose.errors import InputError, SoarsDoseWarning
 from soars_dose.grid import Grid
-from soars_dose.segmentation import catalogue
 from soars_dose.structures import Structure
 
 from ..helpers import FOR, disc_stack, write_case

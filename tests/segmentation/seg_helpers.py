@@ -4,8 +4,9 @@ from pathlib import Path
 
 import torch
 
+from soars_dose import oars as catalogue
 from soars_dose.segmentation import branches as B
-from soars_dose.segmentation import catalogue, nas
+from soars_dose.segmentation import nas
 from soars_dose.segmentation.modelfile import save_model
 from soars_dose.segmentation.preprocess import Preprocessing
 

@@ -8,7 +8,7 @@ from soars_dose.cli.main import main
 
 pytest.importorskip("torch")
 
-from soars_dose.segmentation import phantom42  # noqa: E402
+from soars_dose.synthetic import oars42 as phantom42  # noqa: E402
 
 
 def test_segment_without_a_model_fails_clearly(tmp_path, capsys, monkeypatch):

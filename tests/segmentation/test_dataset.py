@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from soars_dose import oars as catalogue
 from soars_dose.errors import InputError, OutputExistsError
-from soars_dose.segmentation import catalogue, dataset, phantom42
+from soars_dose.segmentation import dataset
+from soars_dose.synthetic import oars42 as phantom42
 
 
 def test_dataset_round_trip(tmp_path):

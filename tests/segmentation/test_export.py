@@ -7,14 +7,18 @@ import numpy as np
 import pydicom
 import pytest
 
+from soars_dose import oars as catalogue
 from soars_dose.dicom.ct import read_ct_series
 from soars_dose.dicom.rtstruct import read_rtstruct
 from soars_dose.dicom.write import write_ct_series
-from soars_dose.errors import InputError, OutputExistsError, SoarsDoseWarning
+from soars_dose.errors import (
+    InputError,
+    OutputExistsError,
+    SoarsDoseWarning,
+    UnknownOARError,
+)
 from soars_dose.grid import Grid
 from soars_dose.rasterize import occupancy, sample_structure
-from soars_dose.segmentation import catalogue
-from soars_dose.segmentation.catalogue import UnknownOARError
 from soars_dose.segmentation.export import (
     labels_to_masks,
     masks_to_labels,

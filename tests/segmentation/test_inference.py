@@ -7,14 +7,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from soars_dose import oars as catalogue  # noqa: E402
 from soars_dose.errors import InputError, OutputExistsError  # noqa: E402
-from soars_dose.segmentation import bundle, catalogue, inference, phantom42  # noqa: E402
+from soars_dose.segmentation import bundle, inference  # noqa: E402
 from soars_dose.segmentation.modelfile import (  # noqa: E402
     NotAModelFileError,
     UnsafeModelFileError,
     load_model,
 )
 from soars_dose.segmentation.preprocess import Preprocessing  # noqa: E402
+from soars_dose.synthetic import oars42 as phantom42  # noqa: E402
 
 from .seg_helpers import random_branch, random_models  # noqa: E402
 

@@ -26,7 +26,7 @@ names = list(walk(soars_dose.__path__, "soars_dose."))
 for n in names:
     importlib.import_module(n)
 assert "soars_dose.segmentation.export" in names and "soars_dose.segmentation.preprocess" in names
-assert "soars_dose.segmentation.phantom42" in names and "soars_dose.cli.main" in names
+assert "soars_dose.synthetic.oars42" in names and "soars_dose.cli.main" in names
 assert "soars_dose.segmentation.dataset" in names
 assert "soars_dose.datasets.openkbp.training_arrays" in names
 from soars_dose.cli.main import build_parser

@@ -29,13 +29,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from soars_dose import oars as catalogue  # noqa: E402
 from soars_dose.cli.main import main  # noqa: E402
 from soars_dose.dicom.ct import read_ct_series  # noqa: E402
 from soars_dose.dicom.rtstruct import read_rtstruct  # noqa: E402
 from soars_dose.dicom.write import write_ct_series  # noqa: E402
 from soars_dose.rasterize import occupancy, sample_structure  # noqa: E402
-from soars_dose.segmentation import bundle, catalogue, inference, phantom42  # noqa: E402
+from soars_dose.segmentation import bundle, inference  # noqa: E402
 from soars_dose.segmentation.training import TrainConfig, train  # noqa: E402
+from soars_dose.synthetic import oars42 as phantom42  # noqa: E402
 
 N_CASES = 12
 HELD_OUT_SEEDS = (9001, 9002, 9003)

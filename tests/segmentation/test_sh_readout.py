@@ -14,13 +14,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from soars_dose import oars as catalogue  # noqa: E402
 from soars_dose.segmentation import branches as B  # noqa: E402
-from soars_dose.segmentation import catalogue, inference, phantom42  # noqa: E402
+from soars_dose.segmentation import inference  # noqa: E402
 from soars_dose.segmentation.preprocess import (  # noqa: E402
     Preprocessing,
     prepare_ct,
     prepare_labels,  # noqa: E402
 )
+from soars_dose.synthetic import oars42 as phantom42  # noqa: E402
 
 NAMES = catalogue.names("small_hard")
 

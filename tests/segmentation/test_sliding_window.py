@@ -5,7 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from soars_dose.segmentation import catalogue, sliding_window  # noqa: E402
+from soars_dose import oars as catalogue  # noqa: E402
+from soars_dose.segmentation import sliding_window  # noqa: E402
 
 
 class Identity(torch.nn.Module):

@@ -4,7 +4,7 @@
 stores the CT as uint8 and one label map per branch; :func:`read_training_arrays`
 reads the file back per patient. The branch table (:data:`TRAINING_BRANCHES`)
 takes each OpenKBP OAR's stratum from the one catalogue
-(:mod:`~soars_dose.segmentation.catalogue`); its keys (``anchor``, ``mid``)
+(:mod:`~soars_dose.oars`); its keys (``anchor``, ``mid``)
 are part of the file format.
 """
 
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ... import oars as catalogue
 from ...console import option
 from ...errors import InputError, OutputExistsError, SoarsDoseError, warn
 from ...grid import Grid
 from ...outputs import atomic_write_file
-from ...segmentation import catalogue
 from ...segmentation.dataset import DatasetCase
 from .read import NPZ_ERRORS, OAR_NAMES, OpenKBPPatient, list_patients, read_patient
 

@@ -2,7 +2,7 @@
 
 Left-right flip (probability 0.5) with the left/right labels, input anchor
 channels, heat maps and annotation flags swapped by
-:func:`~soars_dose.segmentation.catalogue.lr_permutation`; in-plane rotation
+:func:`~soars_dose.oars.lr_permutation`; in-plane rotation
 of up to +-``rotation_deg`` (10 degrees, in mm so that anisotropic pixels
 rotate correctly; images bilinear, labels nearest, centres exactly;
 probability 0.2); intensity scaling about the air value by a factor in

@@ -18,9 +18,9 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from ... import oars as catalogue
 from ...errors import InputError
 from .. import branches as B
-from .. import catalogue
 from ..dataset import DatasetCase
 from ..preprocess import (
     AIR_HU,

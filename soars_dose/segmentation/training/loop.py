@@ -25,10 +25,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ... import oars as catalogue
 from ...errors import TrainingError
 from ...outputs import atomic_write_file
 from .. import branches as B
-from .. import catalogue
 from ..dataset import load_dataset
 from ..device import resolve_device
 from ..modelfile import save_model

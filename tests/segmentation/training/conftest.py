@@ -4,9 +4,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from soars_dose.segmentation import phantom42, training  # noqa: E402
+from soars_dose.segmentation import training  # noqa: E402
 from soars_dose.segmentation.dataset import DatasetCase  # noqa: E402
 from soars_dose.segmentation.preprocess import Preprocessing  # noqa: E402
+from soars_dose.synthetic import oars42 as phantom42  # noqa: E402
 
 from .training_helpers import SMALL  # noqa: E402
 

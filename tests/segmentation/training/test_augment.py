@@ -5,9 +5,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from soars_dose import oars as catalogue  # noqa: E402
 from soars_dose.segmentation import branches as B  # noqa: E402
-from soars_dose.segmentation import catalogue, phantom42, training  # noqa: E402
+from soars_dose.segmentation import training  # noqa: E402
 from soars_dose.segmentation.training import TrainConfig  # noqa: E402
+from soars_dose.synthetic import oars42 as phantom42  # noqa: E402
 
 
 def test_flip_swaps_left_and_right_labels():

@@ -7,7 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from soars_dose.segmentation import catalogue, nas, training  # noqa: E402
+from soars_dose import oars as catalogue  # noqa: E402
+from soars_dose.segmentation import nas, training  # noqa: E402
 
 from .training_helpers import small_config  # noqa: E402
 

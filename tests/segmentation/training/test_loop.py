@@ -9,9 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from soars_dose.segmentation import branches as B  # noqa: E402
-from soars_dose.segmentation import nas, phantom42, training  # noqa: E402
+from soars_dose.segmentation import nas, training  # noqa: E402
 from soars_dose.segmentation.preprocess import Preprocessing  # noqa: E402
 from soars_dose.segmentation.training import TrainConfig  # noqa: E402
+from soars_dose.synthetic import oars42 as phantom42  # noqa: E402
 
 from .training_helpers import SMALL, small_config  # noqa: E402
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from soars_dose.segmentation import catalogue, phantom42
+from soars_dose import oars as catalogue
+from soars_dose.synthetic import oars42 as phantom42
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..errors import InputError
+from .errors import InputError, UnknownOARError
 
 __all__ = [
     "CATEGORIES",
@@ -51,13 +51,6 @@ CATEGORIES: tuple[str, ...] = ("anchor", "mid_level", "small_hard")
 #: How tables and reports spell each branch.
 CATEGORY_LABELS: dict[str, str] = {"anchor": "anchor", "mid_level": "mid-level",
                                    "small_hard": "small & hard"}
-
-
-class UnknownOARError(InputError, KeyError):
-    """A name that is not one of the 42 catalogue OARs (or a category that does not exist)."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)

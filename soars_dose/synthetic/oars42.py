@@ -30,7 +30,7 @@ tissue HU +-5, noise standard deviation 6-12 HU.
 
 Labels
 ------
-One label map per branch (:data:`~soars_dose.segmentation.catalogue.CATEGORIES`):
+One label map per branch (:data:`~soars_dose.oars.CATEGORIES`):
 within a branch the labels are exclusive (where two organs of a branch
 touch, the smaller wins); across branches organs may overlap (the lens
 lies inside the eye). Label ``l`` of a branch's map is
@@ -65,12 +65,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .. import oars as catalogue
 from ..console import option
 from ..errors import InputError, OutputExistsError
 from ..grid import Grid
 from ..outputs import atomic_write_file
-from . import catalogue
-from .dataset import DATASET_FORMAT, DATASET_VERSION
+from ..segmentation.dataset import DATASET_FORMAT, DATASET_VERSION
+from .shapes import Capsule, Ellipsoid, EllipticCylinder, Union, carve
 
 __all__ = [
     "DEFAULT_SHAPE",
@@ -104,105 +105,6 @@ OAR_HU: dict[str, float] = {
 }
 
 
-# =========================================================================== shapes
-@dataclass(frozen=True)
-class _Ellipsoid:
-    centre: tuple[float, float, float]
-    radii: tuple[float, float, float]
-
-    def bounds(self):
-        c, r = np.asarray(self.centre), np.asarray(self.radii)
-        return c - r, c + r
-
-    def inside(self, x, y, z):
-        (cx, cy, cz), (rx, ry, rz) = self.centre, self.radii
-        return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2 <= 1.0
-
-
-@dataclass(frozen=True)
-class _Capsule:
-    p0: tuple[float, float, float]
-    p1: tuple[float, float, float]
-    radius: float
-
-    def bounds(self):
-        a, b = np.asarray(self.p0), np.asarray(self.p1)
-        return np.minimum(a, b) - self.radius, np.maximum(a, b) + self.radius
-
-    def inside(self, x, y, z):
-        a, b = np.asarray(self.p0, float), np.asarray(self.p1, float)
-        d = b - a
-        dd = float(d @ d)
-        px, py, pz = x - a[0], y - a[1], z - a[2]
-        t = np.clip((px * d[0] + py * d[1] + pz * d[2]) / dd, 0.0, 1.0)
-        return (px - t * d[0]) ** 2 + (py - t * d[1]) ** 2 + (pz - t * d[2]) ** 2 <= self.radius ** 2
-
-
-@dataclass(frozen=True)
-class _EllipticCylinder:
-    """Axis along z, between z0 and z1."""
-
-    centre_xy: tuple[float, float]
-    radii_xy: tuple[float, float]
-    z0: float
-    z1: float
-
-    def bounds(self):
-        (cx, cy), (rx, ry) = self.centre_xy, self.radii_xy
-        return np.array([cx - rx, cy - ry, self.z0]), np.array([cx + rx, cy + ry, self.z1])
-
-    def inside(self, x, y, z):
-        (cx, cy), (rx, ry) = self.centre_xy, self.radii_xy
-        return (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0) & (z >= self.z0) & (z <= self.z1)
-
-
-@dataclass(frozen=True)
-class _Combo:
-    """``(a ∩ b ∩ ...) minus (c ∪ ...)`` with a restriction box ``lo <= (x, y, z) <= hi``."""
-
-    parts: tuple
-    minus: tuple = ()
-    lo: tuple[float, float, float] = (-np.inf, -np.inf, -np.inf)
-    hi: tuple[float, float, float] = (np.inf, np.inf, np.inf)
-
-    def bounds(self):
-        lo = np.full(3, -np.inf)
-        hi = np.full(3, np.inf)
-        for p in self.parts:
-            a, b = p.bounds()
-            lo, hi = np.maximum(lo, a), np.minimum(hi, b)
-        return np.maximum(lo, self.lo), np.minimum(hi, self.hi)
-
-    def inside(self, x, y, z):
-        m = self.parts[0].inside(x, y, z)
-        for p in self.parts[1:]:
-            m = m & p.inside(x, y, z)
-        for q in self.minus:
-            m = m & ~q.inside(x, y, z)
-        lo, hi = self.lo, self.hi
-        for v, a, b in ((x, lo[0], hi[0]), (y, lo[1], hi[1]), (z, lo[2], hi[2])):
-            if np.isfinite(a):
-                m = m & (v >= a)
-            if np.isfinite(b):
-                m = m & (v <= b)
-        return m
-
-
-@dataclass(frozen=True)
-class _Union:
-    parts: tuple
-
-    def bounds(self):
-        b = [p.bounds() for p in self.parts]
-        return np.min([a for a, _ in b], axis=0), np.max([c for _, c in b], axis=0)
-
-    def inside(self, x, y, z):
-        m = self.parts[0].inside(x, y, z)
-        for p in self.parts[1:]:
-            m = m | p.inside(x, y, z)
-        return m
-
-
 # =========================================================================== anatomy
 class _Variation:
     """Per-case random variation: per-group jitter of centres and sizes."""
@@ -221,11 +123,11 @@ class _Variation:
         d, s = self.group(key)
         if inherit is not None:
             d = d + self.group(inherit)[0]
-        return _Ellipsoid(tuple(np.asarray(centre, float) + d), tuple(np.asarray(radii, float) * s))
+        return Ellipsoid(tuple(np.asarray(centre, float) + d), tuple(np.asarray(radii, float) * s))
 
     def cap(self, key, p0, p1, radius):
         d, s = self.group(key)
-        return _Capsule(tuple(np.asarray(p0, float) + d), tuple(np.asarray(p1, float) + d),
+        return Capsule(tuple(np.asarray(p0, float) + d), tuple(np.asarray(p1, float) + d),
                         float(radius * s))
 
 
@@ -235,15 +137,15 @@ def _mirror(p, side: int):
 
 def _anatomy(v: _Variation) -> tuple[list[tuple[object, float]], dict[str, object], object]:
     """``(tissues, oars, body)`` in the anatomy frame (mm; x left, y posterior, z superior)."""
-    head = _Ellipsoid((0.0, 10.0, 30.0), (70.0, 84.0, 58.0))
-    inner = _Ellipsoid((0.0, 10.0, 30.0), (63.0, 77.0, 51.0))
-    face = _Ellipsoid((0.0, -20.0, -30.0), (60.0, 58.0, 40.0))
-    front = _Ellipsoid((0.0, -30.0, 20.0), (60.0, 55.0, 40.0))
-    neck = _EllipticCylinder((0.0, 6.0), (54.0, 52.0), -200.0, -20.0)
-    body = _Union((head, face, front, neck))
-    face_block = _Combo((_Ellipsoid((0.0, -80.0, 0.0), (200.0, 40.0, 45.0)),))  # y < -40, z < 45
-    skull = _Combo((head,), minus=(inner, face_block), lo=(-np.inf, -np.inf, -12.0))
-    brain = _Combo((inner,), minus=(face_block, _EllipticCylinder((0.0, -60.0), (200.0, 86.0),
+    head = Ellipsoid((0.0, 10.0, 30.0), (70.0, 84.0, 58.0))
+    inner = Ellipsoid((0.0, 10.0, 30.0), (63.0, 77.0, 51.0))
+    face = Ellipsoid((0.0, -20.0, -30.0), (60.0, 58.0, 40.0))
+    front = Ellipsoid((0.0, -30.0, 20.0), (60.0, 55.0, 40.0))
+    neck = EllipticCylinder((0.0, 6.0), (54.0, 52.0), -200.0, -20.0)
+    body = Union((head, face, front, neck))
+    face_block = carve((Ellipsoid((0.0, -80.0, 0.0), (200.0, 40.0, 45.0)),))  # y < -40, z < 45
+    skull = carve((head,), minus=(inner, face_block), lo=(-np.inf, -np.inf, -12.0))
+    brain = carve((inner,), minus=(face_block, EllipticCylinder((0.0, -60.0), (200.0, 86.0),
                                                                      -200.0, -6.0)))
     tissues: list[tuple[object, float]] = [(body, 40.0), (skull, 1000.0), (brain, 30.0)]
     for s in (1, -1):
@@ -262,18 +164,18 @@ def _anatomy(v: _Variation) -> tuple[list[tuple[object, float]], dict[str, objec
     o: dict[str, object] = {}
     # ---- anchor
     o["Brainstem"] = v.ell("Brainstem", (0.0, 12.0, 0.0), (12.0, 13.0, 22.0))
-    o["Cerebellum"] = _Combo((v.ell("Cerebellum", (0.0, 50.0, -6.0), (46.0, 20.0, 17.0)), inner))
+    o["Cerebellum"] = carve((v.ell("Cerebellum", (0.0, 50.0, -6.0), (46.0, 20.0, 17.0)), inner))
     o["SpinalCord"] = v.cap("vertebra", (0.0, 31.0, -200.0), (0.0, 22.0, -24.0), 5.5)
     for s, side in ((1, "L"), (-1, "R")):
         o[f"Eye_{side}"] = v.ell(f"eye{s}", _mirror((32.0, -60.0, 18.0), s), (12.0, 12.0, 12.0))
-        body_ring = _Combo(
-            (_EllipticCylinder((0.0, -18.0), (48.0, 50.0), -58.0, -40.0),),
-            minus=(_EllipticCylinder((0.0, -18.0), (41.0, 43.0), -200.0, 200.0),),
+        body_ring = carve(
+            (EllipticCylinder((0.0, -18.0), (48.0, 50.0), -58.0, -40.0),),
+            minus=(EllipticCylinder((0.0, -18.0), (41.0, 43.0), -200.0, 200.0),),
             lo=(0.0, -np.inf, -np.inf) if s > 0 else (-np.inf, -np.inf, -np.inf),
             hi=(np.inf, -16.0, np.inf) if s > 0 else (0.0, -16.0, np.inf))
         ramus = v.cap(f"ramus{s}", _mirror((44.0, -12.0, -50.0), s), _mirror((44.0, -6.0, -17.0), s),
                       5.0)
-        o[f"Bone_Mandible_{side}"] = _Union((body_ring, ramus))
+        o[f"Bone_Mandible_{side}"] = Union((body_ring, ramus))
         o[f"Joint_TM_{side}"] = v.ell(f"tmj{s}", _mirror((45.0, -3.0, -7.0), s), (12.0, 9.0, 9.0),
                                       inherit=f"ramus{s}")
     # ---- mid-level
@@ -286,7 +188,7 @@ def _anatomy(v: _Variation) -> tuple[list[tuple[object, float]], dict[str, objec
                                      (11.0, 15.0, 22.0))
         o[f"Glnd_Submand_{side}"] = v.ell(f"submand{s}", _mirror((28.0, -24.0, -56.0), s),
                                           (11.0, 14.0, 11.0))
-        o[f"Lobe_Temporal_{side}"] = _Combo((v.ell(f"temporal{s}", _mirror((46.0, 0.0, 14.0), s),
+        o[f"Lobe_Temporal_{side}"] = carve((v.ell(f"temporal{s}", _mirror((46.0, 0.0, 14.0), s),
                                                    (16.0, 32.0, 18.0)), inner))
         o[f"Glnd_Thyroid_{side}"] = v.ell(f"thyroid{s}", _mirror((20.0, -24.0, -92.0), s),
                                           (8.0, 9.0, 12.0))

@@ -2,9 +2,9 @@
 
 import pytest
 
+from soars_dose import oars as cat
 from soars_dose.errors import InputError, SoarsDoseError
 from soars_dose.names import AliasTable
-from soars_dose.segmentation import catalogue as cat
 
 
 def test_counts_per_category():
