@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +46,10 @@ from ..errors import FrameOfReferenceError, GeometryError, OutputExistsError, wa
 from ..grid import Grid
 from ..outputs import atomic_write_file
 from ..structures import Structure, StructureSet
+from .ct import CTSeries
 from .uids import new_uid
 
 __all__ = [
-    "CTSeriesInfo",
     "UnwritableGeometryError",
     "masks_to_contours",
     "patient_position_from_direction",
@@ -108,30 +107,6 @@ _PALETTE = [
 
 class UnwritableGeometryError(GeometryError, ValueError):
     """A grid whose geometry the requested DICOM encoding cannot express."""
-
-
-@dataclass(frozen=True)
-class CTSeriesInfo:
-    """What :func:`write_ct_series` wrote, for referencing it from RT objects.
-
-    Attributes
-    ----------
-    series_uid, study_uid, frame_of_reference_uid : str
-        UIDs shared by every slice.
-    sop_instance_uids : list of str
-        SOPInstanceUID of each slice, in grid axis-0 order (``[k]``).
-    paths : list of Path
-        File of each slice, in the same order.
-    grid : Grid
-        The CT grid (LPS mm) the slices were cut from.
-    """
-
-    series_uid: str
-    study_uid: str
-    frame_of_reference_uid: str
-    sop_instance_uids: list[str]
-    paths: list[Path]
-    grid: Grid
 
 
 # --------------------------------------------------------------------- helpers
@@ -284,7 +259,7 @@ def write_ct_series(
     series_number: int = 1,
     patient_position: str | None = None,
     overwrite: bool = False,
-) -> CTSeriesInfo:
+) -> CTSeries:
     """Write a volume as a DICOM CT Image Storage series, one file per slice.
 
     Parameters
@@ -317,8 +292,9 @@ def write_ct_series(
 
     Returns
     -------
-    CTSeriesInfo
-        UIDs and paths, slices in grid axis-0 order.
+    CTSeries
+        The series as :func:`~soars_dose.dicom.ct.read_ct_series` would read
+        it back (UIDs, paths and positions, slices in grid axis-0 order).
 
     Raises
     ------
@@ -383,13 +359,18 @@ def write_ct_series(
         ds.file_meta = _file_meta(CTImageStorage, sop_uid, ExplicitVRLittleEndian)
         _write_dicom(ds, path)
 
-    return CTSeriesInfo(
+    return CTSeries(
+        paths=paths,
+        positions_mm=np.array([float(grid.index_to_world(np.array([k, 0, 0])) @ grid.direction[0])
+                               for k in range(grid.shape[0])]),
+        grid=grid,
         series_uid=str(series_uid),
         study_uid=str(study_uid),
         frame_of_reference_uid=str(frame_of_reference_uid),
         sop_instance_uids=[str(u) for u in sop_uids],
-        paths=paths,
-        grid=grid,
+        patient_position=position,
+        patient_id=patient_id,
+        patient_name=patient_name,
     )
 
 
@@ -647,7 +628,7 @@ def _format_contour(points: np.ndarray) -> bytes:
     return data + b" " if len(data) % 2 else data  # DICOM values have even length
 
 
-def _contour_image_uid(points: np.ndarray, ct: CTSeriesInfo, tol_mm: float = 0.01) -> str | None:
+def _contour_image_uid(points: np.ndarray, ct: CTSeries, tol_mm: float = 0.01) -> str | None:
     """SOPInstanceUID of the CT slice a contour lies on, or None if it lies on none."""
     k = ct.grid.world_to_index(points)[:, 0]
     k_mean = float(np.mean(k))
@@ -666,7 +647,7 @@ def _image_reference(sop_uid: str) -> Dataset:
 
 
 def _contour_item(
-    points: np.ndarray, data: bytes, implicit_vr: bool, ct: CTSeriesInfo | None
+    points: np.ndarray, data: bytes, implicit_vr: bool, ct: CTSeries | None
 ) -> Dataset:
     item = Dataset()
     # ContourData goes in pre-encoded: building a DSfloat per coordinate
@@ -709,7 +690,7 @@ def _check_structures(structures: list[Structure]) -> None:
             raise ValueError(f"ROI {s.name!r}: unknown RTROIInterpretedType {kind!r}")
 
 
-def _referenced_frame(frame_of_reference_uid: str, ct: CTSeriesInfo | None) -> Dataset:
+def _referenced_frame(frame_of_reference_uid: str, ct: CTSeries | None) -> Dataset:
     frame = Dataset()
     frame.FrameOfReferenceUID = frame_of_reference_uid
     if ct is not None:
@@ -731,7 +712,7 @@ def write_rtstruct(
     path: str | os.PathLike,
     *,
     frame_of_reference_uid: str,
-    ct: CTSeriesInfo | None = None,
+    ct: CTSeries | None = None,
     study_uid: str | None = None,
     patient_id: str = "ANONYMOUS",
     patient_name: str = "",
@@ -757,7 +738,7 @@ def write_rtstruct(
         Output file.
     frame_of_reference_uid : str
         FrameOfReferenceUID the contours are given in.
-    ct : CTSeriesInfo, optional
+    ct : CTSeries, optional
         The image series the contours were drawn on. When given, the file
         references the study, series and every slice, and each contour that
         lies on a CT slice (within 0.01 mm) references that slice.
@@ -815,7 +796,7 @@ def write_rtstruct(
         modality="RTSTRUCT",
         patient_id=patient_id,
         patient_name=patient_name,
-        study_uid=study_uid or (ct.study_uid if ct is not None else new_uid()),
+        study_uid=study_uid or (ct.study_uid if ct is not None else None) or new_uid(),
         series_uid=series_uid or new_uid(),
         series_number=series_number,
         series_description=label[:64],

@@ -21,6 +21,7 @@ Only numpy and pydicom are used; this module does not import torch.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import struct
@@ -33,14 +34,14 @@ import pydicom
 from .. import oars as catalogue
 from ..dicom.ct import CTSeries
 from ..dicom.uids import new_uid
-from ..dicom.write import CTSeriesInfo, masks_to_contours, write_rtstruct
+from ..dicom.write import masks_to_contours, write_rtstruct
 from ..errors import FrameOfReferenceError, GeometryError, InputError, warn
 from ..grid import Grid
 from ..outputs import atomic_write_file, check_writable_file
 from ..structures import Structure
 
 __all__ = [
-    "ct_series_info",
+    "referenced_ct",
     "labels_to_masks",
     "masks_to_labels",
     "nifti_affine",
@@ -96,8 +97,8 @@ def masks_to_labels(masks: Mapping[str, np.ndarray], oar_names: Sequence[str] | 
 
 
 # --------------------------------------------------------------------------- RTSTRUCT
-def ct_series_info(ct: CTSeries) -> CTSeriesInfo:
-    """The :class:`CTSeriesInfo` that :func:`write_rtstruct` needs, from a read CT series.
+def referenced_ct(ct: CTSeries) -> CTSeries:
+    """``ct`` checked for an RTSTRUCT to reference it (a StudyInstanceUID made if it has none).
 
     Raises
     ------
@@ -120,10 +121,7 @@ def ct_series_info(ct: CTSeries) -> CTSeriesInfo:
     if not study:
         study = new_uid()
         warn(f"{src}: the CT series has no StudyInstanceUID; the RTSTRUCT gets a new one ({study})")
-    return CTSeriesInfo(series_uid=ct.series_uid, study_uid=study,
-                        frame_of_reference_uid=ct.frame_of_reference_uid,
-                        sop_instance_uids=list(ct.sop_instance_uids), paths=list(ct.paths),
-                        grid=ct.grid)
+    return dataclasses.replace(ct, study_uid=study)
 
 
 def _patient_of(ct: CTSeries) -> tuple[str, str]:
@@ -202,14 +200,14 @@ def write_segmentation_rtstruct(
     InputError
         For masks that are not boolean or not on the CT grid, or no masks.
     FrameOfReferenceError, GeometryError
-        See :func:`ct_series_info`.
+        See :func:`referenced_ct`.
     OutputExistsError
         If ``path`` exists and ``overwrite`` is false.
     """
     if not masks:
         raise InputError("no masks to write; give at least one OAR mask")
     path = check_writable_file(path, overwrite, "the RTSTRUCT file to write")
-    info = ct_series_info(ct)
+    info = referenced_ct(ct)
     structures = []
     for number, (name, mask) in enumerate(masks.items(), start=1):
         oar = catalogue.get(name)

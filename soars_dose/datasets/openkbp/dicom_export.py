@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ...console import option
+from ...dicom.ct import CTSeries
 from ...dicom.write import (
-    CTSeriesInfo,
     write_ct_series,
     write_rtdose,
     write_rtstruct,
@@ -54,7 +54,7 @@ class DicomExport:
         ``RTDOSE.dcm``: the clinical dose in Gy on the CT grid.
     rtstruct : Path
         ``RTSTRUCT_reference.dcm``: the OpenKBP masks as contours.
-    ct : CTSeriesInfo
+    ct : CTSeries
         UIDs of the CT series, for further RTSTRUCTs on it
         (:func:`write_masks_rtstruct`).
     provenance : Path
@@ -64,7 +64,7 @@ class DicomExport:
     ct_dir: Path
     rtdose: Path
     rtstruct: Path
-    ct: CTSeriesInfo
+    ct: CTSeries
     provenance: Path
 
 
@@ -170,8 +170,8 @@ def write_dicom(patient: OpenKBPPatient, out_dir: str | os.PathLike, *,
     return DicomExport(ct_dir, rd, rs, info, prov)
 
 
-def _ct_info(ct: CTSeriesInfo | DicomExport | str | os.PathLike) -> CTSeriesInfo:
-    if isinstance(ct, CTSeriesInfo):
+def _ct_info(ct: CTSeries | DicomExport | str | os.PathLike) -> CTSeries:
+    if isinstance(ct, CTSeries):
         return ct
     if isinstance(ct, DicomExport):
         return ct.ct
@@ -185,13 +185,12 @@ def _ct_info(ct: CTSeriesInfo | DicomExport | str | os.PathLike) -> CTSeriesInfo
     series = read_ct_series(folder)
     if not series.frame_of_reference_uid or not series.study_uid:
         raise InputError(f"{folder}: the CT series lacks a FrameOfReferenceUID or StudyInstanceUID")
-    return CTSeriesInfo(series.series_uid, series.study_uid, series.frame_of_reference_uid,
-                        list(series.sop_instance_uids), list(series.paths), series.grid)
+    return series
 
 
 def write_masks_rtstruct(
     masks: Mapping[str, np.ndarray],
-    ct: CTSeriesInfo | DicomExport | str | os.PathLike,
+    ct: CTSeries | DicomExport | str | os.PathLike,
     path: str | os.PathLike,
     *,
     label: str = "substitute",
@@ -208,7 +207,7 @@ def write_masks_rtstruct(
         ROI name (use catalogue names, e.g. ``Parotid_L``) -> mask on the
         CT grid; ROIs are written in this order. An empty mask becomes an
         ROI without contours (with a warning).
-    ct : CTSeriesInfo, DicomExport or path
+    ct : CTSeries, DicomExport or path
         The CT the masks lie on: :func:`write_dicom`'s result, its
         ``.ct``, its output folder or the ``CT/`` folder itself.
     path : path
