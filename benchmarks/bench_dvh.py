@@ -8,7 +8,7 @@ What is measured
     3 mm and a 2.5 mm dose grid whose voxel centres do not line up with the
     objects. Everything is written to DICOM (RTSTRUCT + RTDOSE) in a
     temporary folder. The truth is exact and independent of both tools
-    (``tests/dose/closed_form.py``: each contour extruded over +-dz/2,
+    (``soars_dose/synthetic/exact_dvh.py``: each contour extruded over +-dz/2,
     clipped against half-spaces with shapely). Per case and tool: volume
     error, mean-dose error, max |DVH difference| over 301 doses spanning
     the structure (% of the true volume), D2%, D98% and D0.03cc errors (% of
@@ -78,7 +78,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the closed-form truth lives in tests/
 
 from soars_dose.dicom.rtdose import read_rtdose  # noqa: E402
 from soars_dose.dicom.rtstruct import read_rtstruct  # noqa: E402
@@ -87,7 +86,7 @@ from soars_dose.dose.compute import compute_dvh  # noqa: E402
 from soars_dose.grid import Grid  # noqa: E402
 from soars_dose.machine import machine  # noqa: E402
 from soars_dose.structures import Structure  # noqa: E402
-from tests.dose.closed_form import AXES, ExactDVH, planes  # noqa: E402
+from soars_dose.synthetic.exact_dvh import AXES, ExactDVH, planes  # noqa: E402
 
 BENCH_PYTHON = ROOT / ".bench-venv" / "bin" / "python"
 DICOMPYLER_SCRIPT = ROOT / "benchmarks" / "dicompyler_dvh.py"

@@ -3,7 +3,7 @@
 Spheres, cylinders lying in the contour plane and cones along the normal,
 radii 10, 15, 20 mm, contoured on 1, 2 and 3 mm planes at three plane
 offsets (cone: flat base half a spacing beyond its last plane, apex offset),
-on a 2.5 mm dose grid. Truth: ``tests/true_solids.py`` (formula / analytic
+on a 2.5 mm dose grid. Truth: ``soars_dose/synthetic/solids.py`` (formula / analytic
 cross-sections, independent of the kernel). Prints the largest |volume
 error| per shape and spacing for each mode, and for r = 10 mm at 3 mm the
 largest |error| of Dmean, D95, D5, Dmin, Dmax (% of the true dose) in linear
@@ -14,24 +14,29 @@ gradients along x, y and z.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from soars_dose.between_planes import prepare  # noqa: E402
 from soars_dose.dose.compute import compute_dvh  # noqa: E402
-from tests.test_between_planes import (  # noqa: E402
+from soars_dose.rasterize import sample_structure  # noqa: E402
+from soars_dose.structures import Structure  # noqa: E402
+from soars_dose.synthetic.solids import (  # noqa: E402
     DOSE_AT_CENTRE,
     SLOPE,
-    _grid,
-    _linear_dose,
-    _solid,
-    _structure,
-    _volume_mm3,
+    grid_around,
+    linear_dose,
+    placed_solid,
 )
+
+
+def _structure(solid, dz: float, z0: float) -> Structure:
+    return Structure(name="solid", number=1, contours=solid.contours(dz, z0))
+
+
+def _volume_mm3(structure: Structure, grid, dz: float, mode: str) -> float:
+    rec = prepare(structure, mode, nominal_spacing_mm=dz)
+    return sample_structure(rec.structure, grid,
+                            nominal_spacing_mm=rec.nominal_spacing_mm).volume_mm3
 
 
 def main() -> int:
@@ -42,8 +47,8 @@ def main() -> int:
             for dz in (1.0, 2.0, 3.0):
                 errs = {"stack": [], "interpolate": []}
                 for off in (0.0, 0.37, dz / 2):
-                    solid, z0 = _solid(kind, r, dz, off)
-                    st, grid = _structure(solid, dz, z0), _grid(solid)
+                    solid, z0 = placed_solid(kind, r, dz, off)
+                    st, grid = _structure(solid, dz, z0), grid_around(solid)
                     for mode in errs:
                         errs[mode].append(100 * (_volume_mm3(st, grid, dz, mode) / solid.volume - 1))
                 print(f"{kind:9s} {r:4.0f} {dz:4.0f} {max(map(abs, errs['stack'])):7.2f} "
@@ -51,14 +56,14 @@ def main() -> int:
     print("\nr = 10 mm, 3 mm planes, offset 1.37 mm: largest |error| (% of true dose) over x, y, z")
     print(f"{'shape':9s} {'mode':12s} " + " ".join(f"{k:>6s}" for k in ("mean", "D95", "D5", "Dmin", "Dmax")))
     for kind in ("sphere", "cylinder", "cone"):
-        solid, z0 = _solid(kind, 10.0, 3.0, 1.37)
+        solid, z0 = placed_solid(kind, 10.0, 3.0, 1.37)
         st = _structure(solid, 3.0, z0)
         for mode in ("stack", "interpolate"):
             worst = np.zeros(5)
             for axis in "xyz":
                 t = solid.dvh(axis, DOSE_AT_CENTRE, SLOPE[axis])
                 rec = prepare(st, mode, nominal_spacing_mm=3.0)
-                d = compute_dvh(rec.structure, _linear_dose(_grid(solid), axis),
+                d = compute_dvh(rec.structure, linear_dose(grid_around(solid), axis),
                                 nominal_spacing_mm=rec.nominal_spacing_mm)
                 ours = [d.mean_gy, d.dose_at_volume_pct(95), d.dose_at_volume_pct(5), d.min_gy, d.max_gy]
                 true = [t.mean, t.dose_at_pct(95), t.dose_at_pct(5), t.dmin, t.dmax]

@@ -1,6 +1,6 @@
 """``between_planes``: the stack stays the default; ``interpolate`` recovers the true solid.
 
-Truth is the solid itself (``tests/true_solids.py``): volumes by formula and
+Truth is the solid itself (``soars_dose/synthetic/solids.py``): volumes by formula and
 DVHs in linear dose fields by integrating the analytic cross-section, never
 our kernel. Issue 10 part 3: at 3 mm contour spacing the interpolated
 volume is within 1 % of the solid for radii >= 10 mm, and Dmean, D95, D5,
@@ -19,46 +19,23 @@ import pytest
 from soars_dose.between_planes import MODES, prepare, reconstruct
 from soars_dose.dose.compare import Settings
 from soars_dose.dose.compute import compute_dvh
-from soars_dose.dosegrid import DoseGrid
 from soars_dose.errors import InputError
 from soars_dose.grid import Grid
 from soars_dose.rasterize import sample_structure
 from soars_dose.structures import Structure
-
-from .true_solids import AXES, Solid
-
-CENTRE = (1.3, -0.8, 0.45)  # on no grid point
-SLOPE = {"x": 1.5, "y": -1.2, "z": 1.0}  # Gy/mm, as the closed-form DVH tests
-DOSE_AT_CENTRE = 60.0
-
-
-def _solid(kind: str, r: float, dz: float, offset: float):
-    """A solid and the plane origin ``z0``: planes offset from its centre (cone: from its apex)."""
-    if kind == "cone":
-        s = Solid("cone", r, CENTRE, length=2 * r + offset)
-        return s, CENTRE[2] - s.length / 2 + dz / 2
-    if kind == "cylinder":
-        return Solid("cylinder", r, CENTRE, length=2 * r), CENTRE[2] + offset
-    return Solid("sphere", r, CENTRE), CENTRE[2] + offset
+from soars_dose.synthetic.solids import (
+    CENTRE,
+    DOSE_AT_CENTRE,
+    SLOPE,
+    Solid,
+    grid_around,
+    linear_dose,
+    placed_solid,
+)
 
 
 def _structure(solid: Solid, dz: float, z0: float) -> Structure:
     return Structure(name="solid", number=1, contours=solid.contours(dz, z0))
-
-
-def _grid(solid: Solid, spacing=2.5) -> Grid:
-    lo = np.array([solid.extent(a)[0] for a in range(3)]) - 6
-    hi = np.array([solid.extent(a)[1] for a in range(3)]) + 6
-    n = np.ceil((hi - lo) / spacing).astype(int) + 1
-    return Grid(shape=(n[2], n[1], n[0]), spacing=(spacing,) * 3, origin=tuple(lo))
-
-
-def _linear_dose(grid: Grid, axis: str) -> DoseGrid:
-    k, j, i = np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij")
-    xyz = grid.index_to_world(np.stack([k, j, i], axis=-1).reshape(-1, 3))
-    a = AXES[axis]
-    d = DOSE_AT_CENTRE + SLOPE[axis] * (xyz[:, a] - CENTRE[a])
-    return DoseGrid(grid, d.reshape(grid.shape))
 
 
 def _volume_mm3(structure: Structure, grid: Grid, dz: float, mode: str) -> float:
@@ -76,16 +53,16 @@ VOLUME_CASES = (
 
 @pytest.mark.parametrize("kind,r,dz,offset", VOLUME_CASES)
 def test_interpolated_volume_is_the_solid_within_1pct(kind, r, dz, offset):
-    solid, z0 = _solid(kind, r, dz, offset)
-    v = _volume_mm3(_structure(solid, dz, z0), _grid(solid), dz, "interpolate")
+    solid, z0 = placed_solid(kind, r, dz, offset)
+    v = _volume_mm3(_structure(solid, dz, z0), grid_around(solid), dz, "interpolate")
     assert v / solid.volume - 1 == pytest.approx(0, abs=0.01), f"{kind} r={r} dz={dz} off={offset}"
 
 
 @pytest.mark.parametrize("r,offset", [(15.0, 0.0), (10.0, 1.5), (10.0, 0.0)])
 def test_interpolate_removes_the_stack_error_of_a_cylinder_lying_in_the_plane(r, offset):
     """The stack's chord-ended slabs miss or add 2.6-3.5 % here; interpolation cuts that >= 3x."""
-    solid, z0 = _solid("cylinder", r, 3.0, offset)
-    st, grid = _structure(solid, 3.0, z0), _grid(solid)
+    solid, z0 = placed_solid("cylinder", r, 3.0, offset)
+    st, grid = _structure(solid, 3.0, z0), grid_around(solid)
     err_stack = _volume_mm3(st, grid, 3.0, "stack") / solid.volume - 1
     err_interp = _volume_mm3(st, grid, 3.0, "interpolate") / solid.volume - 1
     assert abs(err_stack) > 0.02  # the known stack error (a property of the stack, not a bug)
@@ -94,10 +71,10 @@ def test_interpolate_removes_the_stack_error_of_a_cylinder_lying_in_the_plane(r,
 
 # ------------------------------------------------------------------ DVH
 def _dvh_pair(kind, r, dz, offset, axis):
-    solid, z0 = _solid(kind, r, dz, offset)
+    solid, z0 = placed_solid(kind, r, dz, offset)
     st = _structure(solid, dz, z0)
     rec = reconstruct(st, nominal_spacing_mm=dz)
-    dose = _linear_dose(_grid(solid), axis)
+    dose = linear_dose(grid_around(solid), axis)
     dvh = compute_dvh(rec.structure, dose, nominal_spacing_mm=rec.nominal_spacing_mm)
     return dvh, solid.dvh(axis, DOSE_AT_CENTRE, SLOPE[axis])
 
@@ -140,17 +117,17 @@ def test_true_solid_dvh_helper_against_closed_forms():
 def test_stack_is_the_default_and_returns_the_structure_untouched():
     assert Settings().between_planes == "stack"
     assert MODES == ("stack", "interpolate")
-    solid, z0 = _solid("sphere", 10.0, 3.0, 0.4)
+    solid, z0 = placed_solid("sphere", 10.0, 3.0, 0.4)
     st = _structure(solid, 3.0, z0)
     rec = prepare(st, nominal_spacing_mm=3.0)
     assert rec.structure is st and rec.nominal_spacing_mm == 3.0 and rec.mode == "stack"
-    grid = _grid(solid)
+    grid = grid_around(solid)
     assert _volume_mm3(st, grid, 3.0, "stack") == sample_structure(
         st, grid, nominal_spacing_mm=3.0).volume_mm3
 
 
 def test_interpolate_keeps_the_drawn_contours_and_adds_planes_between():
-    solid, z0 = _solid("sphere", 10.0, 3.0, 0.4)
+    solid, z0 = placed_solid("sphere", 10.0, 3.0, 0.4)
     st = _structure(solid, 3.0, z0)
     rec = reconstruct(st, nominal_spacing_mm=3.0)
     assert rec.nominal_spacing_mm == pytest.approx(0.5)

@@ -16,8 +16,7 @@ from soars_dose.rasterize import (
     slab_bounds,
 )
 from soars_dose.structures import Structure
-
-from .dose.closed_form import ExactDVH, planes
+from soars_dose.synthetic.exact_dvh import ExactDVH, planes
 
 
 def _circle(cx, cy, r, z, n=256):

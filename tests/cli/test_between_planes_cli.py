@@ -12,9 +12,9 @@ import pytest
 from soars_dose.cli.main import main
 from soars_dose.structures import Structure
 from soars_dose.synthetic.cohort import SUBSTITUTE_SETS, make_cohort
+from soars_dose.synthetic.solids import Solid
 
 from ..helpers import oars, write_case
-from ..true_solids import Solid
 
 R = 10.0
 

@@ -16,8 +16,7 @@ from soars_dose.dicom.write import write_rtdose, write_rtstruct
 from soars_dose.dose.compute import compute_dvh
 from soars_dose.grid import Grid
 from soars_dose.structures import Structure
-
-from .closed_form import ExactDVH, planes
+from soars_dose.synthetic.exact_dvh import ExactDVH, planes
 
 FOR_UID = "1.2.826.0.1.3680043.8.498.1"
 CENTRE = (1.3, -0.8, 0.45)  # not on any grid point

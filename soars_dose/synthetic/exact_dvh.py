@@ -4,12 +4,14 @@ The truth here is independent of soars-dose's kernel: the object a set of
 planar contours defines (each contour extruded over +-dz/2 around its
 plane) is clipped against half-spaces with shapely, and the dose field is
 linear, so V(>= d) is an exact area/length computation.
+
+Needs shapely (the ``test`` extra): the tests and ``benchmarks/bench_dvh.py``
+use it; nothing in the dose toolkit does.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from shapely.geometry import Polygon, box
 
 N_VERTICES = 96
 AXES = {"x": 0, "y": 1, "z": 2}
@@ -48,6 +50,8 @@ class ExactDVH:
     """Exact cumulative DVH of contour slabs in ``dose = a + b * (coordinate[axis] - c0)``."""
 
     def __init__(self, contours, dz, a, b, axis, c0=0.0):
+        from shapely.geometry import Polygon  # the test extra: only the truth needs it
+
         a = a - b * c0  # fold the offset into the intercept
         self.polys = [Polygon(c[:, :2]) for c in contours]
         self.z = np.array([c[0, 2] for c in contours])
@@ -69,6 +73,8 @@ class ExactDVH:
 
     def volume_at(self, dose: float) -> float:
         """mm^3 receiving >= dose."""
+        from shapely.geometry import box
+
         c0 = (dose - self.a) / self.b  # coordinate where dose is reached
         big = 1e5
         if self.axis == 2:

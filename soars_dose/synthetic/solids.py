@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import integrate, optimize
 
+from ..dosegrid import DoseGrid
+from ..grid import Grid
+
 N_VERTICES = 128
 AXES = {"x": 0, "y": 1, "z": 2}
 #: Cross-sections smaller than this (mm, radius or half width) are not drawn.
@@ -160,3 +163,38 @@ class LinearDVH:
         target = pct / 100 * self.volume
         return optimize.brentq(lambda d: self.volume_at(d) - target, self.dmin, self.dmax,
                                xtol=1e-10)
+
+
+# ------------------------------------------------ placed solids in linear dose fields
+#: Centre of the placed solids (mm, on no grid point) and the dose field (Gy, Gy/mm).
+CENTRE = (1.3, -0.8, 0.45)  # on no grid point
+SLOPE = {"x": 1.5, "y": -1.2, "z": 1.0}  # Gy/mm, as the closed-form DVH tests
+DOSE_AT_CENTRE = 60.0
+
+
+def placed_solid(kind: str, r: float, dz: float, offset: float):
+    """A solid at :data:`CENTRE` and the plane origin ``z0`` (mm): planes ``offset`` mm
+    from its centre (cone: from its apex), ``dz`` mm apart."""
+    if kind == "cone":
+        s = Solid("cone", r, CENTRE, length=2 * r + offset)
+        return s, CENTRE[2] - s.length / 2 + dz / 2
+    if kind == "cylinder":
+        return Solid("cylinder", r, CENTRE, length=2 * r), CENTRE[2] + offset
+    return Solid("sphere", r, CENTRE), CENTRE[2] + offset
+
+
+def grid_around(solid: Solid, spacing=2.5) -> Grid:
+    """An axis-aligned grid (``spacing`` mm) over the solid with 6 mm to spare."""
+    lo = np.array([solid.extent(a)[0] for a in range(3)]) - 6
+    hi = np.array([solid.extent(a)[1] for a in range(3)]) + 6
+    n = np.ceil((hi - lo) / spacing).astype(int) + 1
+    return Grid(shape=(n[2], n[1], n[0]), spacing=(spacing,) * 3, origin=tuple(lo))
+
+
+def linear_dose(grid: Grid, axis: str) -> DoseGrid:
+    """``DOSE_AT_CENTRE + SLOPE[axis] * (coordinate - CENTRE)`` Gy at every voxel of ``grid``."""
+    k, j, i = np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij")
+    xyz = grid.index_to_world(np.stack([k, j, i], axis=-1).reshape(-1, 3))
+    a = AXES[axis]
+    d = DOSE_AT_CENTRE + SLOPE[axis] * (xyz[:, a] - CENTRE[a])
+    return DoseGrid(grid, d.reshape(grid.shape))
