@@ -58,9 +58,9 @@ from .modelfile import (
     ModelFile,
     ModelVersionError,
     NotAModelFileError,
-    _check_labels,
-    _read,
+    check_labels,
     load_model,
+    read_torch_file,
 )
 from .preprocess import Preprocessing
 
@@ -219,7 +219,7 @@ def _model_from_payload(data: Any, where: str) -> ModelFile:
         pre = Preprocessing.from_dict(json.loads(data["preprocessing"]))
         prov = json.loads(data["provenance"])
         names = [str(n) for n in data["oar_names"]]
-        _check_labels(names, int(arch["out_channels"]), where)
+        check_labels(names, int(arch["out_channels"]), where)
     except (json.JSONDecodeError, InputError, KeyError, TypeError, ValueError) as exc:
         raise NotAModelFileError(f"{where}: malformed soars-dose model: {exc}") from None
     return ModelFile(architecture=arch, state_dict=state, oar_names=names,
@@ -239,7 +239,7 @@ def _read_any(path: Path) -> list[tuple[ModelFile, str]]:
         return out
     if not path.is_file():
         raise NotAModelFileError(f"{path}: no such model file")
-    data = _read(path)
+    data = read_torch_file(path)
     if isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT:
         if data.get("format_version") not in _READABLE_BUNDLE_VERSIONS:
             raise ModelVersionError(f"{path}: bundle format version {data.get('format_version')}, "

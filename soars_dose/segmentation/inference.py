@@ -253,6 +253,10 @@ class LazyMasks(Mapping):
             return out
         raise KeyError(name)
 
+    def reorder(self, names: Sequence[str]) -> None:
+        """Iterate in ``names`` order (the order the caller asked for)."""
+        self._order = list(names)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._order)
 
@@ -485,7 +489,7 @@ def segment_volume(hu: np.ndarray, grid: Grid, models, organs: Sequence[str] | N
     finally:
         bar.close()
     # requested order
-    result_masks._order = [n for n in organs]
+    result_masks.reorder(organs)
     timings["total"] = time.perf_counter() - t0
     out.timings_s = timings
     return out

@@ -146,7 +146,7 @@ def _json(value: Any, what: str) -> str:
         raise InputError(f"{what} must be JSON-serialisable: {exc}") from None
 
 
-def _check_labels(oar_names: list[str], out_channels: int, where: str) -> None:
+def check_labels(oar_names: list[str], out_channels: int, where: str) -> None:
     catalogue.label_map(oar_names)  # known, unique
     if out_channels != len(oar_names) + 1:
         raise InputError(f"{where}: the network has {out_channels} output channels but "
@@ -197,7 +197,7 @@ def save_model(path: "str | os.PathLike", network: nn.Module | None = None, *,
     if architecture is None or state_dict is None:
         raise InputError("save_model needs a network, or both architecture and state_dict")
     oar_names = list(oar_names)
-    _check_labels(oar_names, int(architecture["out_channels"]), str(path))
+    check_labels(oar_names, int(architecture["out_channels"]), str(path))
     if isinstance(preprocessing, dict):
         preprocessing = Preprocessing.from_dict(preprocessing)
     preprocessing = preprocessing or Preprocessing()
@@ -223,7 +223,7 @@ def _refusal_reason(text: str) -> str:
     return "unsupported pickle content"
 
 
-def _read(path: Path) -> Any:
+def read_torch_file(path: Path) -> Any:
     """``torch.load(weights_only=True)`` of a zip-format torch file; errors as ModelFileError.
 
     Files that are not zip archives (raw pickles, legacy torch files, other
@@ -273,7 +273,7 @@ def load_model(path: "str | os.PathLike") -> ModelFile:
     path = Path(path)
     if not path.is_file():
         raise NotAModelFileError(f"{path}: no such model file")
-    data = _read(path)
+    data = read_torch_file(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise NotAModelFileError(
             f"{path}: a PyTorch file but not a soars-dose model (no 'format': {FORMAT!r} entry); "
@@ -300,7 +300,7 @@ def load_model(path: "str | os.PathLike") -> ModelFile:
         preprocessing = Preprocessing.from_dict(json.loads(data["preprocessing"]))
         provenance = json.loads(data["provenance"])
         oar_names = [str(n) for n in data["oar_names"]]
-        _check_labels(oar_names, int(architecture["out_channels"]), str(path))
+        check_labels(oar_names, int(architecture["out_channels"]), str(path))
     except (json.JSONDecodeError, InputError, KeyError, TypeError, ValueError) as exc:
         raise NotAModelFileError(f"{path}: malformed soars-dose model: {exc}") from None
     return ModelFile(architecture=architecture, state_dict=dict(data["state_dict"]),
