@@ -58,6 +58,7 @@ import numpy as np
 
 from .errors import EmptyStructureError, GeometryError, StructureError, warn
 from .grid import Grid
+from .polygons import duplicate_contours
 from .structures import Structure
 
 #: Midpoint sub-rows per sub-pixel row in the coverage computation.
@@ -849,25 +850,15 @@ def slab_levels(lo: float, hi: float, n: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- duplicates
-def _vertices_within(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
-    """Every vertex of ``a`` within ``tol`` of a vertex of ``b`` and vice versa."""
-    def one_way(p, q):
-        for k in range(0, len(p), 256):  # chunks bound the distance matrix
-            d2 = ((p[k:k + 256, None, :] - q[None, :, :]) ** 2).sum(axis=2)
-            if d2.min(axis=1).max() > tol * tol:
-                return False
-        return True
-    return one_way(a, b) and one_way(b, a)
-
-
 def drop_duplicate_contours(structure: Structure, source: str = "",
                             tol_mm: float = PLANE_TOL_MM) -> tuple[Structure, list[str]]:
     """Remove contours that repeat another contour of the same plane.
 
     Under the even-odd rule a contour exported twice cancels itself (the
-    region vanishes), so a repeat within ``tol_mm`` (every vertex of each
-    within ``tol_mm`` of a vertex of the other, LPS mm) is dropped; a
-    different contour inside another (a hole) is kept.
+    region vanishes), so a repeat (the same polygon within ``tol_mm`` mm,
+    whichever vertex it starts from and in either direction:
+    :func:`soars_dose.polygons.duplicate_contours`) is dropped; a different
+    contour inside another (a hole) is kept.
 
     Returns
     -------
@@ -881,20 +872,8 @@ def drop_duplicate_contours(structure: Structure, source: str = "",
         return structure, []
     axis = int(np.argmin(np.ptp(cs[0], axis=0)))
     pos = np.array([float(np.mean(c[:, axis])) for c in cs])
-    lo = np.array([c.min(axis=0) for c in cs])
-    hi = np.array([c.max(axis=0) for c in cs])
-    drop: set[int] = set()
-    order = np.argsort(pos, kind="stable")
-    for u, i in enumerate(order):
-        if i in drop:
-            continue
-        for j in order[u + 1:]:
-            if pos[j] - pos[i] > tol_mm:
-                break
-            if j in drop or np.any(np.abs(lo[i] - lo[j]) > tol_mm) or np.any(np.abs(hi[i] - hi[j]) > tol_mm):
-                continue
-            if _vertices_within(cs[i], cs[j], tol_mm):
-                drop.add(int(j))
+    # the one definition of a repeated contour (polygons.py), also behind the reader's warning
+    drop = {repeat for _, repeat in duplicate_contours(cs, tol_mm)}
     if not drop:
         return structure, []
     name = "xyz"[axis]
