@@ -75,7 +75,6 @@ from ..errors import (
 from ..load import check_frames
 from ..outputs import sha256
 from ..rasterize import (
-    GAP_BREAK_FACTOR,
     StructureSamples,
     contour_planes,
     sample_structure,
@@ -448,10 +447,7 @@ def no_cap_volume_mm3(structure: Structure, grid, nominal_mm: float) -> float:
     px_area = grid.spacing[others[0]] * grid.spacing[others[1]]
     pos = np.array([p for p, _ in planes])
     nominal = nominal_mm / grid.spacing[axis]
-    lo, hi = slab_bounds(pos, nominal)
-    joined = np.diff(pos) <= GAP_BREAK_FACTOR * nominal
-    keep_lo = np.where(np.r_[False, joined], lo, pos)
-    keep_hi = np.where(np.r_[joined, False], hi, pos)
+    keep_lo, keep_hi = slab_bounds(pos, nominal, end_caps=False)
     volume = 0.0
     for (_, polys), a, b in zip(planes, keep_lo, keep_hi):
         if b - a <= 0:
