@@ -130,21 +130,16 @@ def _add_between_planes(p: argparse.ArgumentParser) -> None:
 
 
 def _sampling_options(args) -> "int | str":
-    """``--supersample`` as Settings.factor, ``--bin-width`` range-checked (both sub-commands)."""
+    """``--supersample`` as Settings.factor; the rules are settings_checks.check_sampling's."""
+    from ..dose.settings_checks import check_sampling
+
     factor = args.supersample
     if factor != "auto":
         try:
             factor = int(factor)
         except ValueError:
             raise InputError(f"--supersample must be an integer or 'auto', got {factor!r}") from None
-        if factor < 1:
-            raise InputError(f"--supersample must be >= 1, got {factor}")
-        if factor != 1 and factor % 2:
-            # odd sub-pixels straddle the voxel centres, where trilinear dose has its kinks
-            raise InputError(f"--supersample must be an even integer (or 'auto'), got {factor}; "
-                             f"use {factor - 1} or {factor + 1}")
-    if not 0 < args.bin_width <= 1:
-        raise InputError(f"--bin-width must be in (0, 1] Gy, got {args.bin_width}")
+    check_sampling(factor, args.bin_width)
     return factor
 
 

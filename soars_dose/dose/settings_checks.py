@@ -65,6 +65,30 @@ def _numbers(field: str, values, *, lo=0.0, hi=None, unit="") -> None:
         _number(field, v, lo=lo, hi=hi, unit=unit)
 
 
+def check_sampling(factor, bin_width_gy) -> None:
+    """The in-plane supersampling factor and the DVH bin width, as :func:`validate_settings` checks them.
+
+    Also used where no Settings object is built (``soars-dose tps-check``).
+
+    Raises
+    ------
+    SettingsError
+        ``factor`` is not ``"auto"`` or an even integer in ``[2, MAX_FACTOR]``
+        (1 is accepted), or ``bin_width_gy`` is not in ``(0, MAX_BIN_WIDTH_GY]``.
+    """
+    f = factor
+    if f != "auto":
+        if isinstance(f, bool) or not isinstance(f, Integral):
+            raise _fail("factor", "must be 'auto' or an even integer", f)
+        f = int(f)
+        if f < 1 or f > MAX_FACTOR:
+            raise _fail("factor", f"must be 'auto' or an even integer from 2 to {MAX_FACTOR}", f)
+        if f != 1 and f % 2:
+            raise _fail("factor", "must be even (odd sub-pixels would straddle the voxel centres "
+                        f"where trilinear dose has its kinks); use {f - 1} or {f + 1}", f)
+    _number("bin_width_gy", bin_width_gy, lo=0.0, lo_open=True, hi=MAX_BIN_WIDTH_GY, unit="Gy")
+
+
 def validate_settings(s) -> None:
     """Check every field of a Settings object; raise :class:`SettingsError` on the first bad one.
 
@@ -82,17 +106,7 @@ def validate_settings(s) -> None:
     * ``plausibility_air_hu`` < ``plausibility_bone_hu``;
       ``plausibility_max_share`` in ``(0, 1]``.
     """
-    f = s.factor
-    if f != "auto":
-        if isinstance(f, bool) or not isinstance(f, Integral):
-            raise _fail("factor", "must be 'auto' or an even integer", f)
-        f = int(f)
-        if f < 1 or f > MAX_FACTOR:
-            raise _fail("factor", f"must be 'auto' or an even integer from 2 to {MAX_FACTOR}", f)
-        if f != 1 and f % 2:
-            raise _fail("factor", "must be even (odd sub-pixels would straddle the voxel centres "
-                        "where trilinear dose has its kinks)", f)
-    _number("bin_width_gy", s.bin_width_gy, lo=0.0, lo_open=True, hi=MAX_BIN_WIDTH_GY, unit="Gy")
+    check_sampling(s.factor, s.bin_width_gy)
     _numbers("d_pct", s.d_pct, lo=0.0, hi=100.0, unit="%")
     _numbers("d_cc", s.d_cc, lo=0.0, unit="cc")
     _numbers("v_gy", s.v_gy, lo=0.0, unit="Gy")

@@ -73,7 +73,9 @@ def patient_blocks(stats: pd.DataFrame, dvh: pd.DataFrame,
                    constraints=None, prescription_gy: "float | None" = None,
                    uid: str = "dvh") -> list[Block]:
     """The sections of one patient's page (see the module docstring)."""
-    sets = list(dict.fromkeys([*stats["set"], *dvh["set"]]))
+    # no DVH at all (every structure refused) leaves an empty table without columns
+    dvh_sets = dvh["set"] if "set" in dvh.columns else []
+    sets = list(dict.fromkeys([*stats["set"], *dvh_sets]))
     blocks: list[Block] = [Section("Summary", headline(stats, contour_metrics))]
     if len(dvh):
         blocks += [Section("DVHs", "<p class='note'>Tick several OARs to overlay them; every "

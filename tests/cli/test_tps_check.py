@@ -61,7 +61,8 @@ def test_writes_table_page_and_provenance(files, tmp_path, capsys):
     # the hostile ROI name never appears raw, neither as markup nor as a plotly template
     assert "<script>alert(1)" not in page
     body = page.split("</head>", 1)[1]  # plotly.js itself holds template examples
-    figures = re.findall(r"var s=(.*?);Plotly\.newPlot", body, re.S)
+    figures = re.findall(r"<script type='application/json' class='figspec'[^>]*>(.*?)</script>",
+                         body, re.S)
     assert len(figures) == 1 and "alert(1)" in figures[0]
     assert "%{x}" not in figures[0].replace("%{x:", "")  # no template field from the name
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
