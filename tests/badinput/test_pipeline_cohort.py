@@ -329,8 +329,10 @@ def _damage(path: Path, how: str) -> None:
         path.write_bytes(np.random.default_rng(0).bytes(len(data)))
     elif how == "empty":
         path.write_bytes(b"")
-    elif how == "csv":
-        path.write_bytes(path.with_suffix(".csv").read_bytes())
+    elif how == "csv":  # a CSV file renamed; cohort/dvh has no CSV twin, so make one
+        twin = path.with_suffix(".csv")
+        path.write_bytes(twin.read_bytes() if twin.exists()
+                         else pd.read_parquet(path).to_csv(index=False).encode())
     elif how == "footer":  # valid magic at both ends, garbage between
         path.write_bytes(b"PAR1" + b"\x00" * 64 + b"PAR1")
 
