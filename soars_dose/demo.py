@@ -17,7 +17,6 @@ DIR/data/manifest.csv --out DIR/audit`` then ``soars-dose report DIR/audit
 
 from __future__ import annotations
 
-import csv
 import shutil
 import sys
 import time
@@ -29,7 +28,7 @@ import numpy as np
 from .cohort import run_cohort
 from .console import option
 from .errors import InputError
-from .outputs import check_writable
+from .outputs import check_writable, write_csv_rows
 from .report.cohort import build_report
 from .synthetic.cohort import PhantomCase, make_cohort
 
@@ -37,15 +36,12 @@ from .synthetic.cohort import PhantomCase, make_cohort
 def write_manifest(cases: list[PhantomCase], path: Path) -> Path:
     """A cohort manifest for phantom cases (paths relative to the manifest's folder)."""
     sets = list(cases[0].sets)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["patient", "rtdose", "reference", *[f"set:{s}" for s in sets], "ct",
-                    "institution"])
-        for n, c in enumerate(cases):
-            rel = lambda p: Path(p).relative_to(path.parent).as_posix()  # noqa: E731
-            w.writerow([c.patient_id, rel(c.rtdose), rel(c.reference),
-                        *[rel(c.sets[s]) for s in sets], rel(c.ct_dir), "AB"[n % 2]])
-    return path
+    rows = [["patient", "rtdose", "reference", *[f"set:{s}" for s in sets], "ct", "institution"]]
+    for n, c in enumerate(cases):
+        rel = lambda p: Path(p).relative_to(path.parent).as_posix()  # noqa: E731
+        rows.append([c.patient_id, rel(c.rtdose), rel(c.reference),
+                     *[rel(c.sets[s]) for s in sets], rel(c.ct_dir), "AB"[n % 2]])
+    return write_csv_rows(path, rows)
 
 
 def write_revisions(cases: list[PhantomCase], contour_metrics, path: Path, seed: int) -> Path:
@@ -55,17 +51,15 @@ def write_revisions(cases: list[PhantomCase], contour_metrics, path: Path, seed:
     """
     rng = np.random.default_rng(seed)
     cm = contour_metrics[contour_metrics["set"] == "soars"]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["patient", "roi", "category", "minutes"])
-        for _, r in cm.iterrows():
-            d = r["dice"] if np.isfinite(r["dice"]) else 0.0
-            d += rng.normal(0, 0.03)
-            cat, minutes = ((">3 min", 3.1 + 4 * rng.random()) if d < 0.6 else
-                            ("1-3 min", 1.0 + 1.9 * rng.random()) if d < 0.75 else
-                            ("<1 min", 0.1 + 0.8 * rng.random()) if d < 0.88 else ("none", 0.0))
-            w.writerow([r["patient"], r["roi"], cat, f"{minutes:.1f}"])
-    return path
+    rows = [["patient", "roi", "category", "minutes"]]
+    for _, r in cm.iterrows():
+        d = r["dice"] if np.isfinite(r["dice"]) else 0.0
+        d += rng.normal(0, 0.03)
+        cat, minutes = ((">3 min", 3.1 + 4 * rng.random()) if d < 0.6 else
+                        ("1-3 min", 1.0 + 1.9 * rng.random()) if d < 0.75 else
+                        ("<1 min", 0.1 + 0.8 * rng.random()) if d < 0.88 else ("none", 0.0))
+        rows.append([r["patient"], r["roi"], cat, f"{minutes:.1f}"])
+    return write_csv_rows(path, rows)
 
 
 def run_demo(out: "str | Path", n_patients: int = 5, seed: int = 0, *,

@@ -19,8 +19,10 @@ cause, and leaves nothing half-written behind.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno as _errno
 import hashlib
+import io
 import json
 import os
 import platform
@@ -409,6 +411,18 @@ def write_text_file(path: "str | Path", text: str) -> Path:
     """Write one UTF-8 text file atomically (see :func:`atomic_write_file`)."""
     data = text.encode("utf-8")
     return atomic_write_file(path, lambda f: f.write(data))
+
+
+def write_csv_rows(path: "str | Path", rows) -> Path:
+    """Write rows (the first the header) as one CSV file atomically, values as given.
+
+    For input files soars-dose makes for itself (the demo's manifest and
+    revision log): no rounding, no formula guard, CRLF rows as ``csv``
+    writes them by default.
+    """
+    buf = io.StringIO(newline="")
+    csv.writer(buf).writerows(rows)
+    return write_text_file(path, buf.getvalue())
 
 
 def _replace_folder(new: Path, dest: Path) -> None:

@@ -300,19 +300,16 @@ def evaluate_patient(path: Path, models, data_dir: Path, args) -> tuple[dict, li
 
 def write_manifest(records: list[dict], data_dir: Path) -> Path:
     """``data/manifest.csv`` of the patients written (paths relative to ``data/``)."""
-    import csv
+    from soars_dose.outputs import write_csv_rows
 
-    path = data_dir / "manifest.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["patient", "rtdose", "reference", f"set:{SET_NAME}", "ct"])
-        for r in records:
-            if r["status"] != "ok":
-                continue
-            p = r["patient"]
-            w.writerow([p, f"{p}/RTDOSE.dcm", f"{p}/RTSTRUCT_reference.dcm",
-                        f"{p}/RTSTRUCT_{SET_NAME}.dcm", f"{p}/CT"])
-    return path
+    rows = [["patient", "rtdose", "reference", f"set:{SET_NAME}", "ct"]]
+    for r in records:
+        if r["status"] != "ok":
+            continue
+        p = r["patient"]
+        rows.append([p, f"{p}/RTDOSE.dcm", f"{p}/RTSTRUCT_reference.dcm",
+                     f"{p}/RTSTRUCT_{SET_NAME}.dcm", f"{p}/CT"])
+    return write_csv_rows(data_dir / "manifest.csv", rows)
 
 
 # ----------------------------------------------------------------- summary
