@@ -210,7 +210,7 @@ def test_interrupt_keeps_finished_patients(data, tmp_path, monkeypatch):
             time.sleep(5)  # the handler interrupts this
         return real(task)
 
-    monkeypatch.setattr(cohort, "run_patient", terminated_at_second)
+    monkeypatch.setattr(cohort.run, "run_patient", terminated_at_second)
     out = tmp_path / "out"
     handler = signal.getsignal(signal.SIGTERM)
     # from Python the message names the Python argument (the CLI spells --resume)
@@ -226,7 +226,7 @@ def test_interrupt_keeps_finished_patients(data, tmp_path, monkeypatch):
     assert cohort.is_complete(out / "patients" / "PHANTOM_001")
     assert not (out / "patients" / "PHANTOM_002").exists()
     assert not (out / "cohort").exists()
-    monkeypatch.setattr(cohort, "run_patient", real)
+    monkeypatch.setattr(cohort.run, "run_patient", real)
     res = run_cohort(manifest, out, jobs=1, resume=True, progress=False)
     assert list(res.patients["resumed"]) == [True, False] and res.n_ok == 2
 

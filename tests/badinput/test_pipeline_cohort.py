@@ -126,7 +126,7 @@ def test_lock_is_held_during_the_run_and_released_on_error(small, tmp_path, monk
         seen.append((doc["pid"], doc["host"]))
         return real(task)
 
-    monkeypatch.setattr(cohort, "run_patient", spy)
+    monkeypatch.setattr(cohort.run, "run_patient", spy)
     res = run_cohort(small["manifest"], tmp_path / "fresh", jobs=1, progress=False)
     assert res.n_ok == 2 and seen == [(os.getpid(), socket.gethostname())] * 2
     assert not (tmp_path / "fresh" / LOCK_FILE).exists()
@@ -134,7 +134,7 @@ def test_lock_is_held_during_the_run_and_released_on_error(small, tmp_path, monk
     def broken_finish(*a, **k):
         raise RuntimeError("synthetic failure while writing the cohort tables")
 
-    monkeypatch.setattr(cohort, "_finish", broken_finish)
+    monkeypatch.setattr(cohort.run, "_finish", broken_finish)
     with pytest.raises(RuntimeError):
         run_cohort(small["manifest"], tmp_path / "fresh", jobs=1, progress=False,
                    overwrite=True)
@@ -190,7 +190,7 @@ def test_interrupt_message_lists_kept_lost_and_not_started(tmp_path, monkeypatch
             raise KeyboardInterrupt  # Ctrl-C while P3 runs
         return real(task)
 
-    monkeypatch.setattr(cohort, "run_patient", interrupted_at_third)
+    monkeypatch.setattr(cohort.run, "run_patient", interrupted_at_third)
     out = tmp_path / "out"
     with pytest.raises(cohort.CohortInterrupted) as exc:
         run_cohort(m, out, jobs=1, progress=False)
