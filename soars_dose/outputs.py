@@ -314,6 +314,31 @@ def provenance(settings: Mapping, inputs: list[dict], messages: list[str], **ext
     }
 
 
+@contextlib.contextmanager
+def _staged_folder(out: Path):
+    """A hidden temporary folder beside ``out``, renamed to ``out`` when the block succeeds.
+
+    A failure removes it and leaves the old ``out`` (if any) untouched; an
+    OSError of the disk becomes :class:`OutputWriteError` naming ``out``.
+    """
+    tmp: Path | None = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        yield tmp
+        # mkdtemp makes the folder private; the result follows the user's umask
+        os.chmod(tmp, 0o777 & ~_umask())
+        _replace_folder(tmp, out)
+    except OSError as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(exc, out) from exc
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_output_dir(
     out_dir: "str | Path",
     tables: Mapping[str, pd.DataFrame],
@@ -342,10 +367,7 @@ def write_output_dir(
         ``out_dir`` exists and ``overwrite`` is False.
     """
     out = check_writable(out_dir, overwrite)
-    tmp: Path | None = None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    with _staged_folder(out) as tmp:
         for name, df in tables.items():
             if "csv" in formats and name not in parquet_only:
                 # CRLF rows (RFC 4180): the csv writer then quotes any cell holding a bare
@@ -361,17 +383,6 @@ def write_output_dir(
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content() if callable(content) else content)
-        # mkdtemp makes the folder private; the result follows the user's umask
-        os.chmod(tmp, 0o777 & ~_umask())
-        _replace_folder(tmp, out)
-    except OSError as exc:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(exc, out) from exc
-    except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -384,26 +395,13 @@ def write_folder(out_dir: "str | Path", files: Mapping[str, "str | bytes"], *,
     one, never a mix.
     """
     out = check_writable(out_dir, overwrite)
-    tmp: Path | None = None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    with _staged_folder(out) as tmp:
         for name, content in files.items():
             data = content.encode("utf-8") if isinstance(content, str) else content
             with open(tmp / name, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o777 & ~_umask())
-        _replace_folder(tmp, out)
-    except OSError as exc:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(exc, out) from exc
-    except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
