@@ -14,7 +14,18 @@ from ..errors import (
 )
 
 
-class SerialBackend:
+class _FutureBackend:
+    """What the backends built on :class:`concurrent.futures.Future` share."""
+
+    def cancel(self, futures) -> None:
+        for f in futures:
+            f.cancel()
+
+    def started(self, fut) -> bool:
+        return fut.running()
+
+
+class SerialBackend(_FutureBackend):
     """Runs each task in this process when its future is collected (``jobs=1``)."""
 
     description = "in-process (jobs=1)"
@@ -38,18 +49,11 @@ class SerialBackend:
                 fut.set_exception(exc)
             yield fut
 
-    def cancel(self, futures) -> None:
-        for f in futures:
-            f.cancel()
-
-    def started(self, fut) -> bool:
-        return fut.running()
-
     def close(self, interrupted: bool = False) -> None:
         self._queue.clear()
 
 
-class PoolBackend:
+class PoolBackend(_FutureBackend):
     """A local process pool (spawned processes: safe beside threads, same on every OS)."""
 
     def __init__(self, jobs: int) -> None:
@@ -69,13 +73,6 @@ class PoolBackend:
         from concurrent.futures import as_completed
 
         return as_completed(futures)
-
-    def cancel(self, futures) -> None:
-        for f in futures:
-            f.cancel()
-
-    def started(self, fut) -> bool:
-        return fut.running()
 
     def close(self, interrupted: bool = False) -> None:
         import multiprocessing
