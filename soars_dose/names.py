@@ -335,8 +335,6 @@ class NameMatchReport:
             ``reason``; ``canonical`` is missing (NA) for names not mapped and
             shows the contested name for duplicates.
         """
-        import pandas as pd
-
         rows = []
         for m in self.matches:
             status = self.status(m)
@@ -931,8 +929,6 @@ def describe_rois(rois: "list[tuple[int | None, str]]", table: AliasTable | None
         out-of-scope organs the known name; ``suggestions`` lists close
         canonical names (``;``-separated) for unmatched names only.
     """
-    import pandas as pd
-
     from .oars import names as catalogue_names  # no torch
 
     table = AliasTable.default() if table is None else table

@@ -147,9 +147,12 @@ def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
 #: pattern that matches the whole name wins. Columns that match none (p-values, which
 #: are meaningful far below any fixed step, and free-form numbers) are written as
 #: computed. Parquet files are never rounded.
+#: Column names that hold p-values ("p", "p_holm", "dice_p_vs_reader", ...).
+P_VALUE_COLUMN = r"p|p_.*|.*_p|.*_p_.*"
+
 CSV_DECIMALS: tuple[tuple[str, int, str], ...] = (
     # p-values first: "dice_p_vs_reader" must not be taken for a fraction
-    (r"p|p_.*|.*_p|.*_p_.*", -1, "p-value: not rounded"),
+    (P_VALUE_COLUMN, -1, "p-value: not rounded"),
     (r".*_gy|limit|value|reference_value|ours|theirs|diff|tolerance", 3,
      "dose 0.001 Gy (limits, values and TPS differences are Gy or cc: 0.001 either way)"),
     (r".*_cc", 3, "volume 0.001 cc"),
@@ -162,6 +165,13 @@ CSV_DECIMALS: tuple[tuple[str, int, str], ...] = (
     (r"coverage|dice|surface_dice|rho|rank_biserial|mean|sd|median.*|q1|q3|ci_.*|statistic",
      6, "fraction or mixed-unit statistic 1e-6"),
 )
+
+
+def is_p_value(column: str) -> bool:
+    """Whether a column holds p-values (:data:`P_VALUE_COLUMN`), in CSV files and pages alike."""
+    import re
+
+    return re.fullmatch(P_VALUE_COLUMN, str(column)) is not None
 
 
 def csv_decimals(column: str) -> "int | None":

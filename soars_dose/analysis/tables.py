@@ -32,6 +32,11 @@ TABLE5A = {"dice": "Dice", "hd95_mm": "HD95 (mm)", "asd_mm": "ASD (mm)"}
 #: Dose differences of Table 5b (absolute values, %) and their labels.
 TABLE5B = {"abs_diff_mean_pct": "|Diff_mean| (%)", "abs_diff_max_pct": "|Diff_max| (%)",
            "abs_diff_d0_03cc_pct": "|Diff_D0.03cc| (%)"}
+#: The set every other substitute set is tested against in Table 5 (a second human reader).
+READER = "reader"
+#: Metrics of :func:`table5_with_tests`, and the dose each |Diff| is tested on against the reference.
+TABLE5_METRICS = ("dice", "hd95_mm", "asd_mm", "abs_diff_mean_pct", "abs_diff_max_pct")
+_DOSE_VS_REFERENCE = {"abs_diff_mean_pct": "mean_gy", "abs_diff_max_pct": "max_gy"}
 #: Signed differences of the bias table and their labels.
 BIAS = {"diff_mean_pct": "Diff_mean (%)", "diff_max_pct": "Diff_max (%)",
         "diff_d0_03cc_pct": "Diff_D0.03cc (%)", "diff_mean_gy": "Diff_mean (Gy)",
@@ -161,6 +166,54 @@ def table5(stats: pd.DataFrame | None, contour_metrics: pd.DataFrame | None,
             out[f"{set_name}: {label} mean ± SD"] = mean_col
             out[f"{set_name}: {label} median [IQR]"] = med_col
     return out
+
+
+def table5_with_tests(stats: pd.DataFrame, contour_metrics: pd.DataFrame | None,
+                      tests: pd.DataFrame, sets: Sequence[str], *, digits: int = 2) -> pd.DataFrame:
+    """The study's Table 5 in long form: per substitute set and OAR, the cells and the p-values.
+
+    The metric cells are those of :func:`table5` (one rule: mean ± SD (n,
+    k missing, k near zero)). ``<metric>_p_vs_reader``: Wilcoxon
+    matched-pairs, the set against :data:`READER` (per OAR, Holm-adjusted
+    within the metric family); ``mean_gy_p_vs_reference`` /
+    ``max_gy_p_vs_reference``: the set's mean / max dose against the
+    reference's.
+    """
+    cells: dict[tuple[str, str, str], str] = {}
+    keys: list[tuple[str, str]] = []
+    for metric in TABLE5_METRICS:
+        try:
+            vals = metric_values(stats, contour_metrics, metric)
+        except InputError:  # no contour metrics: those cells stay empty
+            continue
+        vals = vals[vals["set"] != REFERENCE]
+        nz = _near_zero_flags(stats, metric)
+        if nz is not None:
+            vals = vals.merge(nz, on=["patient", "set", "roi"], how="left")
+            vals["near_zero"] = vals["near_zero"].fillna(False).astype(bool)
+        for set_name, sv in vals.groupby("set", sort=False):
+            for roi in list(dict.fromkeys(sv["roi"])) + [ALL]:
+                g = sv if roi == ALL else sv[sv["roi"] == roi]
+                keys.append((str(set_name), roi))
+                cells[(str(set_name), roi, metric)] = _cells(
+                    g, digits, g["near_zero"] if "near_zero" in g else None)[0]
+    rows = []
+    for set_name, roi in dict.fromkeys(keys):
+        row = {"roi": roi, "set": set_name}
+        for m in TABLE5_METRICS:
+            row[m] = cells.get((set_name, roi, m), "")
+            if set_name != READER and READER in sets and len(tests):
+                t = tests[(tests["metric"] == m) & (tests["roi"] == roi) &
+                          (((tests["set_a"] == set_name) & (tests["set_b"] == READER)) |
+                           ((tests["set_a"] == READER) & (tests["set_b"] == set_name)))]
+                row[f"{m}_p_vs_reader"] = t["p_holm"].iloc[0] if len(t) else np.nan
+            if m in _DOSE_VS_REFERENCE and len(tests):
+                dose = _DOSE_VS_REFERENCE[m]
+                t = tests[(tests["metric"] == dose) & (tests["roi"] == roi) &
+                          (tests["set_a"] == set_name) & (tests["set_b"] == REFERENCE)]
+                row[f"{dose}_p_vs_reference"] = t["p_holm"].iloc[0] if len(t) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def dose_bias(stats: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:

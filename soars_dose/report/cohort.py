@@ -48,8 +48,6 @@ from .patient import render_patient_page
 
 #: Tables a cohort folder must hold.
 REQUIRED = ("stats", "dvh", "contour_metrics")
-#: Set the study tested the others against.
-READER = "reader"
 
 
 def load_tables(cohort_dir: Path) -> dict[str, pd.DataFrame]:
@@ -83,35 +81,6 @@ def load_tables(cohort_dir: Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def table5(summary: pd.DataFrame, tests: pd.DataFrame, sets: list[str]) -> pd.DataFrame:
-    """The study's Table 5: per OAR, per set and metric, mean ± SD with p-values.
-
-    ``p_vs_reader``: Wilcoxon matched-pairs, the set against the reader set
-    (per OAR, Holm-adjusted within the metric family); ``p_vs_reference``:
-    the set's mean / max dose against the reference's.
-    """
-    metrics = ["dice", "hd95_mm", "asd_mm", "abs_diff_mean_pct", "abs_diff_max_pct"]
-    dose_vs_ref = {"abs_diff_mean_pct": "mean_gy", "abs_diff_max_pct": "max_gy"}
-    rows = []
-    sub_sets = [s for s in sets if s != REFERENCE]
-    for (set_name, roi), g in summary[summary["set"].isin(sub_sets)].groupby(["set", "roi"], sort=False):
-        row = {"roi": roi, "set": set_name}
-        for m in metrics:
-            v = g[g["metric"] == m]
-            row[m] = v["mean_sd"].iloc[0] if len(v) else ""
-            if set_name != READER and READER in sets and len(tests):
-                t = tests[(tests["metric"] == m) & (tests["roi"] == roi) &
-                          (((tests["set_a"] == set_name) & (tests["set_b"] == READER)) |
-                           ((tests["set_a"] == READER) & (tests["set_b"] == set_name)))]
-                row[f"{m}_p_vs_reader"] = t["p_holm"].iloc[0] if len(t) else np.nan
-            if m in dose_vs_ref and len(tests):
-                t = tests[(tests["metric"] == dose_vs_ref[m]) & (tests["roi"] == roi) &
-                          (tests["set_a"] == set_name) & (tests["set_b"] == REFERENCE)]
-                row[f"{dose_vs_ref[m]}_p_vs_reference"] = t["p_holm"].iloc[0] if len(t) else np.nan
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = None,
                  constraints: "str | Path | None" = None, overwrite: bool = False,
                  point_max: bool = False,
@@ -137,7 +106,7 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
     cons = C.load_constraints(constraints, point_max=point_max)
     evaluated = C.evaluate_constraints(stats, cons)
     flips = C.constraint_flips(evaluated)
-    tab5 = table5(summary, tests, sets)
+    tab5 = T.table5_with_tests(stats, cm, tests, sets)
     tab5a = T.table5(stats, cm, T.TABLE5A, sets=sets)
     tab5b = T.table5(stats, cm, T.TABLE5B, sets=sets)
     bias = T.dose_bias(stats)

@@ -27,7 +27,7 @@ from plotly.offline import get_plotlyjs
 from plotly.utils import PlotlyJSONEncoder
 
 from ..errors import OutputExistsError
-from ..outputs import atomic_write_file
+from ..outputs import atomic_write_file, is_p_value
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -101,10 +101,6 @@ def _cell(value, decimals: int, p_value: bool) -> str:
     return str(value)
 
 
-def _is_p(column: str) -> bool:
-    return column in ("p", "p_holm", "p_bh") or column.startswith("p_") or "_p_" in column
-
-
 def html_table(df: pd.DataFrame, digits: "int | None" = None, *, labels: bool = True,
                caption: str = "") -> str:
     """An HTML table, every cell escaped, numbers rounded to what they mean.
@@ -127,7 +123,7 @@ def html_table(df: pd.DataFrame, digits: "int | None" = None, *, labels: bool = 
     cols = list(df.columns)
     head = "".join(f"<th>{escape(COLUMN_LABELS.get(c, c) if labels else c)}</th>" for c in cols)
     dec = [digits if digits is not None else _decimals(str(c)) for c in cols]
-    isp = [_is_p(str(c)) for c in cols]
+    isp = [is_p_value(str(c)) for c in cols]
     rows = []
     for rec in df.itertuples(index=False, name=None):
         rows.append("<tr>" + "".join(f"<td>{escape(_cell(v, d, p))}</td>"

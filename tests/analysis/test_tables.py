@@ -72,3 +72,19 @@ def test_signed_bias_shows_a_cold_set():
     assert r["n"] == 4
     g = b[(b["roi"] == "Parotid_L") & (b["metric"] == "diff_mean_gy")].iloc[0]
     assert g["mean"] == pytest.approx(-1.25)
+
+
+def test_table5_with_tests_uses_the_one_cell_rule_and_reads_the_tests():
+    from soars_dose.analysis.tables import table5_with_tests
+
+    cm = _contours()
+    tests = pd.DataFrame([{"metric": "dice", "roi": "Eye_R", "set_a": "soars", "set_b": "reader",
+                           "p_holm": 0.042}])
+    t = table5_with_tests(None, cm, tests, ["reference", "soars", "reader"]).set_index(["set", "roi"])
+    # the missing contour is counted and left out of the mean, as in Table 5a
+    assert t.at[("soars", "Eye_R"), "dice"] == (
+        f"{pystats.mean([0.9, 0.8, 0.7, 0.85]):.2f} ± "
+        f"{pystats.stdev([0.9, 0.8, 0.7, 0.85]):.2f} (n 4, 1 missing)")
+    assert t.at[("soars", "Eye_R"), "dice_p_vs_reader"] == 0.042
+    assert np.isnan(t.at[("soars", "Eye_R"), "hd95_mm_p_vs_reader"])
+    assert ("soars", "ALL") in t.index
