@@ -88,7 +88,9 @@ def write_result(result: Result, case: Case, out_dir: "str | Path", *, command: 
     were computed with. The folder is written atomically and never replaces
     an existing one unless ``overwrite``. With ``report`` it also holds
     ``report.html``, the one-patient page (:mod:`soars_dose.report.patient`),
-    written inside the folder before it is renamed into place.
+    written inside the folder before it is renamed into place, and, when
+    the case has a CT, ``slices.npz``, the slice viewer's data
+    (:mod:`soars_dose.report.slices`).
 
     Parameters
     ----------
@@ -122,7 +124,13 @@ def write_result(result: Result, case: Case, out_dir: "str | Path", *, command: 
 
         cons = (constraints if isinstance(constraints, list)
                 else load_constraints(constraints))
+        from .report.slices import slice_data_or_note, to_npz
+
+        slices, slice_note = slice_data_or_note(case, result.stats)
+        if slices is not None:
+            files["slices.npz"] = to_npz(slices)
         files["report.html"] = lambda: render_patient_page(
             result.stats, result.dvh, result.contour_metrics, patient=str(case.patient),
-            constraints=cons, prescription_gy=prescription_gy)
+            constraints=cons, prescription_gy=prescription_gy, slices=slices,
+            slice_note=slice_note)
     return write_output_dir(out_dir, tables, record, overwrite=overwrite, files=files)

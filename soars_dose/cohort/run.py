@@ -80,6 +80,7 @@ def run_patient(task: PatientTask) -> dict:
     """
     from .. import audit
     from ..outputs import case_provenance, write_output_dir
+    from ..report.slices import slice_data_or_note, to_npz
 
     row = task.row
     t0 = time.perf_counter()
@@ -128,7 +129,12 @@ def run_patient(task: PatientTask) -> dict:
         )
         tables = {"stats": result.stats, "dvh": result.dvh, "names": names,
                   "contour_metrics": result.contour_metrics}
-        write_output_dir(task.folder, tables, record, overwrite=True)
+        step = "slices"
+        slices, slice_note = slice_data_or_note(case, result.stats)
+        record["slice_viewer"] = slice_note or "slices.npz"
+        files = {"slices.npz": to_npz(slices)} if slices is not None else {}
+        step = "write"
+        write_output_dir(task.folder, tables, record, overwrite=True, files=files)
         rec["seconds"] = seconds
         return rec
     except Exception as exc:  # one bad patient never stops the cohort

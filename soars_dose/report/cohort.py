@@ -38,6 +38,7 @@ from ..analysis import revisions as R
 from ..analysis import statistics as S
 from ..analysis import tables as T
 from ..case import REFERENCE
+from ..cohort.manifest import patient_dir
 from ..console import option
 from ..dose.differences import NEAR_ZERO_GY, add_differences
 from ..errors import InputError
@@ -45,6 +46,7 @@ from ..outputs import check_writable, provenance, read_table, write_output_dir
 from .figures import box_figure, dvh_band_figure, scatter_figure
 from .page import Section, escape, html_table, render_page
 from .patient import render_patient_page
+from .slices import SliceData, from_npz
 
 #: Tables a cohort folder must hold.
 REQUIRED = ("stats", "dvh", "contour_metrics")
@@ -110,7 +112,7 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
     tab5a = T.table5(stats, cm, T.TABLE5A, sets=sets)
     tab5b = T.table5(stats, cm, T.TABLE5B, sets=sets)
     bias = T.dose_bias(stats)
-    pages = _patient_pages(stats, dvh, cm, t["patients"], cons)
+    pages = _patient_pages(stats, dvh, cm, t["patients"], cons, cohort_dir)
     tables = {"table5": tab5, "table5a": tab5a, "table5b": tab5b, "dose_bias": bias,
               "summary_by_oar": summary, "paired_tests": tests,
               "threshold_counts": thresholds, "correlations": corr,
@@ -237,7 +239,27 @@ def build_report(cohort_dir: "str | Path", *, revisions: "str | Path | None" = N
     return folder / "report.html"
 
 
-def _patient_pages(stats, dvh, cm, patients, cons) -> dict:
+def _slices_of(cohort_dir: Path, patient: str) -> "tuple[SliceData | None, str]":
+    """The patient's ``slices.npz`` (written by the cohort run), or why there is none."""
+    folder = patient_dir(cohort_dir, patient)
+    path = folder / "slices.npz"
+    if not path.exists():
+        why = ""
+        try:
+            why = json.loads((folder / "provenance.json").read_text(encoding="utf-8")).get(
+                "slice_viewer", "")
+        except (OSError, ValueError):
+            pass
+        return None, why or (f"{path}: no slice viewer data (a cohort run before the viewer, "
+                             "or no CT in the manifest)")
+    try:
+        return from_npz(path), ""
+    except Exception as exc:  # a damaged file costs the page its viewer, not the report
+        return None, (f"{path}: cannot be read ({type(exc).__name__}: {exc}); rerun the cohort "
+                      f"with {option('resume')} after deleting that patient's folder")
+
+
+def _patient_pages(stats, dvh, cm, patients, cons, cohort_dir: Path) -> dict:
     """``patients/<id>.html`` -> a function rendering that patient's page."""
     rx = {}
     if len(patients) and "prescription_gy" in patients.columns:
@@ -249,10 +271,11 @@ def _patient_pages(stats, dvh, cm, patients, cons) -> dict:
             sel = (lambda df: df[df["patient"] == patient] if len(df) else df)
             intro = ("<p><a href='../report.html'>&larr; cohort report</a></p>")
             v = rx.get(patient)
+            slices, note = _slices_of(cohort_dir, str(patient))
             return render_patient_page(sel(stats), sel(dvh), sel(cm), patient=str(patient),
                                        intro=intro, constraints=cons,
                                        prescription_gy=float(v) if v is not None and pd.notna(v)
-                                       else None)
+                                       else None, slices=slices, slice_note=note)
         pages[f"patients/{patient_file(patient)}"] = render
     return pages
 

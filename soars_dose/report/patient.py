@@ -18,6 +18,8 @@ from ..analysis import constraints as C
 from ..case import REFERENCE
 from .figures import dvh_widget
 from .page import Block, Section, escape, html_table, render_page, write_report
+from .slice_viewer import slice_viewer
+from .slices import SliceData
 
 #: Columns of the dose table, in order (those present are shown).
 DOSE_COLUMNS = ["roi", "set", "status", "volume_cc", "mean_gy", "max_gy", "d0_03cc_gy", "d2_gy",
@@ -71,8 +73,13 @@ def headline(stats: pd.DataFrame, contour_metrics: "pd.DataFrame | None" = None)
 def patient_blocks(stats: pd.DataFrame, dvh: pd.DataFrame,
                    contour_metrics: "pd.DataFrame | None" = None, *, patient: str,
                    constraints=None, prescription_gy: "float | None" = None,
-                   uid: str = "dvh") -> list[Block]:
-    """The sections of one patient's page (see the module docstring)."""
+                   uid: str = "dvh", slices: "SliceData | None" = None,
+                   slice_note: str = "") -> list[Block]:
+    """The sections of one patient's page (see the module docstring).
+
+    ``slices`` (from :func:`soars_dose.report.slices.build_slice_data`)
+    adds the slice viewer; ``slice_note`` says why there is none.
+    """
     # no DVH at all (every structure refused) leaves an empty table without columns
     dvh_sets = dvh["set"] if "set" in dvh.columns else []
     sets = list(dict.fromkeys([*stats["set"], *dvh_sets]))
@@ -83,6 +90,15 @@ def patient_blocks(stats: pd.DataFrame, dvh: pd.DataFrame,
                                    "Red marks: the OAR's dose constraints.</p>"),
                    dvh_widget(dvh, stats, title=f"patient {patient}", uid=uid,
                               constraints=constraints, prescription_gy=prescription_gy)]
+    if slices is not None and slices.oars:
+        blocks += [Section("Slices: CT, dose and contours",
+                           "<p class='note'>Choose an OAR: the views jump to its centroid; "
+                           "every set's contour of it is drawn in the set's colour.</p>"),
+                   slice_viewer(slices, stats, contour_metrics, uid=f"{uid}-slices",
+                                prescription_gy=prescription_gy)]
+    elif slice_note:
+        blocks.append(Section("Slices: CT, dose and contours",
+                              f"<p class='note'>{escape(slice_note)}</p>"))
     dose = _sorted(stats, sets).reindex(columns=[c for c in DOSE_COLUMNS if c in stats.columns])
     note = ("<p class='note'>Diff mean and Diff max: eq 6/7 of the SOARS study, the set's value "
             "minus the reference's, in Gy and in % of the reference's; the percentage is left "
@@ -115,19 +131,23 @@ def patient_blocks(stats: pd.DataFrame, dvh: pd.DataFrame,
 def render_patient_page(stats: pd.DataFrame, dvh: pd.DataFrame,
                         contour_metrics: "pd.DataFrame | None" = None, *, patient: str,
                         title: str | None = None, intro: str = "", constraints=None,
-                        prescription_gy: "float | None" = None) -> bytes:
+                        prescription_gy: "float | None" = None,
+                        slices: "SliceData | None" = None, slice_note: str = "") -> bytes:
     """The page's bytes (for writing inside an atomically renamed folder)."""
     blocks = patient_blocks(stats, dvh, contour_metrics, patient=patient,
-                            constraints=constraints, prescription_gy=prescription_gy)
+                            constraints=constraints, prescription_gy=prescription_gy,
+                            slices=slices, slice_note=slice_note)
     return render_page(title or f"soars-dose: patient {patient}", blocks, intro=intro)
 
 
 def write_patient_page(path: "str | Path", stats: pd.DataFrame, dvh: pd.DataFrame,
                        contour_metrics: "pd.DataFrame | None" = None, *, patient: str,
                        title: str | None = None, intro: str = "", constraints=None,
-                       prescription_gy: "float | None" = None, overwrite: bool = False) -> Path:
+                       prescription_gy: "float | None" = None, overwrite: bool = False,
+                       slices: "SliceData | None" = None) -> Path:
     """Write one patient's page atomically (see :func:`patient_blocks`)."""
     blocks = patient_blocks(stats, dvh, contour_metrics, patient=patient,
-                            constraints=constraints, prescription_gy=prescription_gy)
+                            constraints=constraints, prescription_gy=prescription_gy,
+                            slices=slices)
     return write_report(path, title=title or f"soars-dose: patient {patient}", blocks=blocks,
                         intro=intro, overwrite=overwrite)
