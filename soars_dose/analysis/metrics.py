@@ -77,6 +77,7 @@ __all__ = [
     "added_path_length",
     "volume_cc",
     "contour_metrics",
+    "ToleranceTable",
     "load_tolerances",
     "tolerance_for",
     "METRIC_KEYS",
@@ -791,34 +792,73 @@ def contour_metrics(mask_ref, mask_sub, spacing_mm, tolerance_mm: float, *,
 # surface-Dice tolerances per OAR
 # --------------------------------------------------------------------------
 
-def _parse_tolerances(text: str, source: str) -> dict[str, float]:
+#: Reserved key of a tolerance file: the OARs whose entry is a placeholder.
+_UNVERIFIED_KEY = "unverified"
+
+
+class ToleranceTable(dict):
+    """Surface-Dice tolerances (mm) per OAR name, as :func:`load_tolerances` returns them.
+
+    A plain ``dict`` of ``OAR_name -> mm`` (with ``default``), plus
+    ``unverified``: the OARs whose entry is a placeholder rather than a value
+    read from the source cited in the packaged file (for them the packaged
+    file keeps the default).
+    """
+
+    def __init__(self, values=(), unverified=frozenset()):
+        super().__init__(values)
+        self.unverified: frozenset[str] = frozenset(unverified)
+
+
+def _parse_unverified(value, source: str) -> set[str]:
+    if (not isinstance(value, list)
+            or not all(isinstance(v, str) and v.strip() for v in value)):
+        raise InputError(f"{source}: '{_UNVERIFIED_KEY}' must be a list of OAR names "
+                         f"('{_UNVERIFIED_KEY}: [Lung_L, Lung_R]'); got {value!r}.")
+    return {v.strip() for v in value}
+
+
+def _parse_tolerances(text: str, source: str) -> tuple[dict[str, float], set[str]]:
     data = load_yaml(text, source, "Fix the syntax: one 'OAR_name: tolerance_mm' per line.")
     if data is None:
-        return {}
+        return {}, set()
     if not isinstance(data, Mapping):
         raise InputError(f"{source}: a surface-tolerance file must be a mapping of OAR names "
                          f"to tolerances in mm ('Parotid_L: 2.85'); found a "
                          f"{type(data).__name__}.")
     out: dict[str, float] = {}
+    unverified: set[str] = set()
     for key, value in data.items():
         if not isinstance(key, str) or not key.strip():
             raise InputError(f"{source}: OAR name {key!r} is not a text; write OAR names "
                              "as text (quote names such as 'ON' or '1').")
+        if key.strip() == _UNVERIFIED_KEY:
+            unverified = _parse_unverified(value, source)
+            continue
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not math.isfinite(value) or value < 0):
             raise InputError(f"{source}: tolerance of {key!r} must be a number of mm >= 0; "
                              f"got {value!r}.")
         out[key.strip()] = float(value)
-    return out
+    return out, unverified
 
 
-def load_tolerances(user_file: str | Path | None = None) -> dict[str, float]:
+def _check_unverified_listed(table: Mapping[str, float], unverified: set[str],
+                             source: str) -> None:
+    missing = sorted(unverified - set(table))
+    if missing:
+        raise InputError(f"{source}: '{_UNVERIFIED_KEY}' names OARs without a tolerance "
+                         f"entry: {', '.join(missing)}; give each a value.")
+
+
+def load_tolerances(user_file: str | Path | None = None) -> ToleranceTable:
     """Surface-Dice tolerances (mm) per canonical OAR name.
 
     The packaged table ``soars_dose/data/surface_tolerances.yaml`` (see the
     sources in its comments), extended or overridden entry by entry by a
     user file of the same format: a YAML mapping ``OAR_name: tolerance_mm``
-    with an optional ``default`` entry for OARs not listed.
+    with an optional ``default`` entry for OARs not listed, and an optional
+    ``unverified`` list of OAR names whose entry is a placeholder.
 
     Parameters
     ----------
@@ -826,18 +866,28 @@ def load_tolerances(user_file: str | Path | None = None) -> dict[str, float]:
 
     Returns
     -------
-    dict of str to float
+    ToleranceTable
+        A dict of str to float; its ``unverified`` attribute holds the OARs
+        whose tolerance is a placeholder (packaged ones the user file does
+        not set, plus those the user file lists as unverified).
 
     Raises
     ------
     InputError
         The user file is missing, unreadable, not YAML, not a mapping, or has
-        a tolerance that is not a number >= 0; the message names the file.
+        a tolerance that is not a number >= 0 or a malformed ``unverified``
+        list; the message names the file.
     """
-    table = _parse_tolerances(*packaged_text("surface_tolerances.yaml"))
+    text, source = packaged_text("surface_tolerances.yaml")
+    table, unverified = _parse_tolerances(text, source)
+    _check_unverified_listed(table, unverified, source)
     if user_file is not None:
-        table.update(_parse_tolerances(*user_text(user_file, "surface-tolerance file")))
-    return table
+        text, source = user_text(user_file, "surface-tolerance file")
+        user, user_unverified = _parse_tolerances(text, source)
+        table.update(user)
+        _check_unverified_listed(table, user_unverified, source)
+        unverified = (unverified - set(user)) | user_unverified
+    return ToleranceTable(table, unverified)
 
 
 def tolerance_for(oar: str, table: Mapping[str, float]) -> float:
