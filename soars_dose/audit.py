@@ -19,13 +19,15 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
 from .analysis.contours import contour_metrics_for_case
 from .case import REFERENCE, Case
-from .dose.compare import Result, Settings, dvh_all
+from .dose.compare import Result, Settings
 from .dose.compare import compare as dose_statistics
+from .dose.compare import dvh_all as dvh_statistics
 from .load import load_case
 from .names import AliasTable, MatchedSets, match_sets
 from .outputs import case_provenance, check_writable, write_output_dir
@@ -45,7 +47,9 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
         A checked case (:func:`load_case`) whose first set is ``"reference"``.
     settings : Settings, optional
         DVH sampling and statistics; default :class:`Settings()`. Kept in
-        :attr:`Result.settings`.
+        :attr:`Result.settings`. Without a ``prescription_gy`` of its own it
+        takes the case's (:attr:`Case.prescription`: given, or the RTPLAN's),
+        which sets the near-zero threshold of eq 6/7.
     aliases : AliasTable, optional
         ROI name matching; default the packaged table.
     contour_metrics : bool
@@ -65,7 +69,7 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
         ``dvhs`` and the ``settings`` used.
     """
     step = on_step or (lambda name: None)
-    settings = settings or Settings()
+    settings = with_case_prescription(settings or Settings(), case)
     table = aliases or AliasTable.load()
     step("match")
     matched = match_sets(case, table)  # matched once for doses and contours alike
@@ -77,6 +81,22 @@ def compare(case: Case, settings: Settings | None = None, aliases: AliasTable | 
                                                           tolerances=tolerances,
                                                           matched_sets=matched)
     return result
+
+
+def with_case_prescription(settings: Settings, case: Case) -> Settings:
+    """``settings`` with the case's prescription (Gy) when it has none of its own."""
+    if settings.prescription_gy is None and case.prescription_gy is not None:
+        return dataclasses.replace(settings, prescription_gy=case.prescription_gy)
+    return settings
+
+
+def dvh_all(case: Case, settings: Settings | None = None) -> Result:
+    """Statistics and DVHs of every ROI of every set (``soars-dose dvh``).
+
+    :func:`soars_dose.dose.compare.dvh_all` with the case's prescription
+    (Gy) in the settings when they have none (recorded in the provenance).
+    """
+    return dvh_statistics(case, with_case_prescription(settings or Settings(), case))
 
 
 def write_result(result: Result, case: Case, out_dir: "str | Path", *, command: str = "",
@@ -108,10 +128,13 @@ def write_result(result: Result, case: Case, out_dir: "str | Path", *, command: 
         Also write ``report.html`` (what the command line does unless
         ``--no-report``).
     prescription_gy : float, optional
-        Offers the page's "% of prescription" dose axis.
+        Offers the page's "% of prescription" dose axis (Gy); default the
+        case's prescription (:attr:`Case.prescription`: given, or the RTPLAN's).
     constraints : path or list of Constraint, optional
         Marked on the DVHs and evaluated; default the packaged table.
     """
+    if prescription_gy is None:
+        prescription_gy = case.prescription_gy
     record = case_provenance(case, result.settings.as_dict(), result.messages,
                              command=command, **(extra or {}))
     tables = {"stats": result.stats, "dvh": result.dvh, "names": result.names}

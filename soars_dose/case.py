@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from .dicom.ct import CTSeries
+from .dicom.rtplan import Prescription, RTPlan
 from .dosegrid import DoseGrid
 from .errors import InputError
 from .rasterize import nominal_spacing_mm
@@ -64,6 +65,11 @@ class Case:
     patient : str
         Identifier used in tables (PatientID or a user label).
     notes : list of str
+    plan : RTPlan or None
+        The RTPLAN, when given (its prescription and frame of reference).
+    prescription : Prescription
+        The prescription (Gy) the audit uses and its source: a given value,
+        else the plan's, else unknown (``gy`` None).
     """
 
     dose: DoseGrid
@@ -71,6 +77,13 @@ class Case:
     ct: CTSeries | None = None
     patient: str = ""
     notes: list[str] = field(default_factory=list)
+    plan: RTPlan | None = None
+    prescription: Prescription = field(default_factory=Prescription)
+
+    @property
+    def prescription_gy(self) -> float | None:
+        """The prescription in Gy (total over all fractions), or None when unknown."""
+        return self.prescription.gy
 
     def nominal_spacing_mm(self, set_name: str) -> float | None:
         """The contour-plane spacing (mm) that gives the structures of a set their end caps.

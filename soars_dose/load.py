@@ -1,8 +1,9 @@
 """Files -> a checked :class:`~soars_dose.case.Case`.
 
-One RTDOSE (or several, summed on request), named RTSTRUCT files and an
-optional CT series are read, and their frames of reference checked against
-each other before anything is computed.
+One RTDOSE (or several, summed on request), named RTSTRUCT files, an
+optional CT series and an optional RTPLAN (for the prescription) are read,
+and their frames of reference checked against each other before anything
+is computed.
 """
 
 from __future__ import annotations
@@ -14,16 +15,20 @@ from .case import Case, check_set_name
 from .console import in_cli, option
 from .dicom.ct import read_ct_series
 from .dicom.rtdose import read_rtdoses
+from .dicom.rtplan import choose_prescription, read_rtplan
 from .dicom.rtstruct import read_rtstruct
 from .errors import FrameOfReferenceError, InputError, warn
 from .structures import StructureSet
 
 
 def check_frames(case: Case, allow_mismatch: bool = False) -> list[str]:
-    """Check that dose, every structure set and the CT share one frame of reference.
+    """Check that dose, every structure set, the CT and the RTPLAN share one frame of reference.
 
-    Returns the notes made; raises :class:`FrameOfReferenceError` on a
-    mismatch unless ``allow_mismatch`` (then a note is made instead).
+    Every set, the CT and the plan are checked against the dose; the plan
+    is checked against the CT instead when the dose has no
+    FrameOfReferenceUID. Returns the notes made; raises
+    :class:`FrameOfReferenceError` on a mismatch unless ``allow_mismatch``
+    (then a note is made instead).
     """
     notes = []
     dose_for = case.dose.frame_of_reference_uid
@@ -44,6 +49,7 @@ def check_frames(case: Case, allow_mismatch: bool = False) -> list[str]:
             notes.append("ignored on request: " + msg)
         elif not uid or not dose_for:
             notes.append(f"{what}: frame of reference could not be checked (UID absent)")
+    notes += _check_plan_frame(case, allow_mismatch)
     if case.ct is not None:
         for n, s in case.sets.items():
             ref = s.referenced_series_uid
@@ -54,6 +60,31 @@ def check_frames(case: Case, allow_mismatch: bool = False) -> list[str]:
                 warn(msg)
                 notes.append(msg)
     return notes
+
+
+def _check_plan_frame(case: Case, allow_mismatch: bool) -> list[str]:
+    """The RTPLAN's FrameOfReferenceUID against the dose's (or, without it, the CT's)."""
+    plan = case.plan
+    if plan is None:
+        return []
+    against = [(f"the dose {case.dose.sources[0] if case.dose.sources else ''}".strip(),
+                case.dose.frame_of_reference_uid)]
+    if case.ct is not None:
+        against.append((f"the CT series {case.ct.series_uid} ({case.ct.paths[0].parent})",
+                        case.ct.frame_of_reference_uid))
+    known = [(what, u) for what, u in against if u]
+    if not plan.frame_of_reference_uid or not known:
+        return [f"RT plan {plan.path}: frame of reference could not be checked (UID absent)"]
+    what, other = known[0]
+    if plan.frame_of_reference_uid == other:
+        return []
+    msg = (f"RT plan {plan.path} has FrameOfReferenceUID {plan.frame_of_reference_uid} but "
+           f"{what} has {other}: the plan is not of this dose and patient. Give the plan the "
+           f"dose was calculated for; if they share coordinates, pass "
+           f"{option('allow_frame_mismatch')}")
+    if not allow_mismatch:
+        raise FrameOfReferenceError(msg)
+    return ["ignored on request: " + msg]
 
 
 def _warn_missing_dose_frame(case: Case, dose_src) -> list[str]:
@@ -84,7 +115,9 @@ def load_case(
     patient: str | None = None,
     sum_doses: bool = False,
     prescription_gy: float | None = None,
+    rtplan: "str | Path | None" = None,
     allow_frame_mismatch: bool = False,
+    prescription_given_as: str | None = None,
 ) -> Case:
     """Read a dose, contour sets and optionally a CT into a checked :class:`Case`.
 
@@ -102,9 +135,22 @@ def load_case(
     patient : str, optional
         Label; default the dose file's PatientID or its folder name.
     sum_doses, prescription_gy
-        See :func:`soars_dose.dicom.rtdose.read_rtdoses`.
+        See :func:`soars_dose.dicom.rtdose.read_rtdoses`. ``prescription_gy``
+        (Gy, total) is also the case's prescription and wins over the plan's.
+    rtplan : path, optional
+        RTPLAN file whose primary target prescription (Gy; see
+        :mod:`soars_dose.dicom.rtplan`) becomes the case's prescription when
+        ``prescription_gy`` is not given. It is not used to scale a
+        RELATIVE dose. Its FrameOfReferenceUID is checked against the
+        dose's (or the CT's).
     allow_frame_mismatch : bool
         Downgrade a FrameOfReferenceUID mismatch from an error to a note.
+    prescription_given_as : str, optional
+        How ``prescription_gy`` was given (e.g. ``"manifest prescription_gy
+        (line 3)"``), for the warning when it differs from the plan's and
+        the provenance; default ``--prescription-gy`` / ``prescription_gy=GY``.
+
+    The chosen prescription and its source are :attr:`Case.prescription`.
     """
     paths = [rtdose] if isinstance(rtdose, (str, Path)) else list(rtdose)
     dose = read_rtdoses(paths, sum_doses=sum_doses, prescription_gy=prescription_gy)
@@ -119,11 +165,16 @@ def load_case(
     if ct is not None:
         choose_with = "--ct-series UID" if in_cli() else "ct_series='UID'"
         series = read_ct_series(ct, (ct_series or "").strip() or None, choose_with=choose_with)
+    plan = read_rtplan(rtplan) if rtplan is not None else None
     if patient is None:
         patient = dose.patient_id or Path(paths[0]).parent.name
-    case = Case(dose=dose, sets=loaded, ct=series, patient=patient)
+    case = Case(dose=dose, sets=loaded, ct=series, patient=patient, plan=plan,
+                prescription=choose_prescription(prescription_gy, plan,
+                                                 given_as=prescription_given_as))
     case.notes.extend(check_frames(case, allow_frame_mismatch))
     case.notes.extend(dose.notes)
     if series is not None:
         case.notes.extend(series.notes)
+    if plan is not None:
+        case.notes.extend(plan.notes)
     return case

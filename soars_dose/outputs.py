@@ -501,6 +501,11 @@ def case_inputs(case: "Case") -> list[dict]:
                     "frame_of_reference_uid": case.ct.frame_of_reference_uid,
                     "n_slices": len(case.ct.paths),
                     "sha256_of_slice_hashes": h.hexdigest()})
+    plan = getattr(case, "plan", None)
+    if plan is not None:
+        out.append({"role": "rtplan", "path": str(plan.path), "sha256": sha256(plan.path),
+                    "sop_instance_uid": plan.sop_instance_uid,
+                    "frame_of_reference_uid": plan.frame_of_reference_uid})
     return out
 
 
@@ -508,14 +513,22 @@ def case_provenance(case: "Case", settings: Mapping, messages: list[str], *,
                     command: str = "", **extra) -> dict:
     """The provenance record of one case's results.
 
-    :func:`provenance` plus the patient, the dose's summation type and its
-    grid (shape, spacing and origin in mm, direction cosines as rows).
+    :func:`provenance` plus the patient, the dose's summation type, its
+    grid (shape, spacing and origin in mm, direction cosines as rows), the
+    ``prescription`` used (``gy``, in Gy or null; ``source``: ``"given"``,
+    ``"rtplan"`` or null; see :class:`~soars_dose.dicom.rtplan.Prescription`)
+    and, when an RTPLAN was read, what it holds (``rtplan``: its target
+    prescriptions in Gy, the fractions planned).
     """
     grid = case.dose.grid
+    plan = getattr(case, "plan", None)
+    rx = getattr(case, "prescription", None)
     return provenance(
         settings, case_inputs(case), messages, command=command, patient=case.patient,
         dose_summation_type=case.dose.summation_type,
         dose_grid={"shape": grid.shape, "spacing_mm": grid.spacing, "origin_mm": grid.origin,
                    "direction": grid.direction.tolist()},
+        prescription=rx.as_dict() if rx is not None else None,
+        rtplan=plan.as_dict() if plan is not None else None,
         **extra,
     )

@@ -79,3 +79,60 @@ def write_ct_folder(folder: Path, series: list[dict], grid: Grid | None = None) 
             ds.save_as(p)
         uids.append(info.series_uid)
     return uids
+
+
+def write_rtplan(path: Path, targets=(("TARGET", "70", "PTV70"),), *, fractions="35",
+                 frame: "str | None" = FOR, sop_class: str = "1.2.840.10008.5.1.4.1.1.481.5",
+                 modality: str = "RTPLAN") -> Path:
+    """Write a minimal RTPLAN: one DoseReferenceSequence item per ``(type, dose, description)``.
+
+    ``dose`` is the TargetPrescriptionDose text (Gy; None leaves it out), written
+    into the file as it is, also text pydicom would refuse (``"abc"``, ``"nan"``);
+    ``targets=None`` leaves out DoseReferenceSequence; ``fractions`` is
+    NumberOfFractionsPlanned of one fraction group (None: no FractionGroupSequence).
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.RTPlanLabel = modality, "P", "plan 1"
+    if frame is not None:
+        ds.FrameOfReferenceUID = frame
+    raw: dict[str, str] = {}
+    if targets is not None:
+        items = []
+        for n, (kind, dose, desc) in enumerate(targets, start=1):
+            item = Dataset()
+            item.DoseReferenceNumber = n
+            item.DoseReferenceStructureType = "VOLUME"
+            item.DoseReferenceDescription = desc
+            item.DoseReferenceType = kind
+            if dose is not None:  # TargetPrescriptionDose: the text patched in below
+                width = max(12, len(dose) + len(dose) % 2)
+                marker = "98765432" + str(n).zfill(width - 8)
+                raw[marker] = dose.ljust(width)
+                item.add_new(0x300A0026, "DS", marker)
+            items.append(item)
+        ds.DoseReferenceSequence = Sequence(items)
+    if fractions is not None:
+        group = Dataset()
+        group.FractionGroupNumber = 1
+        group.NumberOfFractionsPlanned = fractions
+        ds.FractionGroupSequence = Sequence([group])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pydicom.config.disable_value_validation():
+        ds.save_as(path, enforce_file_format=True)
+    if raw:
+        data = path.read_bytes()
+        for marker, value in raw.items():
+            data = data.replace(marker.encode(), value.encode(), 1)
+        path.write_bytes(data)
+    return path

@@ -65,6 +65,9 @@ def _number(lo: float, *, above: bool = True, integer: bool = False, unit: str =
 
 _PRESCRIPTION_HELP = ("dose (Gy, > 0) that 1.0 stands for, required for RELATIVE dose units; "
                       "ignored for doses in Gy")
+_PRESCRIPTION_HELP_RX = ("the prescription (Gy, > 0, total) of the report's %% of prescription "
+                         "axis and of the near-zero threshold (wins over --rtplan); also the "
+                         "dose that 1.0 stands for in RELATIVE dose units")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -77,9 +80,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "several")
     p.add_argument("--sum-doses", action="store_true",
                    help="sum several --rtdose files on one grid (e.g. per-beam doses)")
-    p.add_argument("--prescription-gy", type=_number(0, unit="Gy"), help=_PRESCRIPTION_HELP)
+    p.add_argument("--prescription-gy", type=_number(0, unit="Gy"), help=_PRESCRIPTION_HELP_RX)
+    p.add_argument("--rtplan", type=Path, metavar="FILE",
+                   help="DICOM RTPLAN whose target prescription (Gy, the highest "
+                        "TargetPrescriptionDose of its TARGET dose references) is the "
+                        "prescription when --prescription-gy is not given; its frame of "
+                        "reference is checked against the dose")
     p.add_argument("--allow-frame-mismatch", action="store_true",
-                   help="accept structures whose FrameOfReferenceUID differs from the dose's")
+                   help="accept structures (or an RTPLAN) whose FrameOfReferenceUID differs from "
+                        "the dose's")
     p.add_argument("--supersample", default="auto",
                    help="in-plane supersampling factor (even integer) or 'auto' (default)")
     p.add_argument("--bin-width", type=float, default=0.01, help="DVH bin width in Gy (0.01)")
@@ -101,8 +110,9 @@ def _add_checks(p: argparse.ArgumentParser) -> None:
                         "max and D0.03cc alike) empty when no prescription is known (the Gy "
                         "difference is still given; default 1)")
     p.add_argument("--near-zero-rx-pct", type=float, default=2.0,
-                   help="with a known prescription (--prescription-gy, manifest column "
-                        "prescription_gy) the near-zero threshold is this %% of it instead "
+                   help="with a known prescription (--prescription-gy, --rtplan, manifest "
+                        "columns prescription_gy, rtplan) the near-zero threshold is this %% of "
+                        "it instead "
                         "(default 2; 0 ignores the prescription)")
     p.add_argument("--max-memory-gb", type=float, default=2.0,
                    help="refuse (status too_large) a structure whose rasterisation would need "
@@ -206,13 +216,13 @@ def cmd_dvh(args) -> int:
     audit.check_writable(args.out, args.overwrite)
     with _case_warnings() as say:
         case = audit.load_case(args.rtdose, {"rtstruct": args.rtstruct}, ct=args.ct,
-                               ct_series=args.ct_series, sum_doses=args.sum_doses, prescription_gy=args.prescription_gy,
+                               ct_series=args.ct_series, sum_doses=args.sum_doses,
+                               prescription_gy=args.prescription_gy, rtplan=args.rtplan,
                                allow_frame_mismatch=args.allow_frame_mismatch)
         result = audit.dvh_all(case, settings)
         say(console_messages(result.messages, result.stats, case.patient))
     out = audit.write_result(result, case, args.out, command=shlex.join(sys.argv),
-                             overwrite=args.overwrite, report=not args.no_report,
-                             prescription_gy=args.prescription_gy)
+                             overwrite=args.overwrite, report=not args.no_report)
     _report(result, out)
     return 0
 
@@ -229,14 +239,14 @@ def cmd_compare(args) -> int:
     with _case_warnings() as say:
         case = audit.load_case(args.rtdose, sets, ct=args.ct, ct_series=args.ct_series,
                                sum_doses=args.sum_doses,
-                               prescription_gy=args.prescription_gy,
+                               prescription_gy=args.prescription_gy, rtplan=args.rtplan,
                                allow_frame_mismatch=args.allow_frame_mismatch)
         result = audit.compare(case, settings, table)
         say(console_messages(result.messages, result.stats, case.patient))
     out = audit.write_result(result, case, args.out, command=shlex.join(sys.argv),
                              overwrite=args.overwrite,
                              extra={"alias_file": str(args.names) if args.names else None},
-                             report=not args.no_report, prescription_gy=args.prescription_gy)
+                             report=not args.no_report)
     _report(result, out)
     return 0
 

@@ -40,8 +40,17 @@ Optional columns
     ``true``/``false`` (also ``yes``/``no``/``1``/``0``; blank: the
     ``--sum-doses`` default).
 ``prescription_gy``
-    Dose (Gy) that 1.0 stands for in a ``DoseUnits RELATIVE`` RTDOSE
-    (blank: the ``--prescription-gy`` default).
+    The prescription (Gy, total over all fractions; blank: the
+    ``--prescription-gy`` default): the near-zero threshold of eq 6/7, the
+    report's "% of prescription" axis, and the dose that 1.0 stands for in a
+    ``DoseUnits RELATIVE`` RTDOSE.
+``rtplan``
+    An RTPLAN file (blank: none). Its target prescription (the highest
+    TargetPrescriptionDose of its TARGET dose references, see
+    :mod:`soars_dose.dicom.rtplan`) is the patient's prescription when
+    ``prescription_gy`` and ``--prescription-gy`` are blank; a given value
+    that differs from it by more than 0.5 % is warned about. Its
+    FrameOfReferenceUID is checked against the dose's.
 
 Every other column (``institution``, ``site``, ``age``...) is patient
 metadata, copied into the ``patients`` table. Relative paths are relative

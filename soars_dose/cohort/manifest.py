@@ -18,9 +18,10 @@ from ..inputs import require_file
 PATIENT_TABLES = ("stats", "dvh", "names", "contour_metrics")
 COHORT_TABLES = PATIENT_TABLES + ("patients", "failures")
 REQUIRED_COLUMNS = ("patient", "rtdose", "reference")
-OPTIONAL_COLUMNS = ("ct", "ct_series", "sum_doses", "prescription_gy")
+OPTIONAL_COLUMNS = ("ct", "ct_series", "sum_doses", "prescription_gy", "rtplan")
 #: Columns of the ``patients`` table that metadata columns may not shadow.
-RESERVED_COLUMNS = ("line", "sets", "status", "seconds", "resumed", "error", "message")
+RESERVED_COLUMNS = ("line", "sets", "status", "seconds", "resumed", "error", "message",
+                    "prescription_source")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 _WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
                                *(f"LPT{i}" for i in range(1, 10))})
@@ -47,7 +48,11 @@ manifest: CSV, header on line 1, one row per patient
   ct_series    optional: SeriesInstanceUID of the CT series to use when the
                ct folder holds several (blank = the folder's only series)
   sum_doses    optional: true/false per patient (default --sum-doses)
-  prescription_gy  optional: Gy for RELATIVE dose units (default --prescription-gy)
+  prescription_gy  optional: the prescription (Gy, total; default --prescription-gy):
+               the near-zero threshold, the report's % of prescription axis and
+               the Gy that 1.0 stands for in RELATIVE dose units
+  rtplan       optional: RTPLAN file; its target prescription (the highest
+               TargetPrescriptionDose) is used when prescription_gy is blank
   any other column (institution, ...) is metadata copied to the patients table
 Relative paths are relative to the manifest's folder. Blank lines and lines
 starting with '#' are skipped. Every problem is reported with its line number.
@@ -77,7 +82,11 @@ class ManifestRow:
         SeriesInstanceUID chosen in the ``ct_series`` column (None: the CT
         folder's only series).
     sum_doses, prescription_gy : bool or None, float or None
-        Per-patient values; None means "the run's default".
+        Per-patient values; None means "the run's default". The
+        prescription is in Gy (total over all fractions).
+    rtplan : str or None
+        RTPLAN file giving the prescription when ``prescription_gy`` (and
+        the run's default) is None.
     metadata : dict of str -> str
     """
 
@@ -91,18 +100,22 @@ class ManifestRow:
     sum_doses: bool | None = None
     prescription_gy: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    rtplan: str | None = None
 
     def inputs(self) -> dict:
         """The inputs of the row (what a finished result must have been computed from).
 
-        ``ct_series`` is listed only when chosen, so that results written
-        before the column existed still count as computed from the same inputs.
+        ``ct_series`` and ``rtplan`` are listed only when given, so that
+        results written before the columns existed still count as computed
+        from the same inputs.
         """
         out = {"rtdose": list(self.rtdose), "reference": self.reference,
                "sets": dict(self.sets), "ct": self.ct, "sum_doses": self.sum_doses,
                "prescription_gy": self.prescription_gy}
         if self.ct_series:
             out["ct_series"] = self.ct_series
+        if self.rtplan:
+            out["rtplan"] = self.rtplan
         return out
 
 
@@ -284,6 +297,7 @@ def read_manifest(path: "str | Path", *, sum_doses: bool = False
         if not any(cell[c] for c in set_cols) and set_cols:
             bad(line, f"{who}: every set column is blank; give at least one substitute set")
         ct = existing("ct", cell.get("ct", ""), folder=True)
+        rtplan = existing("rtplan", cell.get("rtplan", ""))
         ct_series = cell.get("ct_series", "").strip() or None
         if ct_series and not cell.get("ct", "").strip():
             bad(line, f"{who}: ct_series {ct_series} is given but ct is blank; give the CT "
@@ -292,7 +306,7 @@ def read_manifest(path: "str | Path", *, sum_doses: bool = False
             patient=pid, line=line, rtdose=[p for p in dose_paths if p], reference=ref or "",
             sets={k: v for k, v in sets.items() if v}, ct=ct, ct_series=ct_series,
             sum_doses=row_sum,
-            prescription_gy=rx, metadata={m: cell[m] for m in meta_cols}))
+            prescription_gy=rx, metadata={m: cell[m] for m in meta_cols}, rtplan=rtplan))
     if not rows and not problems:
         bad(header_line, "the manifest has a header but no patient rows")
     if problems:

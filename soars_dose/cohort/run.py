@@ -102,7 +102,10 @@ def run_patient(task: PatientTask) -> dict:
                 case = audit.load_case(
                     row.rtdose, {audit.REFERENCE: row.reference, **row.sets}, ct=row.ct,
                     ct_series=row.ct_series, patient=row.patient, sum_doses=sum_doses,
-                    prescription_gy=rx, allow_frame_mismatch=task.allow_frame_mismatch)
+                    prescription_gy=rx, allow_frame_mismatch=task.allow_frame_mismatch,
+                    rtplan=row.rtplan, prescription_given_as=(
+                        f"manifest prescription_gy (line {row.line})"
+                        if row.prescription_gy is not None else "the run's --prescription-gy"))
             except CTSeriesChoiceError as exc:  # in a cohort the choice is a manifest cell
                 raise exc.with_choice(f"the ct_series column of the manifest (line {row.line})"
                                       ) from None
@@ -153,7 +156,7 @@ def run_patient(task: PatientTask) -> dict:
 def _file_of(exc: BaseException, row: ManifestRow) -> str:
     """The input file ``exc`` arose while reading: named in its message, its ``filename``,
     or held by the innermost frame of its traceback that holds one of the row's inputs."""
-    singles = [*row.rtdose, row.reference, *row.sets.values()]
+    singles = [*row.rtdose, row.reference, *row.sets.values(), *filter(None, [row.rtplan])]
     folders = [row.ct] if row.ct else []
 
     def match(value) -> str:
@@ -574,6 +577,24 @@ def _collect(backend, tasks: dict, records: dict, bar, running: list | None = No
         backend.close(interrupted=interrupted)
 
 
+def _prescription_columns(folder: Path, prov: "dict | None") -> dict:
+    """``prescription_gy`` (Gy or NaN) and ``prescription_source`` of a finished patient.
+
+    Read from its ``provenance.json`` (``prescription``: given, from the
+    RTPLAN, or unknown); the report's per-patient pages take their "% of
+    prescription" axis from them.
+    """
+    if prov is None:
+        try:
+            prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            prov = {}
+    rx = (prov or {}).get("prescription") or {}
+    gy = rx.get("gy")
+    return {"prescription_gy": float(gy) if isinstance(gy, (int, float)) else float("nan"),
+            "prescription_source": rx.get("source") or ""}
+
+
 def _finish(out, rows, records, resumed, meta_cols, notes, settings, manifest, aliases_file,
             run_doc, command, backend_description, t0, progress) -> CohortResult:
     """Build the cohort tables from the patient folders and write ``out/cohort`` atomically."""
@@ -597,6 +618,7 @@ def _finish(out, rows, records, resumed, meta_cols, notes, settings, manifest, a
                                  "error": rec["error"], "message": rec["message"],
                                  "traceback": rec["traceback"]})
         if prow["status"] == "ok":
+            prow.update(_prescription_columns(folder, resumed.get(r.patient)))
             for t in PATIENT_TABLES:
                 p = folder / f"{t}.parquet"
                 if p.is_file():
