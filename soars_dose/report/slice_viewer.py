@@ -77,10 +77,10 @@ function start(buf){
          at:function(s,r,c){return ((nz-1-r)*ny+s)*nx+c;},ijk:function(s,r,c){return [nz-1-r,s,c];}},
         {name:'sagittal',axis:2,rows:nz,cols:ny,rmm:dz,cmm:dy,
          at:function(s,r,c){return ((nz-1-r)*ny+c)*nx+s;},ijk:function(s,r,c){return [nz-1-r,c,s];}}];
- var big=Math.max.apply(null,V.map(function(v){return Math.max(v.rows*v.rmm,v.cols*v.cmm);}));
  V.forEach(function(v){
   v.canvas=q('canvas[data-view="'+v.name+'"]');v.slider=q('input[data-view="'+v.name+'"]');
-  v.label=q('span[data-view="'+v.name+'"]');v.scale=360/big;
+  // each view fills a 380 px box at its physical aspect ratio
+  v.label=q('span[data-view="'+v.name+'"]');v.scale=Math.min(380/(v.cols*v.cmm),380/(v.rows*v.rmm));
   v.canvas.width=Math.max(1,Math.round(v.cols*v.cmm*v.scale));
   v.canvas.height=Math.max(1,Math.round(v.rows*v.rmm*v.scale));
   v.slider.max=[nz,ny,nx][v.axis]-1;
