@@ -246,13 +246,22 @@ def build_slice_data(case: Case, stats: pd.DataFrame, *, margin_mm: float = MARG
     masks: dict[tuple[str, str], tuple[tuple[int, int, int], np.ndarray]] = {}
     for (oar, set_name), st in members.items():
         nominal = case.nominal_spacing_mm(set_name)
-        m = oar_mask(st, grid, nominal if nominal is not None
-                     else float(case.dose.grid.spacing[0]))
+        nominal = nominal if nominal is not None else float(case.dose.grid.spacing[0])
+        # rasterised on the part of the lattice around the structure (the same voxels,
+        # far less work than the whole crop)
+        pts = np.vstack(st.contours)
+        idx = grid.world_to_index(pts)
+        pad = 2 + np.ceil(0.5 * nominal / np.asarray(grid.spacing))
+        start = np.clip(np.floor(idx.min(axis=0) - pad), 0, None).astype(int)
+        stop = np.minimum(np.ceil(idx.max(axis=0) + pad) + 1, grid.shape).astype(int)
+        if np.any(stop <= start):
+            continue
+        m = oar_mask(st, grid.crop(start, stop), nominal)
         nz = np.argwhere(m)
         if not len(nz):
             continue
         lo, hi = nz.min(axis=0), nz.max(axis=0) + 1
-        masks[(oar, set_name)] = (tuple(int(v) for v in lo),  # type: ignore[misc]
+        masks[(oar, set_name)] = (tuple(int(v) for v in lo + start),  # type: ignore[misc]
                                   m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].copy())
     oars = [o for o in dict.fromkeys(ok["roi"]) if any((o, s) in masks for s in sets)]
     centroid, largest = {}, {}
