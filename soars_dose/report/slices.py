@@ -38,6 +38,7 @@ import pandas as pd
 from ..case import COMPUTED, REFERENCE, Case
 from ..errors import GeometryError
 from ..grid import Grid
+from ..structures import Structure
 
 #: Default cap on the display grid's voxels (a 1.5 M-voxel crop stays under
 #: the viewer's 2 MB budget per patient; measured in the README).
@@ -207,7 +208,7 @@ def build_slice_data(case: Case, stats: pd.DataFrame, *, margin_mm: float = MARG
     if not len(ok):
         return None
     sets = [s for s in dict.fromkeys(ok["set"]) if s in case.sets]
-    members: dict[tuple[str, str], object] = {}
+    members: dict[tuple[str, str], Structure] = {}
     for rec in ok.itertuples(index=False):
         if rec.set not in case.sets:
             continue

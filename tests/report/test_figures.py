@@ -12,7 +12,7 @@ from soars_dose.report.page import render_page
 
 from .browser import Browser, webdriver_available
 
-browser = pytest.mark.skipif(not webdriver_available(),
+needs_browser = pytest.mark.skipif(not webdriver_available(),
                              reason="needs chromium, chromedriver and selenium")
 
 RX = 70.0
@@ -40,7 +40,7 @@ def _layout(b: Browser, uid: str = "dvh") -> dict:
                 "first:d.data.map(function(t){return [t.x[t.x.length-1],t.y[0]];})};", uid)
 
 
-@browser
+@needs_browser
 def test_dvh_view_keeps_its_title_and_switches_oars_and_units(tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -84,7 +84,7 @@ def test_dvh_view_keeps_its_title_and_switches_oars_and_units(tmp_path):
         assert b.errors() == []
 
 
-@browser
+@needs_browser
 def test_band_view_drop_down_keeps_the_title(tmp_path):
     dvh, _ = _dvh()
     cohort = pd.concat([dvh.assign(patient=f"P{k}",

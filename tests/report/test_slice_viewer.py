@@ -48,7 +48,7 @@ def test_widget_html_escapes_names_and_carries_the_data(tmp_path):
     assert "<" not in head and "a\\u003cb>" in head
 
 
-pytestmark_browser = pytest.mark.skipif(not webdriver_available(),
+needs_browser = pytest.mark.skipif(not webdriver_available(),
                                         reason="needs chromium, chromedriver and selenium")
 
 
@@ -67,7 +67,7 @@ def _pixels(b: Browser, view: str) -> list:
                 "return [s,col,c.width,c.height];", view)
 
 
-@pytestmark_browser
+@needs_browser
 def test_viewer_renders_and_its_controls_work(page):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -140,7 +140,7 @@ def test_viewer_renders_and_its_controls_work(page):
         assert b.errors() == []
 
 
-@pytestmark_browser
+@needs_browser
 def test_readout_is_the_stored_ct_and_dose(page):
     """The page decodes what was stored: HU to its 3 HU step, dose to 0.1 Gy (at a known voxel)."""
     path, data = page
