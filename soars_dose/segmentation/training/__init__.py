@@ -65,7 +65,14 @@ same machine and thread count).
 
 from ...errors import TrainingError
 from .augment import augment
-from .batches import Sample, Task, organ_centres, prepare_samples, split_cases
+from .batches import (
+    Sample,
+    Task,
+    organ_centres,
+    prepare_branches,
+    prepare_samples,
+    split_cases,
+)
 from .config import (
     AugmentationConfig,
     DeadlineConfig,
@@ -102,6 +109,7 @@ __all__ = [
     "heatmap_loss",
     "organ_centres",
     "partial_dice_ce",
+    "prepare_branches",
     "prepare_samples",
     "split_cases",
     "step",
