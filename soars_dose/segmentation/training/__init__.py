@@ -37,7 +37,13 @@ Modules
 :mod:`.augment` (flip, rotation, intensity, noise), :mod:`.batches`
 (samples, the split, branch tasks and validation), :mod:`.stage` (networks,
 optimisers, one step), :mod:`.run_dir` (config, split, log, checkpoints) and
-:mod:`.loop` (:func:`train`).
+:mod:`.loop` (:func:`train`); for training a fixed network to a wall-clock
+deadline with the throughput levers (issue 14): :mod:`.batch_augment`
+(augmentation vectorised over the batch), :mod:`.resident` (all volumes
+on the device), :mod:`.schedule` (warm-up + cosine to the deadline),
+:mod:`.deadline` (:class:`~.deadline.FastTrainer`, :class:`~.deadline.LineLog`)
+and :mod:`.accumulate` (start from the shipped model, ship only gains,
+the runs table).
 
 Run folder
 ----------
@@ -59,9 +65,17 @@ same machine and thread count).
 
 from ...errors import TrainingError
 from .augment import augment
-from .batches import Sample, Task, organ_centres, prepare_samples, split_cases
+from .batches import (
+    Sample,
+    Task,
+    organ_centres,
+    prepare_branches,
+    prepare_samples,
+    split_cases,
+)
 from .config import (
     AugmentationConfig,
+    DeadlineConfig,
     ExecutionConfig,
     NetworkConfig,
     OptimiserConfig,
@@ -77,6 +91,7 @@ from .stage import Stage, build_network, fixed_architecture, step
 __all__ = [
     "CHECKPOINT_FORMAT",
     "AugmentationConfig",
+    "DeadlineConfig",
     "ExecutionConfig",
     "NetworkConfig",
     "OptimiserConfig",
@@ -94,6 +109,7 @@ __all__ = [
     "heatmap_loss",
     "organ_centres",
     "partial_dice_ce",
+    "prepare_branches",
     "prepare_samples",
     "split_cases",
     "step",

@@ -33,7 +33,8 @@ from .augment import augment
 from .config import TrainConfig
 from .losses import heatmap_loss, partial_dice_ce
 
-__all__ = ["Sample", "Task", "organ_centres", "prepare_samples", "split_cases"]
+__all__ = ["Sample", "Task", "organ_centres", "prepare_branches", "prepare_samples",
+           "split_cases"]
 
 
 @dataclass
@@ -94,26 +95,105 @@ def prepare_samples(cases: list[DatasetCase], role: str, preprocessing: Preproce
         The trained anchor branch (:func:`~soars_dose.segmentation.bundle.load_models`),
         required for ``mid_level`` and ``sh_detect``.
     """
-    from ..inference import predict_probabilities
-
     cat = B.label_category(role)
     names = cases[0].oar_names[cat] if cases else B.branch_oars(role)
-    fill = float(normalize_intensity(np.array([AIR_HU], np.float32), preprocessing)[0])
-    out = []
-    for case in cases:
+    fill = _air_fill(preprocessing)
+    return [_sample(case, prepare_ct(case.hu, case.grid, preprocessing), role, names, fill,
+                    anchor) for case in cases]
+
+
+def prepare_branches(cases: list[DatasetCase], preprocessing: Preprocessing, anchor=None, *,
+                     workers: int = 1, timings: "dict[str, float] | None" = None
+                     ) -> dict[str, list[Sample]]:
+    """Anchor and mid-level samples of the same cases, each CT resampled only once.
+
+    The resampling, labels and centroids (CPU) run in ``workers`` threads
+    (the resampling releases the GIL) while the calling thread runs the
+    anchor network over the cases already prepared (on the anchor's device),
+    in case order.
+
+    Parameters
+    ----------
+    cases : list of DatasetCase
+    preprocessing : Preprocessing
+    anchor : BranchModel, optional
+        The anchor branch whose probability maps are the mid-level inputs;
+        without it only the anchor samples are made.
+    workers : int
+        Threads for the CPU part (1: all in the calling thread).
+    timings : dict, optional
+        Filled with ``preprocess_s`` (resampling, labels and centroids,
+        summed over the cases: seconds of work, which overlap when
+        ``workers`` > 1) and ``anchor_inference_s`` (wall-clock seconds of
+        the anchor network over every case, in the calling thread).
+
+    Returns
+    -------
+    dict
+        ``{"anchor": [...], "mid_level": [...]}`` (``mid_level`` only with ``anchor``).
+    """
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    fill = _air_fill(preprocessing)
+    out: dict[str, list[Sample]] = {B.ANCHOR: []}
+    if anchor is not None:
+        out[B.MID] = []
+    spent: list[float] = []
+
+    def first(case: DatasetCase):
+        t = time.perf_counter()
         prep = prepare_ct(case.hu, case.grid, preprocessing)
-        labels = prepare_labels(case.labels[cat], prep).astype(np.uint8)
-        all_names = case.all_names()
-        annotated = np.array([True] + [bool(case.annotated[all_names.index(n)]) for n in names])
-        extra = None
-        if B.needs_anchor(role):
+        s = _sample(case, prep, B.ANCHOR, case.oar_names[B.label_category(B.ANCHOR)], fill)
+        spent.append(time.perf_counter() - t)
+        return prep, s
+
+    t_inf = 0.0
+    with ThreadPoolExecutor(max(1, int(workers))) as pool:
+        for case, (prep, s) in zip(cases, pool.map(first, cases)):
+            out[B.ANCHOR].append(s)
+            if anchor is None:
+                continue
+            t1 = time.perf_counter()
+            maps = _anchor_maps(anchor, prep.image, fill)
+            t_inf += time.perf_counter() - t1
+            t2 = time.perf_counter()
+            out[B.MID].append(_sample(case, prep, B.MID,
+                                      case.oar_names[B.label_category(B.MID)], fill, maps=maps))
+            spent.append(time.perf_counter() - t2)
+    if timings is not None:
+        timings["preprocess_s"] = float(sum(spent))
+        timings["anchor_inference_s"] = t_inf
+    return out
+
+
+def _air_fill(preprocessing: Preprocessing) -> float:
+    return float(normalize_intensity(np.array([AIR_HU], np.float32), preprocessing)[0])
+
+
+def _anchor_maps(anchor, image: np.ndarray, fill: float) -> np.ndarray:
+    """The anchor OAR probabilities (float16, background dropped) of one prepared image."""
+    from ..inference import predict_probabilities
+
+    probs = predict_probabilities(anchor, image, fill=fill)
+    return probs[1:].to(torch.float16).numpy()
+
+
+def _sample(case: DatasetCase, prep, role: str, names: list[str], fill: float, anchor=None,
+            maps: "np.ndarray | None" = None) -> Sample:
+    """One case's :class:`Sample` for ``role`` from its prepared CT ``prep``."""
+    labels = prepare_labels(case.labels[B.label_category(role)], prep).astype(np.uint8)
+    all_names = case.all_names()
+    annotated = np.array([True] + [bool(case.annotated[all_names.index(n)]) for n in names])
+    extra = None
+    if B.needs_anchor(role):
+        if maps is None:
             if anchor is None:
                 raise InputError(f"the {role} branch needs the anchor model")
-            probs = predict_probabilities(anchor, prep.image, fill=fill)
-            extra = probs[1:].to(torch.float16).numpy()
-        out.append(Sample(case.case_id, prep.image, labels, annotated, extra,
-                          organ_centres(labels, len(names), annotated), prep.grid.spacing, fill))
-    return out
+            maps = _anchor_maps(anchor, prep.image, fill)
+        extra = maps
+    return Sample(case.case_id, prep.image, labels, annotated, extra,
+                  organ_centres(labels, len(names), annotated), prep.grid.spacing, fill)
 
 
 def _patch_start(shape, patch, rng) -> np.ndarray:

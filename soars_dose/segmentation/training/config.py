@@ -26,6 +26,7 @@ from ..preprocess import Preprocessing
 
 __all__ = [
     "AugmentationConfig",
+    "DeadlineConfig",
     "ExecutionConfig",
     "NetworkConfig",
     "OptimiserConfig",
@@ -33,7 +34,6 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
 ]
-
 
 
 def _tuples(obj, names) -> None:
@@ -327,3 +327,114 @@ class TrainConfig:
     def with_(self, **flat) -> "TrainConfig":
         """A copy with some settings changed, given by their flat names."""
         return type(self).from_dict({**self.to_dict(), **flat})
+
+
+#: Learning-rate scaling rules of :class:`DeadlineConfig` (``lr_scaling``).
+LR_SCALING = ("sqrt", "linear", "none")
+
+
+@dataclass
+class DeadlineConfig:
+    """A fixed-network training run to a wall-clock deadline, and its throughput levers.
+
+    Used by :class:`~soars_dose.segmentation.training.deadline.FastTrainer`
+    (anchor and mid-level branches). Not part of :class:`TrainConfig`'s flat
+    on-disk form; stored as :meth:`to_dict` in the model's provenance.
+
+    Learning rate
+    -------------
+    The peak learning rate scales with the batch by the **square-root rule**
+    (default ``lr_scaling="sqrt"``)::
+
+        peak_lr = base_lr * sqrt(batch_size / reference_batch)
+
+    with ``base_lr`` = 0.01 at ``reference_batch`` = 4, the setting of run 3
+    (the shipped model): batch 32 trains at 0.0283. ``"linear"`` gives
+    ``base_lr * batch_size / reference_batch`` (Goyal et al. 2017; with
+    Nesterov momentum 0.99 it reaches 0.08 at batch 32, which we expect to
+    be unstable), ``"none"`` keeps ``base_lr``. The schedule is made for warm
+    restarts (:func:`~.schedule.warm_restart_lr`): a linear warm-up from
+    ``warmup_start`` x peak to the peak over the first ``warmup_fraction``
+    of the training seconds, then a cosine decay to ``final_fraction`` x
+    peak at the deadline; every run starts it again from the shipped
+    weights.
+
+    Levers (each can be switched alone, ``benchmarks/bench_training_throughput.py``)
+    ---------------------------------------------------------------------------------
+    batch_size
+        Patches per step (run 3: 4; 16-64 fill a large GPU).
+    resident
+        All training volumes on the device (:class:`~.resident.ResidentVolumes`),
+        the batch cropped there with one gather; False: the per-sample
+        cropping of :class:`~.batches.Task`.
+    vectorised_augment
+        One ``affine_grid``/``grid_sample`` for flips and rotations of the
+        whole batch and elementwise intensity changes
+        (:func:`~.batch_augment.augment_batch`); False: the per-sample
+        :func:`~.augment.augment` loop.
+    bf16
+        bfloat16 autocast of the forward pass on CUDA (no effect on the CPU).
+    channels_last
+        ``torch.channels_last_3d`` memory format for the network and its input.
+    compile
+        ``torch.compile`` of the network; skipped (with a log line) where it
+        fails, e.g. without a compiler on the CPU.
+    sync_every
+        Steps between reading the loss back to the host (and writing a log
+        line); 1 synchronises every step as the epoch loop does.
+    """
+
+    batch_size: int = 32
+    patch_size: tuple[int, int, int] = (48, 96, 96)
+    base_lr: float = 0.01
+    reference_batch: int = 4
+    lr_scaling: str = "sqrt"
+    warmup_fraction: float = 0.05
+    warmup_start: float = 0.1
+    final_fraction: float = 0.01
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    grad_clip: float = 12.0
+    ce_balance: float = 1.0
+    ce_balance_final: float = 0.0
+    resident: bool = True
+    vectorised_augment: bool = True
+    bf16: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    sync_every: int = 25
+    seed: int = 0
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+    def __post_init__(self) -> None:
+        _tuples(self, ("patch_size",))
+        if isinstance(self.augmentation, dict):
+            self.augmentation = AugmentationConfig(**self.augmentation)
+        for name in ("batch_size", "reference_batch", "sync_every"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr_scaling not in LR_SCALING:
+            raise InputError(f"lr_scaling must be one of {', '.join(LR_SCALING)}, "
+                             f"got {self.lr_scaling!r}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise InputError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction}")
+
+    def peak_lr(self) -> float:
+        """The learning rate after the warm-up: ``base_lr`` scaled to ``batch_size``."""
+        ratio = self.batch_size / self.reference_batch
+        if self.lr_scaling == "sqrt":
+            return self.base_lr * ratio ** 0.5
+        if self.lr_scaling == "linear":
+            return self.base_lr * ratio
+        return self.base_lr
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON types (the augmentation nested)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "augmentation":
+                v = {g.name: (list(getattr(v, g.name)) if isinstance(getattr(v, g.name), tuple)
+                              else getattr(v, g.name)) for g in fields(v)}
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out

@@ -102,7 +102,10 @@ def partial_dice_ce(logits: torch.Tensor, target: torch.Tensor, annotated: torch
     dice = (2.0 * inter + smooth) / (denom + smooth)
     valid = ann_g & (onehot.sum(dims) > 0)  # annotated classes present in the sample
     valid[:, 0] = False
-    dice_loss = (1.0 - dice[valid]).mean() if bool(valid.any()) else q.sum() * 0.0
+    # mean over the valid (sample, class) pairs, 0 where there is none; no host round trip
+    # (``bool(valid.any())`` would synchronise a GPU step)
+    vf = valid.to(dice.dtype)
+    dice_loss = ((1.0 - dice) * vf).sum() / vf.sum().clamp(min=1.0)
     return ce + dice_loss
 
 

@@ -1,0 +1,31 @@
+"""The throughput benchmark runs every lever at a tiny size on the CPU."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_training_throughput.py"
+
+
+def test_every_lever_row_is_measured(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_training_throughput", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    levers = [k for k in bench.LEVERS if "compile" not in k and k != "batch64"]  # CPU time
+    out = tmp_path / "t.json"
+    assert bench.main(["--synthetic", "2", "--synthetic-shape", "20,28,28", "--patch",
+                       "18,24,24", "--widths", "4,8,8,8,8", "--warmup", "1", "--steps", "1",
+                       "--threads", "1", "--levers", ",".join(levers), "--json",
+                       str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["lever"] for r in rows] == levers
+    assert all("error" not in r and r["patches_per_s"] > 0 for r in rows), rows
+    by = {r["lever"]: r for r in rows}
+    assert by["baseline"]["batch"] == 4 and by["all"]["batch"] == 32
+    assert by["batch16"]["lr"] == pytest.approx(2 * by["baseline"]["lr"])  # sqrt rule
+    assert "speedup" in by["all"]
+    assert "prepared 2 volumes" in capsys.readouterr().out
