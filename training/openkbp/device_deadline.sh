@@ -2,13 +2,14 @@
 # One GPU run of at most 10 minutes (issue 14): the lever benchmark, then training that
 # continues the shipped model to a deadline, validation and packing (train_deadline.py).
 #
-# Prepare here (the working tree carries .devdata/, untracked; it must stay under 64 MiB):
+# Prepare here (.devdata/ is git-ignored and goes to the device with the run tool's
+# carry=[".devdata"]; it must stay under 64 MiB):
 #   python training/openkbp/export_data.py export-training ../shared/data/openkbp/train .devdata/train.npz --overwrite
 #   python training/openkbp/export_data.py export-training ../shared/data/openkbp/validation .devdata/validation.npz --overwrite
 #   mkdir -p .devdata/wheels && cp PYDICOM_WHEEL .devdata/wheels/   # pydicom-*.whl, used if the device lacks it
 #   du -sh .devdata
-# The one device command (the run tool's timeout_s=600; $OUT is set there):
-#   bash training/openkbp/device_deadline.sh
+# The one device command ($OUT is set there):
+#   run(command="bash training/openkbp/device_deadline.sh", carry=[".devdata"], timeout_s=600)
 # The validation split is the 33 patients of ../shared/data/openkbp/validation, those of the
 # README's evaluation (patients.csv); training uses all 169 training patients.
 #
