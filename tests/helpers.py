@@ -136,3 +136,15 @@ def write_rtplan(path: Path, targets=(("TARGET", "70", "PTV70"),), *, fractions=
             data = data.replace(marker.encode(), value.encode(), 1)
         path.write_bytes(data)
     return path
+
+
+def run_cli(*args, timeout: int = 600):
+    """``python -m soars_dose.cli.main ARGS`` in a subprocess (this checkout first on the path)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "soars_dose.cli.main", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,15 +10,11 @@ import pytest
 
 from soars_dose.cohort import read_manifest
 
-from ..helpers import oars, write_case, write_ct_folder
-
-ROOT = Path(__file__).resolve().parents[2]
+from ..helpers import oars, run_cli, write_case, write_ct_folder
 
 
-def _cli(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "soars_dose.cli.main", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=600)
+def _cli(*args):
+    return run_cli(*args)
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,16 +10,13 @@ import pytest
 from soars_dose.dicom.write import write_rtstruct
 from soars_dose.structures import Structure
 
-from ..helpers import FOR, disc_stack, write_case
+from ..helpers import FOR, disc_stack, run_cli, write_case
 
-ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["Parotid_L", "PCMs", "Constrictors", "Brianstem", "Glottis", "PTV70", "BODY", "Bladder"]
 
 
-def _cli(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "soars_dose.cli.main", "names", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=300)
+def _cli(*args):
+    return run_cli("names", *args, timeout=300)
 
 
 @pytest.fixture(scope="module")

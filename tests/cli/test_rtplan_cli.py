@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,15 +13,11 @@ import pytest
 from soars_dose.cohort import read_manifest, run_cohort
 from soars_dose.errors import InputError
 
-from ..helpers import oars, write_case, write_rtplan
-
-ROOT = Path(__file__).resolve().parents[2]
+from ..helpers import oars, run_cli, write_case, write_rtplan
 
 
-def _cli(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "soars_dose.cli.main", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=600)
+def _cli(*args):
+    return run_cli(*args)
 
 
 @pytest.fixture(scope="module")
