@@ -68,8 +68,11 @@ class CTSeries:
         """Nominal slice step (mm) along the normal."""
         return float(self.grid.spacing[0])
 
-    def load_hu(self) -> np.ndarray:
-        """Read every slice; return HU as float32 ``[k, j, i]`` on :attr:`grid`.
+    def load_hu(self, slices: "slice | None" = None) -> np.ndarray:
+        """Read the slices; return HU as float32 ``[k, j, i]`` on :attr:`grid`.
+
+        ``slices`` (a ``slice`` of array axis 0) reads only those slices,
+        e.g. the few a crop needs out of a long series.
 
         Raises
         ------
@@ -78,8 +81,9 @@ class CTSeries:
             size) or with a non-numeric RescaleSlope / RescaleIntercept; the
             message names the slice file.
         """
-        out = np.empty(self.grid.shape, dtype=np.float32)
-        for k, p in enumerate(self.paths):
+        paths = self.paths if slices is None else self.paths[slices]
+        out = np.empty((len(paths), *self.grid.shape[1:]), dtype=np.float32)
+        for k, p in enumerate(paths):
             try:
                 ds = pydicom.dcmread(p)
             except Exception as exc:

@@ -223,9 +223,12 @@ def build_slice_data(case: Case, stats: pd.DataFrame, *, margin_mm: float = MARG
     if not grid0.is_axis_aligned():
         raise GeometryError(f"{case.ct.paths[0]}: the CT grid is oblique; the slice viewer "
                             "needs an axis-aligned CT")
-    hu = case.ct.load_hu() if hu is None else hu
     start, stop = _crop_box(list(members.values()), grid0, margin_mm)
-    cropped = hu[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]]
+    if hu is None:  # only the slices of the crop are read
+        cropped = case.ct.load_hu(slice(start[0], stop[0]))[:, start[1]:stop[1],
+                                                           start[2]:stop[2]]
+    else:
+        cropped = hu[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]]
     hu_full, grid_full = _canonical(cropped, grid0.crop(start, stop))
     n_slices = grid_full.shape[0]
     stride = 1

@@ -80,3 +80,19 @@ def test_with_choice_names_another_way(ct_folder):
     other = info.value.with_choice("the ct_series column")
     assert "choose one with the ct_series column" in str(other)
     assert other.series == info.value.series
+
+
+def test_load_hu_reads_the_slices_asked_for(tmp_path):
+    import numpy as np
+
+    from soars_dose.dicom.write import write_ct_series
+    from soars_dose.grid import Grid
+
+    grid = Grid((7, 5, 6), (2.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    hu = (np.arange(np.prod(grid.shape)).reshape(grid.shape) % 2000 - 1000).astype(np.int16)
+    ct = write_ct_series(hu, grid, tmp_path / "ct", patient_id="P")
+    series = read_ct_series(tmp_path / "ct")
+    assert np.array_equal(series.load_hu(), hu)
+    assert np.array_equal(series.load_hu(slice(2, 5)), hu[2:5])
+    assert series.load_hu(slice(6, 7)).shape == (1, 5, 6)
+    assert ct.series_uid == series.series_uid
