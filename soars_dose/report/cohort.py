@@ -250,6 +250,9 @@ def _slices_of(cohort_dir: Path, patient: str) -> "tuple[SliceData | None, str]"
                 "slice_viewer", "")
         except (OSError, ValueError):
             pass
+        if why == "slices.npz":  # written by the run, gone since
+            why = (f"{path}: missing (the cohort run wrote it); rerun the cohort with "
+                   f"{option('resume')} after deleting that patient's folder")
         return None, why or (f"{path}: no slice viewer data (a cohort run before the viewer, "
                              "or no CT in the manifest)")
     try:

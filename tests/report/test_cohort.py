@@ -86,3 +86,30 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     # the DVH view titles the plot with the OAR it shows
     first = res.dvh["roi"].iloc[0]
     assert f"patient {pid}: {first}" in state["console"]
+
+
+def test_patient_pages_carry_the_slice_viewer_and_survive_bad_slice_files(report, tmp_path):
+    import shutil
+
+    path, res = report
+    audit = path.parent.parent
+    patients = sorted(p.name for p in (audit / "patients").iterdir() if p.is_dir())
+    assert len(patients) == N
+    for p in patients:
+        assert (audit / "patients" / p / "slices.npz").stat().st_size > 10_000
+        page = (path.parent / "patients" / f"{p}.html").read_text(encoding="utf-8")
+        assert "soarsSlices(" in page and "id='dvh-slices-data'" in page
+    # a damaged slices.npz and a missing one cost those pages their viewer, not the report
+    copy = tmp_path / "audit"
+    shutil.copytree(audit, copy)
+    bad = copy / "patients" / patients[0] / "slices.npz"
+    bad.write_bytes(bad.read_bytes()[:500])
+    (copy / "patients" / patients[1] / "slices.npz").unlink()
+    out = build_report(copy, overwrite=True)
+    pages = {p: (out.parent / "patients" / f"{p}.html").read_text(encoding="utf-8")
+             for p in patients}
+    assert "cannot be read" in pages[patients[0]] and str(bad) in pages[patients[0]]
+    assert "id='dvh-slices-data'" not in pages[patients[0]]
+    assert "slices.npz: missing" in pages[patients[1]]
+    assert "id='dvh-slices-data'" not in pages[patients[1]]
+    assert "id='dvh-slices-data'" in pages[patients[2]]
