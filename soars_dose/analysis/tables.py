@@ -107,6 +107,17 @@ def _near_zero_flags(stats: pd.DataFrame | None, metric: str) -> pd.DataFrame | 
     return out
 
 
+def _substitute_values(vals: pd.DataFrame, stats: pd.DataFrame | None,
+                       metric: str) -> pd.DataFrame:
+    """``vals`` of the substitute sets only, with ``near_zero`` for a percentage metric."""
+    vals = vals[vals["set"] != REFERENCE]
+    nz = _near_zero_flags(stats, metric)
+    if nz is not None:
+        vals = vals.merge(nz, on=["patient", "set", "roi"], how="left")
+        vals["near_zero"] = vals["near_zero"].fillna(False).astype(bool)
+    return vals
+
+
 def table5(stats: pd.DataFrame | None, contour_metrics: pd.DataFrame | None,
            metrics: dict[str, str], *, digits: int = 2,
            sets: Sequence[str] | None = None) -> pd.DataFrame:
@@ -138,11 +149,7 @@ def table5(stats: pd.DataFrame | None, contour_metrics: pd.DataFrame | None,
             vals = metric_values(stats, contour_metrics, metric)
         except InputError:  # a metric of a table not given: the column is left out
             continue
-        vals = vals[vals["set"] != REFERENCE]
-        nz = _near_zero_flags(stats, metric)
-        if nz is not None:
-            vals = vals.merge(nz, on=["patient", "set", "roi"], how="left")
-            vals["near_zero"] = vals["near_zero"].fillna(False).astype(bool)
+        vals = _substitute_values(vals, stats, metric)
         blocks.append((metric, label, vals))
         rois += vals["roi"].tolist()
     rois = list(dict.fromkeys(rois)) + [ALL]
@@ -186,11 +193,7 @@ def table5_with_tests(stats: pd.DataFrame, contour_metrics: pd.DataFrame | None,
             vals = metric_values(stats, contour_metrics, metric)
         except InputError:  # no contour metrics: those cells stay empty
             continue
-        vals = vals[vals["set"] != REFERENCE]
-        nz = _near_zero_flags(stats, metric)
-        if nz is not None:
-            vals = vals.merge(nz, on=["patient", "set", "roi"], how="left")
-            vals["near_zero"] = vals["near_zero"].fillna(False).astype(bool)
+        vals = _substitute_values(vals, stats, metric)
         for set_name, sv in vals.groupby("set", sort=False):
             for roi in list(dict.fromkeys(sv["roi"])) + [ALL]:
                 g = sv if roi == ALL else sv[sv["roi"] == roi]
@@ -246,11 +249,7 @@ def dose_bias(stats: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:
         if metric not in stats.columns:
             continue
         vals = metric_values(stats, None, metric)
-        vals = vals[vals["set"] != REFERENCE]
-        nz = _near_zero_flags(stats, metric)
-        if nz is not None:
-            vals = vals.merge(nz, on=["patient", "set", "roi"], how="left")
-            vals["near_zero"] = vals["near_zero"].fillna(False).astype(bool)
+        vals = _substitute_values(vals, stats, metric)
         for set_name in dict.fromkeys(vals["set"]):
             sv = vals[vals["set"] == set_name]
             for roi in list(dict.fromkeys(sv["roi"])) + [ALL]:

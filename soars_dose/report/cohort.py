@@ -257,8 +257,8 @@ def _slices_of(cohort_dir: Path, patient: str) -> "tuple[SliceData | None, str]"
                              "or no CT in the manifest)")
     try:
         return from_npz(path), ""
-    except Exception as exc:  # a damaged file costs the page its viewer, not the report
-        return None, (f"{path}: cannot be read ({type(exc).__name__}: {exc}); rerun the cohort "
+    except ValueError as exc:  # a damaged file costs the page its viewer, not the report
+        return None, (f"{path}: cannot be read ({exc}); rerun the cohort "
                       f"with {option('resume')} after deleting that patient's folder")
 
 

@@ -33,7 +33,14 @@ import pandas as pd
 
 from ..case import REFERENCE
 from .page import Widget, escape, json_for_script
-from .slices import DOSE_OUTSIDE, HU_KNOTS, PAGE_DOSE_STEP_GY, SliceData, page_block
+from .slices import (
+    DOSE_OUTSIDE,
+    HU_KNOTS,
+    PAGE_DOSE_STEP_GY,
+    SliceData,
+    header,
+    page_block,
+)
 
 #: Contour colours of the sets on CT, reference first (bright on grey).
 SLICE_COLORS = ["#ffd400", "#00d5ff", "#5cff3a", "#ff3fd2", "#ff8c1a", "#b08cff", "#ffffff"]
@@ -226,12 +233,9 @@ def slice_viewer(data: SliceData, stats: pd.DataFrame,
     ref_name = "prescription" if prescription_gy else "maximum dose shown"
     colors = [SLICE_COLORS[k % len(SLICE_COLORS)] for k in range(len(data.sets))]
     iso_colors = ["#3060ff", "#00c0c0", "#40d040", "#ffff00", "#ff9000", "#ff0000"]
-    head = {"shape": list(data.grid.shape), "spacing": list(data.grid.spacing),
-            "origin": list(data.grid.origin), "sets": data.sets, "oars": data.oars,
+    head = {**header(data),
             "ref": REFERENCE, "colors": colors, "dref": dref, "dstep": PAGE_DOSE_STEP_GY,
             "hu_knots": [list(k) for k in HU_KNOTS],
-            "centroid": data.centroid, "largest_difference": data.largest_difference,
-            "masks": [[o, s, list(off), list(m.shape)] for (o, s), (off, m) in data.masks.items()],
             "iso": [{"pct": p, "gy": dref * p / 100, "color": iso_colors[k % len(iso_colors)]}
                     for k, p in enumerate(ISODOSE_PCT)],
             "numbers": _numbers(stats, contour_metrics, data),

@@ -316,7 +316,11 @@ def page_block(data: SliceData) -> bytes:
 
 
 # ------------------------------------------------------------------ storing
-def _header(data: SliceData) -> dict:
+def header(data: SliceData) -> dict:
+    """The JSON-ready description of ``data``: grid, sets, OARs, jump slices, mask boxes.
+
+    Stored in ``slices.npz`` and, with the display settings, given to the page.
+    """
     g = data.grid
     return {"format": FORMAT, "shape": list(g.shape), "spacing": list(g.spacing),
             "origin": list(g.origin), "stride": data.stride, "sets": data.sets,
@@ -329,7 +333,7 @@ def _header(data: SliceData) -> dict:
 def to_npz(data: SliceData) -> bytes:
     """``slices.npz`` bytes (compressed; masks bit-packed)."""
     arrays = {"hu": data.hu, "dose_cgy": data.dose_cgy,
-              "header": np.frombuffer(json.dumps(_header(data)).encode("utf-8"), dtype=np.uint8)}
+              "header": np.frombuffer(json.dumps(header(data)).encode("utf-8"), dtype=np.uint8)}
     for n, (_, m) in enumerate(data.masks.values()):
         arrays[f"mask{n}"] = np.packbits(m.ravel())
     buf = io.BytesIO()
