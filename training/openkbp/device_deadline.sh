@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One GPU run of at most 10 minutes (issue 14): the lever benchmark, then training that
-# continues the shipped model to a deadline, validation and packing (train_deadline.py).
+# One GPU run of at most 10 minutes (issue 14). TASK=deadline (default): the lever benchmark,
+# then training that continues the shipped model to a deadline, validation and packing
+# (train_deadline.py). TASK=search: searched against plain at an equal budget, both from
+# scratch (search_vs_plain.py, part 4; no benchmark unless BENCH=1).
 #
 # Prepare here (.devdata/ is git-ignored and goes to the device with the run tool's
 # carry=[".devdata"]; it must stay under 64 MiB):
@@ -10,6 +12,8 @@
 #   du -sh .devdata
 # The one device command ($OUT is set there):
 #   run(command="bash training/openkbp/device_deadline.sh", carry=[".devdata"], timeout_s=600)
+# and for part 4, in a later device session (its own 10 minutes):
+#   run(command="TASK=search bash training/openkbp/device_deadline.sh", carry=[".devdata"], timeout_s=600)
 # The validation split is the 33 patients of ../shared/data/openkbp/validation, those of the
 # README's evaluation (patients.csv); training uses all 169 training patients.
 #
@@ -21,6 +25,10 @@
 # Time plan (default): benchmark <= BENCH_TIMEOUT=100 s, then train_deadline.py ends by
 # DEADLINE_S=420 s from its start (RESERVE_S=100 s of it for packing and the two validation
 # passes), killed at DEADLINE_S + 30 s; with start-up the whole call stays under 600 s.
+# TASK=search: search_vs_plain.py ends by DEADLINE_S=520 s (RESERVE_S=150 s for packing and
+# three validation passes); outputs comparison.json, search_vs_plain.md, candidate_plain_int8.pt,
+# candidate_searched_int8.pt, RUNS.md (two rows), soars_default.pt only if the better arm beats
+# the shipped model.
 #
 # CPU smoke test (a few minutes; tiny sizes):
 #   OUT=/tmp/smoke DEVICE=cpu BENCH_ARGS="--synthetic 2 --synthetic-shape 20,28,28 --patch 18,24,24
@@ -37,9 +45,10 @@ phase() {  # phase NAME: milliseconds since the script started, one line in phas
 }
 phase start
 PY=${PY:-python3}
+DATA=${DATA:-.devdata}  # train.npz, validation.npz, wheels/
 if ! "$PY" -c "import pydicom" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-    .devdata/wheels/*.whl || exit 1
+    "$DATA"/wheels/*.whl || exit 1
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -47,19 +56,27 @@ DEVICE=${DEVICE:-cuda}
 if [ "$DEVICE" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 fi
-ls -la .devdata/
+ls -la "$DATA"/
 phase setup_done
-if [ "${BENCH:-1}" = 1 ]; then
+TASK=${TASK:-deadline}
+case "$TASK" in
+  deadline) SCRIPT=train_deadline.py; DEADLINE_S=${DEADLINE_S:-420}; RESERVE_S=${RESERVE_S:-100}
+            BENCH=${BENCH:-1} ;;
+  search) SCRIPT=search_vs_plain.py; DEADLINE_S=${DEADLINE_S:-520}; RESERVE_S=${RESERVE_S:-150}
+          BENCH=${BENCH:-0} ;;
+  *) echo "TASK must be deadline or search, not $TASK"; exit 2 ;;
+esac
+if [ "$BENCH" = 1 ]; then
   # shellcheck disable=SC2086
   timeout "${BENCH_TIMEOUT:-100}" "$PY" benchmarks/bench_training_throughput.py \
-    --device "$DEVICE" ${BENCH_ARGS:---arrays .devdata/train.npz --patients 16 --steps 15 --warmup 4 --threads 8 --levers baseline,batch16,batch32,batch64,resident,vectorised_augment,channels_last,no_sync,all,compile,all_compile} \
+    --device "$DEVICE" ${BENCH_ARGS:---arrays $DATA/train.npz --patients 16 --steps 15 --warmup 4 --threads 8 --levers baseline,batch16,batch32,batch64,resident,vectorised_augment,channels_last,no_sync,all,compile,all_compile} \
     --json "$OUT/throughput.json" | tee "$OUT/throughput.jsonl"
   phase benchmark_done
 fi
 # shellcheck disable=SC2086
-timeout $(( ${DEADLINE_S:-420} + 30 )) "$PY" training/openkbp/train_deadline.py \
-  --train .devdata/train.npz --val .devdata/validation.npz --out "$OUT" --device "$DEVICE" \
-  --deadline-s "${DEADLINE_S:-420}" --reserve-s "${RESERVE_S:-100}" ${TRAIN_ARGS:-}
-echo "train_deadline exit status $?"
-phase train_deadline_done
+timeout $(( DEADLINE_S + 30 )) "$PY" "training/openkbp/$SCRIPT" \
+  --train "$DATA/train.npz" --val "$DATA/validation.npz" --out "$OUT" --device "$DEVICE" \
+  --deadline-s "$DEADLINE_S" --reserve-s "$RESERVE_S" ${TRAIN_ARGS:-}
+echo "$SCRIPT exit status $?"
+phase "${TASK}_done"
 ls -la "$OUT"

@@ -41,7 +41,9 @@ optimisers, one step), :mod:`.run_dir` (config, split, log, checkpoints) and
 deadline with the throughput levers (issue 14): :mod:`.batch_augment`
 (augmentation vectorised over the batch), :mod:`.resident` (all volumes
 on the device), :mod:`.schedule` (warm-up + cosine to the deadline),
-:mod:`.deadline` (:class:`~.deadline.FastTrainer`, :class:`~.deadline.LineLog`)
+:mod:`.deadline` (:class:`~.deadline.FastTrainer`, :class:`~.deadline.BatchSource`,
+:class:`~.deadline.LineLog`), :mod:`.fast_search` (the warm-up and search
+stages to a deadline with the same levers, :class:`~.fast_search.FastSearcher`)
 and :mod:`.accumulate` (start from the shipped model, ship only gains,
 the runs table).
 

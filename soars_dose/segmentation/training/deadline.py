@@ -38,7 +38,7 @@ from .losses import partial_dice_ce
 from .resident import ResidentVolumes
 from .schedule import warm_restart_lr
 
-__all__ = ["FastTrainer", "LineLog"]
+__all__ = ["BatchSource", "FastTrainer", "LineLog", "autocast_for", "synchronize"]
 
 
 class LineLog:
@@ -88,16 +88,16 @@ def _train_config(role: str, cfg: DeadlineConfig, pre: Preprocessing) -> TrainCo
         "anchor_model": "(given)" if B.needs_anchor(role) else None})
 
 
-class FastTrainer:
-    """One network, its optimiser and its batches, stepped as fast as the levers allow.
+class BatchSource:
+    """Random augmented training batches of one branch, built with the throughput levers.
 
     Parameters
     ----------
-    net : nn.Module
-        The network to train (moved to ``device``; trained in place).
     samples : list of Sample
         Training samples of the branch (one network grid).
     config : DeadlineConfig
+        Its ``batch_size``, ``patch_size``, ``resident``,
+        ``vectorised_augment``, ``augmentation`` and ``seed`` are used.
     role : str
         ``anchor`` or ``mid_level``.
     names : list of str
@@ -106,52 +106,35 @@ class FastTrainer:
         The samples' preprocessing (HU window of the CT-number offsets).
     anchor_names : list of str, optional
         Input anchor OARs (mid-level: their left/right permutation).
-    device : str or torch.device
+    device : torch.device
+    seed : int, optional
+        Seed of the patch positions and augmentation (default
+        ``config.seed``); two sources of one run (a search's training and
+        held-out splits) take different seeds.
     """
 
-    def __init__(self, net: nn.Module, samples: list[Sample], config: DeadlineConfig, *,
-                 role: str, names: list[str], preprocessing: Preprocessing,
-                 anchor_names: "list[str] | None" = None, device="cpu",
-                 log: "LineLog | None" = None):
-        if role not in (B.ANCHOR, B.MID):
-            raise TrainingError(f"deadline training covers the anchor and mid-level branches, "
-                                f"not {role}")
+    def __init__(self, samples: list[Sample], config: DeadlineConfig, *, role: str,
+                 names: list[str], preprocessing: Preprocessing,
+                 anchor_names: "list[str] | None", device: torch.device,
+                 seed: "int | None" = None):
         if not samples:
-            raise TrainingError("no training samples")
-        self.cfg, self.role, self.samples = config, role, samples
-        self.dev = resolve_device(device)
-        self.pre = preprocessing
-        self.log = log or LineLog()
+            raise TrainingError(f"no training samples for the {role} branch")
+        self.cfg, self.samples, self.dev, self.pre = config, samples, device, preprocessing
+        self.batch_size = int(config.batch_size)
         self.tcfg = _train_config(role, config, preprocessing)
-        self.task = Task(role, self.tcfg, anchor_names, names).to(self.dev)
+        self.task = Task(role, self.tcfg, anchor_names, names).to(device)
         self.fill = float(samples[0].fill)
         self.spacing = tuple(samples[0].spacing)
         self.patch = tuple(config.patch_size)
-        self.gen = torch.Generator(device=self.dev).manual_seed(int(config.seed))
-        self.rng = np.random.default_rng([int(config.seed), 17])
-        self.volumes = (ResidentVolumes(samples, self.dev, self.patch) if config.resident
+        seed = int(config.seed if seed is None else seed)
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.rng = np.random.default_rng([seed, 17])
+        self.volumes = (ResidentVolumes(samples, device, self.patch) if config.resident
                         else None)
-        self.net = net.to(self.dev).train()
-        if config.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last_3d)
-        for p in self.net.parameters():
-            p.requires_grad_(True)
-        self.params = [p for p in self.net.parameters()]
-        self.opt = torch.optim.SGD(self.params, lr=config.peak_lr(), momentum=config.momentum,
-                                   nesterov=True, weight_decay=config.weight_decay)
-        self.model: Any = self.net
-        self.compiled = False
-        if config.compile:
-            try:
-                self.model = torch.compile(self.net)
-                self.compiled = True
-            except Exception as exc:  # noqa: BLE001 - optional lever: report, go on eagerly
-                self.log.write({"event": "compile_skipped", "reason": repr(exc)[:200]})
-        self.steps = 0
 
-    # ---- one batch
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        cfg, n, a = self.cfg, self.cfg.batch_size, self.cfg.augmentation
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch ``(x, labels, annotated)`` of :attr:`batch_size` patches on the device."""
+        cfg, n, a = self.cfg, self.batch_size, self.cfg.augmentation
         if self.volumes is not None:
             x, lab, ann = self.volumes.batch(n, self.gen)
             if not a.enabled:
@@ -183,11 +166,73 @@ class FastTrainer:
             as_.append(torch.from_numpy(np.asarray(ai)))
         return torch.stack(xs), torch.stack(ls), torch.stack(as_).to(self.dev)
 
+
+def autocast_for(config: DeadlineConfig, device: torch.device):
+    """bf16 autocast on CUDA when ``config.bf16``; otherwise a no-op context."""
+    if config.bf16 and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class FastTrainer:
+    """One network, its optimiser and its batches, stepped as fast as the levers allow.
+
+    Parameters
+    ----------
+    net : nn.Module
+        The network to train (moved to ``device``; trained in place).
+    samples, config, role, names, preprocessing, anchor_names
+        As for :class:`BatchSource`, which makes the batches.
+    device : str or torch.device
+    log : LineLog, optional
+    """
+
+    def __init__(self, net: nn.Module, samples: list[Sample], config: DeadlineConfig, *,
+                 role: str, names: list[str], preprocessing: Preprocessing,
+                 anchor_names: "list[str] | None" = None, device="cpu",
+                 log: "LineLog | None" = None):
+        if role not in (B.ANCHOR, B.MID):
+            raise TrainingError(f"deadline training covers the anchor and mid-level branches, "
+                                f"not {role}")
+        if not samples:
+            raise TrainingError("no training samples")
+        self.cfg, self.role, self.samples = config, role, samples
+        self.dev = resolve_device(device)
+        self.log = log or LineLog()
+        self.source = BatchSource(samples, config, role=role, names=names,
+                                  preprocessing=preprocessing, anchor_names=anchor_names,
+                                  device=self.dev)
+        self.volumes = self.source.volumes
+        self.net = net.to(self.dev).train()
+        if config.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last_3d)
+        for p in self.net.parameters():
+            p.requires_grad_(True)
+        self.params = [p for p in self.net.parameters()]
+        self.opt = torch.optim.SGD(self.params, lr=config.peak_lr(), momentum=config.momentum,
+                                   nesterov=True, weight_decay=config.weight_decay)
+        self.model: Any = self.net
+        self.compiled = False
+        if config.compile:
+            try:
+                self.model = torch.compile(self.net)
+                self.compiled = True
+            except Exception as exc:  # noqa: BLE001 - optional lever: report, go on eagerly
+                self.log.write({"event": "compile_skipped", "reason": repr(exc)[:200]})
+        self.steps = 0
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.source.next()
+
     # ---- one step
     def _autocast(self):
-        if self.cfg.bf16 and self.dev.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.cfg, self.dev)
 
     def step(self, lr: float, balance: float) -> torch.Tensor:
         """One optimiser step at learning rate ``lr``; returns the loss (on the device)."""
@@ -216,8 +261,7 @@ class FastTrainer:
         return loss.detach()
 
     def _sync(self) -> None:
-        if self.dev.type == "cuda":
-            torch.cuda.synchronize(self.dev)
+        synchronize(self.dev)
 
     # ---- until the deadline
     def run(self, train_s: float, *, max_steps: "int | None" = None,

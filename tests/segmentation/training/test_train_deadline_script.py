@@ -8,7 +8,6 @@ ships any finite result, +1 none; the Dice figures themselves are measured.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import sys
@@ -19,74 +18,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from soars_dose.datasets.openkbp import write_training_arrays  # noqa: E402
-from soars_dose.segmentation.bundle import load_models, save_bundle  # noqa: E402
-from soars_dose.segmentation.preprocess import Preprocessing  # noqa: E402
-from soars_dose.segmentation.training import TrainConfig, build_network  # noqa: E402
-from soars_dose.segmentation.training.accumulate import save_branch  # noqa: E402
-from soars_dose.segmentation.training.stage import fixed_architecture  # noqa: E402
+from soars_dose.segmentation.bundle import load_models  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parents[3] / "training" / "openkbp" / "train_deadline.py"
-ANCHOR = ["Brainstem", "SpinalCord", "Bone_Mandible"]
-MID = ["Parotid_L", "Parotid_R", "Esophagus", "Larynx_GSL"]
-OARS = ANCHOR + MID
-#: OpenKBP structure -> box [i0:i1, j0:j1, k0:k1] in a (28, 28, 24) volume.
-BOXES = {"Brainstem": (12, 16, 12, 16, 14, 20), "SpinalCord": (12, 15, 13, 15, 4, 14),
-         "Mandible": (6, 10, 8, 20, 8, 12), "LeftParotid": (10, 14, 5, 8, 10, 15),
-         "RightParotid": (10, 14, 20, 23, 10, 15), "Esophagus": (16, 18, 13, 15, 3, 9),
-         "Larynx": (8, 11, 12, 16, 4, 8)}
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("openkbp_train_deadline", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _patient(path: Path, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    shape = (28, 28, 24)
-    ct = np.full(shape, -1024, np.int16)
-    ct[3:25, 3:25, 1:23] = 40
-    arrays = {"voxel_dimensions_mm": np.array([4.0, 4.0, 5.0]),
-              "dose_gy": np.zeros(shape, np.float32),
-              "possible_dose_mask": np.zeros(shape, bool)}
-    for k, (i0, i1, j0, j1, k0, k1) in enumerate(BOXES.values()):
-        name = list(BOXES)[k]
-        m = np.zeros(shape, bool)
-        s = int(rng.integers(0, 2))
-        m[i0 + s:i1 + s, j0:j1, k0:k1] = True
-        ct[m] = 100 + 60 * k
-        arrays[f"mask_{name}"] = m
-    arrays["ct_hu"] = ct
-    np.savez_compressed(path, **arrays)
+from .openkbp_inputs import OARS, load_script, make_inputs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("deadline_inputs")
-    for split, ids in (("train", (1, 2)), ("validation", (201,))):
-        folder = root / split
-        folder.mkdir()
-        for i in ids:
-            _patient(folder / f"pt_{i}.npz", i)
-        write_training_arrays(folder, root / f"{split}.npz")
-    pre = Preprocessing(target_spacing_mm=(5.0, 8.0, 8.0), window_hu=(-500.0, 1000.0))
-    files = []
-    for role, cin, names in (("anchor", 1, ANCHOR), ("mid_level", 1 + len(ANCHOR), MID)):
-        cfg = TrainConfig.from_dict({"branch": "anchor", "widths": [4, 8, 8, 8, 8]})
-        net = build_network(fixed_architecture(cfg, cin, len(names) + 1), 0)
-        files.append(save_branch(root / f"{role}.soars.pt", net, role=role, names=names,
-                                 preprocessing=pre, patch_size=(16, 32, 32),
-                                 anchor_names=ANCHOR if role == "mid_level" else None,
-                                 training={"patches_cumulative": 100}))
-    start = save_bundle(root / "start_int8.pt", files, weights="int8")
-    runs = root / "RUNS.md"
-    runs.write_text("# runs\n\n| date | device | training s | patches | cumulative | "
-                    + " | ".join(OARS) + " | mean | shipped | note |\n|"
-                    + "---|" * (len(OARS) + 8) + "\n")
-    return root, start, runs
+    return make_inputs(tmp_path_factory.mktemp("deadline_inputs"))
 
 
 class _Stdout(io.StringIO):
@@ -110,7 +49,7 @@ def test_deadline_run_trains_packs_validates_and_ships_only_on_a_gain(
     out = tmp_path / "out"
     fake = _Stdout(out / "train_log.jsonl")
     monkeypatch.setattr(sys, "stdout", fake)
-    rc = _script().main([
+    rc = load_script("train_deadline").main([
         "--train", str(root / "train.npz"), "--val", str(root / "validation.npz"),
         "--out", str(out), "--start", str(start), "--runs-md", str(runs), "--device", "cpu",
         "--patch", "16", "32", "32", "--batch", "2", "--max-steps", "3", "--sync-every", "1",
