@@ -2,7 +2,9 @@
 # One GPU run of at most 10 minutes (issue 14). TASK=deadline (default): the lever benchmark,
 # then training that continues the shipped model to a deadline, validation and packing
 # (train_deadline.py). TASK=search: searched against plain at an equal budget, both from
-# scratch (search_vs_plain.py, part 4; no benchmark unless BENCH=1).
+# scratch (search_vs_plain.py, part 4; no benchmark unless BENCH=1). TASK=batch: the lever
+# benchmark, then the anchor from scratch at batch 32 and 4 for the same patches, Dice on the
+# validation crops at 4 checkpoints (batch_per_patch.py, part 1's "same Dice per patch seen").
 #
 # Prepare here (.devdata/ is git-ignored and goes to the device with the run tool's
 # carry=[".devdata"]; it must stay under 64 MiB):
@@ -14,6 +16,7 @@
 #   run(command="bash training/openkbp/device_deadline.sh", carry=[".devdata"], timeout_s=600)
 # and for part 4, in a later device session (its own 10 minutes):
 #   run(command="TASK=search bash training/openkbp/device_deadline.sh", carry=[".devdata"], timeout_s=600)
+#   run(command="TASK=batch bash training/openkbp/device_deadline.sh", carry=[".devdata"], timeout_s=600)
 # The validation split is the 33 patients of ../shared/data/openkbp/validation, those of the
 # README's evaluation (patients.csv); training uses all 169 training patients.
 #
@@ -28,7 +31,8 @@
 # TASK=search: search_vs_plain.py ends by DEADLINE_S=520 s (RESERVE_S=150 s for packing and
 # three validation passes); outputs comparison.json, search_vs_plain.md, candidate_plain_int8.pt,
 # candidate_searched_int8.pt, RUNS.md (two rows), soars_default.pt only if the better arm beats
-# the shipped model.
+# the shipped model. TASK=batch: benchmark <= 100 s, then batch_per_patch.py ends by
+# DEADLINE_S=440 s (RESERVE_S=20 s); outputs batch_per_patch.json and batch_per_patch.md.
 #
 # CPU smoke test (a few minutes; tiny sizes):
 #   OUT=/tmp/smoke DEVICE=cpu BENCH_ARGS="--synthetic 2 --synthetic-shape 20,28,28 --patch 18,24,24
@@ -64,7 +68,9 @@ case "$TASK" in
             BENCH=${BENCH:-1} ;;
   search) SCRIPT=search_vs_plain.py; DEADLINE_S=${DEADLINE_S:-520}; RESERVE_S=${RESERVE_S:-150}
           BENCH=${BENCH:-0} ;;
-  *) echo "TASK must be deadline or search, not $TASK"; exit 2 ;;
+  batch) SCRIPT=batch_per_patch.py; DEADLINE_S=${DEADLINE_S:-440}; RESERVE_S=${RESERVE_S:-20}
+         BENCH=${BENCH:-1} ;;
+  *) echo "TASK must be deadline, search or batch, not $TASK"; exit 2 ;;
 esac
 if [ "$BENCH" = 1 ]; then
   # shellcheck disable=SC2086

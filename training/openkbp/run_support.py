@@ -63,12 +63,15 @@ class RunClock:
         Run folder (``train_log.jsonl`` is appended there, every line flushed).
     device : str
         ``cuda...`` phases wait for the device before they are timed.
+    t0 : float, optional
+        ``time.perf_counter()`` at the script's start, before its imports
+        (torch's import is part of the start-up phase); default now.
     """
 
-    def __init__(self, out: Path, device: str):
+    def __init__(self, out: Path, device: str, t0: "float | None" = None):
         from soars_dose.segmentation.training.deadline import LineLog
 
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter() if t0 is None else t0
         self.device = device
         self.log = LineLog(out / "train_log.jsonl", echo=lambda s: print(s, flush=True))
         self.phases: dict[str, float] = {}
@@ -134,10 +137,11 @@ class Inputs:
 
 def load_inputs(clock: RunClock, train: str, val: str, start: str, *,
                 max_patients: "int | None", max_val_patients: "int | None",
-                workers: int) -> "Inputs | None":
+                workers: int, mid_level: bool = True) -> "Inputs | None":
     """Load the arrays and the start bundle, and prepare both branches' samples.
 
-    The mid-level inputs are the *start* model's anchor probability maps.
+    The mid-level inputs are the *start* model's anchor probability maps;
+    ``mid_level=False`` prepares the anchor samples only (no anchor maps).
     Returns None (after an ``error`` log line) when an input file is missing.
     """
     import train_default as T
@@ -154,16 +158,18 @@ def load_inputs(clock: RunClock, train: str, val: str, start: str, *,
         cases = T.load_cases(train, max_patients)
         val_cases = T.load_cases(val, n_val)
         model = load_models(start)
-    anchor = model["anchor"]
-    anchor.net.to(clock.device).eval()
+    anchor = model["anchor"] if mid_level else None
+    if anchor is not None:
+        anchor.net.to(clock.device).eval()
     prep_t: dict[str, float] = {}
     with clock.phase("prepare"):
         samples = prepare_branches(cases, model.preprocessing, anchor, workers=workers,
                                    timings=prep_t)
-    anchor.net.cpu()
+    if anchor is not None:
+        anchor.net.cpu()
     ph = clock.phases
-    ph["prepare_preprocess"] = round(prep_t["preprocess_s"], 3)
-    ph["prepare_anchor_maps"] = round(prep_t["anchor_inference_s"], 3)
+    ph["prepare_preprocess"] = round(prep_t.get("preprocess_s", 0.0), 3)
+    ph["prepare_anchor_maps"] = round(prep_t.get("anchor_inference_s", 0.0), 3)
     clock.note("data_ready", patients=len(cases), validation=len(val_cases),
                preprocess_s=ph["prepare_preprocess"], anchor_maps_s=ph["prepare_anchor_maps"],
                s_per_patient=round(ph["prepare"] / max(1, len(cases)), 3))

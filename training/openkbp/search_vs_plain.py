@@ -47,6 +47,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def _table(results: dict, vals: dict, oars: list[str]) -> str:
 
 
 def main(argv=None) -> int:
+    t0 = time.perf_counter()  # start-up includes the imports
     import torch
     from run_support import RunClock, common_parser, load_inputs, start_torch, validate
 
@@ -137,7 +139,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    clock = RunClock(out, args.device)
+    clock = RunClock(out, args.device, t0)
     note, phases = clock.note, clock.phases
     dev_name = start_torch(clock, args.threads)
     inputs = load_inputs(clock, args.train, args.val, args.start,

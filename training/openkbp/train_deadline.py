@@ -38,6 +38,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
@@ -49,6 +50,7 @@ RUN3_PATCHES = {"anchor": 86 * 40 * 4, "mid_level": 132 * 40 * 4}
 
 
 def main(argv=None) -> int:
+    t0 = time.perf_counter()  # start-up includes the imports
     import torch
     from run_support import RunClock, common_parser, load_inputs, start_torch, validate
 
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    clock = RunClock(out, args.device)
+    clock = RunClock(out, args.device, t0)
     log, note, phase, phases = clock.log, clock.note, clock.phase, clock.phases
     dev_name = start_torch(clock, args.threads)
     inputs = load_inputs(clock, args.train, args.val, args.start,

@@ -265,15 +265,22 @@ class FastTrainer:
 
     # ---- until the deadline
     def run(self, train_s: float, *, max_steps: "int | None" = None,
+            schedule_steps: "int | None" = None,
             on_log: "Callable[[dict[str, Any]], Any] | None" = None) -> dict[str, Any]:
         """Train for ``train_s`` seconds (or ``max_steps`` steps), stopping before the deadline.
 
         Parameters
         ----------
         train_s : float
-            Training seconds from the call (the schedule spans them).
+            Training seconds from the call (the schedule spans them, unless
+            ``schedule_steps`` is given).
         max_steps : int, optional
             Stop after this many steps (benchmarks, tests).
+        schedule_steps : int, optional
+            Run the learning-rate and loss schedule over this many steps
+            instead of ``train_s`` seconds, counted over all calls of this
+            trainer (:attr:`steps`): an experiment at an equal number of
+            patches stops and goes on between calls without restarting it.
         on_log : callable, optional
             Called with each log entry after its line is written.
 
@@ -296,7 +303,7 @@ class FastTrainer:
             el = time.perf_counter() - t0
             if el + step_s * (pending + 1) >= train_s:
                 break
-            frac = el / train_s
+            frac = (self.steps / schedule_steps if schedule_steps else el / train_s)
             lr = warm_restart_lr(frac, peak, warmup_fraction=cfg.warmup_fraction,
                                  warmup_start=cfg.warmup_start, final_fraction=cfg.final_fraction)
             balance = cfg.ce_balance + (cfg.ce_balance_final - cfg.ce_balance) * frac

@@ -85,3 +85,19 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
     out = tr.run(60.0, max_steps=2)
     assert out["steps"] == 2 and not out["compiled"]
     assert tr.log.entries[0]["event"] == "compile_skipped"
+
+
+def test_a_step_schedule_runs_on_across_calls_without_restarting():
+    from soars_dose.segmentation.training.schedule import warm_restart_lr
+
+    cfg = _cfg(sync_every=1, warmup_fraction=0.25)
+    tr = FastTrainer(_net(), toy_samples(2), cfg, role="anchor", names=ANCHOR3,
+                     preprocessing=PRE)
+    for _ in range(2):  # 4 steps of one schedule in two calls, seconds irrelevant
+        tr.run(1e9, max_steps=2, schedule_steps=4)
+    lrs = [e["lr"] for e in tr.log.entries if "lr" in e]
+    want = [warm_restart_lr(n / 4, cfg.peak_lr(), warmup_fraction=0.25,
+                            warmup_start=cfg.warmup_start, final_fraction=cfg.final_fraction)
+            for n in range(4)]
+    assert lrs == pytest.approx(want, rel=1e-12)
+    assert tr.steps == 4

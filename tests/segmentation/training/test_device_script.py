@@ -43,17 +43,19 @@ def _run(tmp_path, inputs, task, extra=""):
     ("deadline", "train_deadline.py", ["candidate_int8.pt", "run_record.json"]),
     ("search", "search_vs_plain.py", ["candidate_plain_int8.pt", "candidate_searched_int8.pt",
                                       "comparison.json", "search_vs_plain.md"]),
+    ("batch", "batch_per_patch.py", ["batch_per_patch.json", "batch_per_patch.md"]),
 ])
 def test_each_task_runs_its_script_and_leaves_its_logs_under_out(tmp_path, inputs, task,
                                                                  script, files):
-    extra = "--search-batch 2" if task == "search" else ""
+    extra = {"search": "--search-batch 2", "batch": "--batches 2 1 --patches 2 --checkpoints 1",
+             "deadline": ""}[task]
     p, out = _run(tmp_path, inputs, task, extra)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     console = (out / "console.txt").read_text()
     assert f"{script} exit status 0" in console
     phases = [line.split()[1] for line in (out / "phases.txt").read_text().splitlines()]
     assert phases == ["start", "setup_done", f"{task}_done"]
-    for f in files + ["train_log.jsonl", "RUNS.md"]:
+    for f in files + ["train_log.jsonl"] + (["RUNS.md"] if task != "batch" else []):
         assert (out / f).is_file(), f
     last = json.loads((out / "train_log.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "done"
@@ -62,5 +64,5 @@ def test_each_task_runs_its_script_and_leaves_its_logs_under_out(tmp_path, input
 def test_an_unknown_task_is_refused_before_anything_runs(tmp_path, inputs):
     p, out = _run(tmp_path, inputs, "serach")
     assert p.returncode == 2
-    assert "TASK must be deadline or search, not serach" in (out / "console.txt").read_text()
+    assert "TASK must be deadline, search or batch, not serach" in (out / "console.txt").read_text()
     assert not (out / "train_log.jsonl").exists()
