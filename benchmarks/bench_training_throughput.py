@@ -123,6 +123,7 @@ def main(argv=None) -> int:
         cfg = DeadlineConfig(**{**BASELINE, **LEVERS[name]}, patch_size=patch,
                              augmentation={"rotation_probability": 0.2})
         row: dict = {"lever": name, "batch": cfg.batch_size}
+        tr = None
         try:
             tr = FastTrainer(build_network(arch, 0), samples, cfg, role="anchor", names=names,
                              preprocessing=pre, device=args.device)
@@ -137,6 +138,10 @@ def main(argv=None) -> int:
                 row["speedup"] = out["patches_per_s"] / base
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: report, go on
             row["error"] = repr(exc)[:200]
+        finally:  # a failed lever must not hold its memory into the next row
+            del tr
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
         rows.append(row)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                           for k, v in row.items()}), flush=True)
