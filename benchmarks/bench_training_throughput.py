@@ -16,6 +16,10 @@ every 25 steps, ``torch.compile``); ``all`` switches them all on at batch
 32 (without compile; ``all_compile`` adds it). Each row: ``--warmup`` untimed
 steps, then ``--steps`` timed steps; prints patches per second and the
 speed-up over the baseline, one JSON line per row (``--json`` also writes them).
+On CUDA each row also counts the synchronising calls inside ``--sync-steps``
+more training steps (``host_syncs_per_step``, CUDA's sync debug mode in
+``warn``; the loss read-back of ``run`` is outside the step and not counted):
+0 for the resident rows is the "no host synchronisation inside the step" lever.
 """
 
 from __future__ import annotations
@@ -42,6 +46,30 @@ LEVERS: dict[str, dict] = {
     "channels_last": dict(channels_last=True), "no_sync": dict(sync_every=25),
     "compile": dict(compile=True), "all": ALL, "all_compile": {**ALL, "compile": True},
 }
+
+
+def count_host_syncs(trainer, steps: int):
+    """Synchronising CUDA calls per training step over ``steps`` steps; None off CUDA.
+
+    Uses :func:`torch.cuda.set_sync_debug_mode` (``warn``: every call that
+    waits for the device issues a warning) around :meth:`FastTrainer.step`.
+    """
+    import warnings
+
+    import torch
+
+    if trainer.dev.type != "cuda" or steps < 1:
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                trainer.step(trainer.cfg.peak_lr(), 1.0)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message).lower() for w in caught)
+    return syncs / steps
 
 
 def synthetic_samples(n: int, shape, seed: int = 0):
@@ -90,6 +118,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--sync-steps", type=int, default=3,
+                    help="CUDA: steps under the sync debug mode after the timed ones")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -131,7 +161,8 @@ def main(argv=None) -> int:
             out = tr.run(1e9, max_steps=args.steps)
             row.update(patches_per_s=out["patches_per_s"],
                        s_per_patch=out["seconds"] / out["patches"], compiled=out["compiled"],
-                       lr=cfg.peak_lr())
+                       lr=cfg.peak_lr(), host_syncs_per_step=count_host_syncs(
+                           tr, args.sync_steps))
             if name == "baseline":
                 base = out["patches_per_s"]
             if base:
