@@ -47,9 +47,9 @@ def test_host_syncs_are_counted_from_the_sync_debug_warnings(monkeypatch):
         cfg = types.SimpleNamespace(peak_lr=lambda: 0.01)
 
         def step(self, lr, balance):
-            warnings.warn("called a synchronizing CUDA operation", UserWarning)
-            warnings.warn("called a synchronizing CUDA operation", UserWarning)
-            warnings.warn("an unrelated warning", UserWarning)
+            warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=2)
+            warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=2)
+            warnings.warn("an unrelated warning", UserWarning, stacklevel=2)
 
     assert bench.count_host_syncs(Trainer(), 3) == 2.0
     assert modes == ["warn", "default"]  # the mode is restored
