@@ -102,7 +102,10 @@ def main(argv=None) -> int:
         fixed_architecture,
         prepare_samples,
     )
-    from soars_dose.segmentation.training.deadline import FastTrainer
+    from soars_dose.segmentation.training.deadline import (
+        FastTrainer,
+        free_device_memory,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
@@ -171,8 +174,7 @@ def main(argv=None) -> int:
             row["error"] = repr(exc)[:200]
         finally:  # a failed lever must not hold its memory into the next row
             del tr
-            if args.device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            free_device_memory(args.device)
         rows.append(row)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                           for k, v in row.items()}), flush=True)

@@ -61,10 +61,14 @@ def main(argv=None) -> int:
     import torch
     from run_support import RunClock, common_parser, load_inputs, start_torch
 
+    from soars_dose.outputs import write_text_file
     from soars_dose.segmentation import nas
     from soars_dose.segmentation.training import DeadlineConfig, prepare_branches
     from soars_dose.segmentation.training.config import AugmentationConfig
-    from soars_dose.segmentation.training.deadline import FastTrainer
+    from soars_dose.segmentation.training.deadline import (
+        FastTrainer,
+        free_device_memory,
+    )
     from soars_dose.segmentation.training.stage import build_network
 
     ap = common_parser(
@@ -99,11 +103,30 @@ def main(argv=None) -> int:
                              rotation_probability=0.2)
     arch = nas.plain_3d(br.net).architecture()
     arms: dict[int, dict] = {}
+    oars = list(br.oar_names)
+
+    def write_results() -> None:
+        """Both files as they stand (after every checkpoint: a run killed at its limit keeps them)."""
+        md = (f"# Dice per patch seen, by batch size ({date.today().isoformat()}, {dev_name})\n\n"
+              f"Anchor branch from scratch (same initial weights), {len(inputs.cases)} training "
+              f"/ {len(val)} validation patients, patch {'x'.join(map(str, args.patch))}, "
+              f"{args.patches} patches per arm; validation crops (`Task.validate`).\n\n"
+              + _table(arms, oars)
+              + "".join(f"\nbatch {b}: {a['patches_per_s']:.1f} patches/s"
+                        + (" (stopped early at its cap)" if a["stopped_early"] else "")
+                        for b, a in arms.items() if a.get("patches_per_s")) + "\n")
+        write_text_file(out / "batch_per_patch.md", md)
+        write_text_file(out / "batch_per_patch.json", json.dumps(
+            {"device": dev_name, "arms": arms, "phases": clock.phases, "args": vars(args),
+             "wall_s": clock.elapsed()}, indent=1))
+
     end = args.deadline_s - args.reserve_s
     for k, b in enumerate(args.batches):
+        t_arm = clock.elapsed()
         cfg = DeadlineConfig(batch_size=b, patch_size=tuple(args.patch), base_lr=args.base_lr,
                              augmentation=aug, sync_every=args.sync_every, seed=args.seed)
-        cap = args.arm_cap_s or (end - clock.elapsed()) / (len(args.batches) - k)
+        cap = (args.arm_cap_s if args.arm_cap_s is not None
+               else (end - t_arm) / (len(args.batches) - k))
         steps = max(1, args.patches // b)
         marks = sorted({max(1, round(steps * (i + 1) / args.checkpoints))
                         for i in range(args.checkpoints)})
@@ -114,44 +137,38 @@ def main(argv=None) -> int:
         note("arm_start", batch=b, steps=steps, patches=steps * b, peak_lr=cfg.peak_lr(),
              cap_s=round(cap, 1))
         arm = {"batch": b, "peak_lr": cfg.peak_lr(), "planned_steps": steps, "checkpoints": [],
-               "stopped_early": False}
-        train_s = 0.0
+               "stopped_early": False, "cap_s": round(cap, 3)}
+        arms[b] = arm
+        train_s = val_s = 0.0
         for m in marks:
-            left = cap - train_s
-            res = trainer.run(left, max_steps=m - trainer.steps, schedule_steps=steps)
+            # the cap is wall-clock: set-up and validation count, and one more validation
+            # pass (as long as the last) must still fit after this stretch of training
+            left = cap - (clock.elapsed() - t_arm) - val_s
+            res = trainer.run(max(left, 0.0), max_steps=m - trainer.steps,
+                              schedule_steps=steps)
             train_s += res["seconds"]
+            t_val = clock.elapsed()
             with torch.no_grad():
                 v = trainer.source.task.validate(trainer.net, val)["val_dice"]
+            val_s = clock.elapsed() - t_val
             dice = {n: (None if v.get(n) is None else float(v[n])) for n in br.oar_names}
             got = [x for x in dice.values() if x is not None]
             c = {"patches": trainer.steps * b, "steps": trainer.steps,
-                 "seconds": round(train_s, 3), "dice": dice,
+                 "seconds": round(train_s, 3), "validation_s": round(val_s, 3), "dice": dice,
                  "mean": float(np.mean(got)) if got else None}
             arm["checkpoints"].append(c)
+            arm["patches_per_s"] = trainer.steps * b / train_s if train_s > 0 else None
             note("checkpoint", batch=b, **c)
-            if trainer.steps < m:  # the arm's seconds ran out before this mark
-                arm["stopped_early"] = True
+            stopped = trainer.steps < m  # the arm's seconds ran out before this mark
+            arm["stopped_early"] = stopped
+            write_results()
+            if stopped:
                 note("warning", message=f"batch {b}: stopped at {trainer.steps} of {steps} "
                                         f"steps ({cap:.0f} s cap)")
                 break
-        arm["patches_per_s"] = trainer.steps * b / train_s if train_s > 0 else None
-        arms[b] = arm
         del trainer
-        if args.device.startswith("cuda"):
-            torch.cuda.empty_cache()
-    oars = list(br.oar_names)
-    md = (f"# Dice per patch seen, by batch size ({date.today().isoformat()}, {dev_name})\n\n"
-          f"Anchor branch from scratch (same initial weights), {len(inputs.cases)} training / "
-          f"{len(val)} validation patients, patch {'x'.join(map(str, args.patch))}, "
-          f"{args.patches} patches per arm; validation crops (`Task.validate`).\n\n"
-          + _table(arms, oars)
-          + "".join(f"\nbatch {b}: {a['patches_per_s']:.1f} patches/s"
-                    + (" (stopped early at its cap)" if a["stopped_early"] else "")
-                    for b, a in arms.items() if a["patches_per_s"]) + "\n")
-    (out / "batch_per_patch.md").write_text(md, encoding="utf-8")
-    (out / "batch_per_patch.json").write_text(json.dumps(
-        {"device": dev_name, "arms": arms, "phases": clock.phases, "args": vars(args),
-         "wall_s": clock.elapsed()}, indent=1), encoding="utf-8")
+        free_device_memory(args.device)
+    write_results()
     note("done", wall_s=round(clock.elapsed(), 1))
     clock.log.close()
     return 0

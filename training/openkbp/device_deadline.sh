@@ -32,7 +32,7 @@
 # three validation passes); outputs comparison.json, search_vs_plain.md, candidate_plain_int8.pt,
 # candidate_searched_int8.pt, RUNS.md (two rows), soars_default.pt only if the better arm beats
 # the shipped model. TASK=batch: benchmark <= 100 s, then batch_per_patch.py ends by
-# DEADLINE_S=440 s (RESERVE_S=20 s); outputs batch_per_patch.json and batch_per_patch.md.
+# DEADLINE_S=420 s (RESERVE_S=20 s); outputs batch_per_patch.json and batch_per_patch.md.
 #
 # CPU smoke test (a few minutes; tiny sizes):
 #   OUT=/tmp/smoke DEVICE=cpu BENCH_ARGS="--synthetic 2 --synthetic-shape 20,28,28 --patch 18,24,24
@@ -68,9 +68,12 @@ case "$TASK" in
             BENCH=${BENCH:-1} ;;
   search) SCRIPT=search_vs_plain.py; DEADLINE_S=${DEADLINE_S:-520}; RESERVE_S=${RESERVE_S:-150}
           BENCH=${BENCH:-0} ;;
-  batch) SCRIPT=batch_per_patch.py; DEADLINE_S=${DEADLINE_S:-440}; RESERVE_S=${RESERVE_S:-20}
+  batch) SCRIPT=batch_per_patch.py; DEADLINE_S=${DEADLINE_S:-420}; RESERVE_S=${RESERVE_S:-20}
          BENCH=${BENCH:-1} ;;
   *) echo "TASK must be deadline, search or batch, not $TASK"; exit 2 ;;
+esac
+case "$DEADLINE_S" in
+  ''|*[!0-9]*) echo "DEADLINE_S must be whole seconds, not $DEADLINE_S"; exit 2 ;;
 esac
 if [ "$BENCH" = 1 ]; then
   # shellcheck disable=SC2086
@@ -83,6 +86,8 @@ fi
 timeout $(( DEADLINE_S + 30 )) "$PY" "training/openkbp/$SCRIPT" \
   --train "$DATA/train.npz" --val "$DATA/validation.npz" --out "$OUT" --device "$DEVICE" \
   --deadline-s "$DEADLINE_S" --reserve-s "$RESERVE_S" ${TRAIN_ARGS:-}
-echo "$SCRIPT exit status $?"
+rc=$?
+echo "$SCRIPT exit status $rc"
 phase "${TASK}_done"
 ls -la "$OUT"
+exit "$rc"  # the call's rc is the training script's (124: killed at DEADLINE_S + 30 s)

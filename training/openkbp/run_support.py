@@ -98,10 +98,12 @@ class _Phase:
         return self
 
     def __exit__(self, *exc) -> bool:
-        if self.clock.device.startswith("cuda"):
+        if exc[0] is None:  # after an error, waiting on the device could hide it
             import torch
 
-            torch.cuda.synchronize()
+            from soars_dose.segmentation.training.deadline import synchronize
+
+            synchronize(torch.device(self.clock.device))
         secs = round(time.perf_counter() - self.t, 3)
         self.clock.phases[self.name] = secs
         self.clock.note("phase", phase=self.name, seconds=secs,

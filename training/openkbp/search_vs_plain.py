@@ -102,9 +102,9 @@ def _table(results: dict, vals: dict, oars: list[str]) -> str:
 
 def main(argv=None) -> int:
     t0 = time.perf_counter()  # start-up includes the imports
-    import torch
     from run_support import RunClock, common_parser, load_inputs, start_torch, validate
 
+    from soars_dose.outputs import write_text_file
     from soars_dose.segmentation import nas
     from soars_dose.segmentation.bundle import save_bundle
     from soars_dose.segmentation.training import DeadlineConfig
@@ -116,7 +116,10 @@ def main(argv=None) -> int:
         should_ship,
     )
     from soars_dose.segmentation.training.config import AugmentationConfig
-    from soars_dose.segmentation.training.deadline import FastTrainer
+    from soars_dose.segmentation.training.deadline import (
+        FastTrainer,
+        free_device_memory,
+    )
     from soars_dose.segmentation.training.fast_search import FastSearcher, split_samples
     from soars_dose.segmentation.training.stage import build_network
 
@@ -168,6 +171,13 @@ def main(argv=None) -> int:
     files: dict[str, list] = {arm: [] for arm in ARMS}
     tmp = Path(tempfile.mkdtemp(prefix="search_vs_plain_"))
     total = end_train - clock.elapsed()
+    vals: dict[str, dict] = {}
+
+    def save(**kw) -> None:
+        """comparison.json as it stands (after every job and validation pass)."""
+        write_text_file(out / "comparison.json", json.dumps(
+            {**kw, "arms": results, "validation": vals, "phases": phases,
+             "wall_s": clock.elapsed(), "device": dev_name}, indent=1))
     for k, (role, arm) in enumerate(jobs):
         br = start[role]
         kw = dict(role=role, names=br.oar_names, preprocessing=pre, device=args.device,
@@ -177,6 +187,7 @@ def main(argv=None) -> int:
         note("job_start", role=role, arm=arm, budget_s=round(budget, 1))
         if budget < 1:
             note("error", message=f"no time left for {role} {arm}")
+            save(stage=f"stopped: no time left for {role} {arm}")
             return 3
         plain_arch = nas.plain_3d(br.net).architecture()
         res: dict = {}
@@ -190,8 +201,7 @@ def main(argv=None) -> int:
                 s_budget = budget * args.search_share - (clock.elapsed() - t_job)
                 sres = searcher.run(s_budget / 3, 2 * s_budget / 3, max_steps=args.max_steps)
                 del searcher
-            if args.device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            free_device_memory(args.device)
             res["search"] = {k2: v for k2, v in sres.items() if k2 != "architecture"}
             arch = sres["architecture"]
         else:
@@ -214,16 +224,17 @@ def main(argv=None) -> int:
             training={"deadline_config": cfg.to_dict(), "arm": arm, **res,
                       "started_from": "scratch"}))
         del trainer
-        if args.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        free_device_memory(args.device)
+        save(stage=f"trained {role} {arm}")
     bundles = {}
     with clock.phase("pack"):
         for arm in ARMS:
             bundles[arm] = save_bundle(out / f"candidate_{arm}_int8.pt", files[arm],
                                        weights="int8", overwrite=True)
-    vals = {"shipped": validate(clock, "start_model", args.start, val)}
-    for arm in ARMS:
-        vals[arm] = validate(clock, arm, str(bundles[arm]), val)
+    for label, bundle in (("shipped", args.start), *((a, str(bundles[a])) for a in ARMS)):
+        vals[label] = validate(clock, "start_model" if label == "shipped" else label, bundle,
+                               val)
+        save(stage=f"validated {label}")
     better = "searched" if should_ship(vals["searched"]["dice"], vals["plain"]["dice"]) \
         else "plain"
     ship = should_ship(vals[better]["dice"], vals["shipped"]["dice"], min_gain=args.min_gain)
@@ -259,9 +270,7 @@ def main(argv=None) -> int:
             append_run(out / "RUNS.md", rec, oars)
     else:
         note("warning", message=f"{args.runs_md} is missing; no RUNS.md rows written")
-    record = {"better": better, "shipped": ship, "arms": results, "validation": vals,
-              "phases": phases, "wall_s": clock.elapsed(), "device": dev_name}
-    (out / "comparison.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    save(stage="done", better=better, shipped=ship)
     note("done", better=better, shipped=ship, wall_s=round(clock.elapsed(), 1))
     clock.log.close()
     return 0

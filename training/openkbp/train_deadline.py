@@ -51,7 +51,6 @@ RUN3_PATCHES = {"anchor": 86 * 40 * 4, "mid_level": 132 * 40 * 4}
 
 def main(argv=None) -> int:
     t0 = time.perf_counter()  # start-up includes the imports
-    import torch
     from run_support import RunClock, common_parser, load_inputs, start_torch, validate
 
     from soars_dose.segmentation.bundle import save_bundle
@@ -65,7 +64,10 @@ def main(argv=None) -> int:
         start_network,
     )
     from soars_dose.segmentation.training.config import AugmentationConfig
-    from soars_dose.segmentation.training.deadline import FastTrainer
+    from soars_dose.segmentation.training.deadline import (
+        FastTrainer,
+        free_device_memory,
+    )
 
     ap = common_parser(
         __doc__.split("\n")[0], deadline_s=480.0, reserve_s=100.0,
@@ -125,8 +127,7 @@ def main(argv=None) -> int:
                                      "started_from": str(args.start)})
         files.append(path)
         del trainer
-        if args.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        free_device_memory(args.device)
     with phase("pack"):
         candidate = save_bundle(out / "candidate_int8.pt", files, weights="int8",
                                 overwrite=True)

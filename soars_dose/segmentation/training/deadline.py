@@ -38,7 +38,8 @@ from .losses import partial_dice_ce
 from .resident import ResidentVolumes
 from .schedule import warm_restart_lr
 
-__all__ = ["BatchSource", "FastTrainer", "LineLog", "autocast_for", "synchronize"]
+__all__ = ["BatchSource", "FastTrainer", "LineLog", "autocast_for", "free_device_memory",
+           "synchronize"]
 
 
 class LineLog:
@@ -178,6 +179,21 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA); nothing to wait for on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def free_device_memory(device: "torch.device | str") -> None:
+    """Collect unreachable objects, then return the device's cached blocks (CUDA).
+
+    The garbage collection comes first: a trainer or a failed batch caught
+    in a reference cycle (the first optimiser of a process is, through
+    torch's lazy imports) holds its tensors until collected, and
+    ``empty_cache`` can release only blocks no tensor uses.
+    """
+    import gc
+
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 class FastTrainer:

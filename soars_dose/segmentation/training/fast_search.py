@@ -42,7 +42,13 @@ from ..nas import SearchableUNet
 from ..preprocess import Preprocessing
 from .batches import Sample
 from .config import DeadlineConfig
-from .deadline import BatchSource, LineLog, autocast_for, synchronize
+from .deadline import (
+    BatchSource,
+    LineLog,
+    autocast_for,
+    free_device_memory,
+    synchronize,
+)
 from .losses import partial_dice_ce
 
 __all__ = ["FastSearcher", "split_samples"]
@@ -126,35 +132,48 @@ class FastSearcher:
         self.batch_size = int(config.batch_size)
         self.history: list[dict[str, Any]] = []
 
-    def _halve_batch(self, exc: BaseException) -> None:
+    def _halve_batch(self, reason: str) -> None:
         if self.batch_size <= 1:
             raise TrainingError(f"the searchable {self.role} network does not fit on "
-                                f"{self.dev} even at batch 1") from exc
+                                f"{self.dev} even at batch 1 ({reason})")
         self.batch_size //= 2
         for s in (self.train_source, self.held_source):
             s.batch_size = self.batch_size
         self.log.write({"event": "search_batch_halved", "role": self.role,
-                        "batch_size": self.batch_size, "reason": "CUDA out of memory"})
-        torch.cuda.empty_cache()
+                        "batch_size": self.batch_size, "reason": reason})
+        free_device_memory(self.dev)
+
+    def _try_step(self, opt: torch.optim.Optimizer, source: BatchSource,
+                  balance: float) -> torch.Tensor:
+        x, lab, ann = source.next()
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        self.opt_w.zero_grad(set_to_none=True)
+        self.opt_a.zero_grad(set_to_none=True)
+        with autocast_for(self.cfg, self.dev):
+            out = self.net(x)
+        loss = partial_dice_ce(out.float(), lab, ann, balance=balance)
+        loss.backward()
+        opt.step()
+        return loss.detach()
 
     def _step(self, opt: torch.optim.Optimizer, source: BatchSource,
               balance: float) -> torch.Tensor:
-        """One step of ``opt`` on a batch of ``source`` (the other optimiser's grads dropped)."""
+        """One step of ``opt`` on a batch of ``source`` (the other optimiser's grads dropped).
+
+        The batch, its graph and the error's traceback live only inside
+        :meth:`_try_step` and the ``except`` clause, so they are gone when
+        the batch is halved and the device's cached memory released.
+        """
         while True:
+            reason = None
             try:
-                x, lab, ann = source.next()
-                if self.cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last_3d)
-                self.opt_w.zero_grad(set_to_none=True)
-                self.opt_a.zero_grad(set_to_none=True)
-                with autocast_for(self.cfg, self.dev):
-                    out = self.net(x)
-                loss = partial_dice_ce(out.float(), lab, ann, balance=balance)
-                loss.backward()
-                opt.step()
-                return loss.detach()
+                return self._try_step(opt, source, balance)
             except torch.cuda.OutOfMemoryError as exc:
-                self._halve_batch(exc)
+                reason = f"CUDA out of memory: {str(exc)[:120]}"
+            self.opt_w.zero_grad(set_to_none=True)  # gradients of a partial backward
+            self.opt_a.zero_grad(set_to_none=True)
+            self._halve_batch(reason)
 
     def run(self, warmup_s: float, search_s: float, *,
             max_steps: "int | None" = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""device_deadline.sh on the CPU at the tiniest size: both tasks, logs under OUT, phases.
+"""device_deadline.sh on the CPU at the tiniest size: its three tasks, logs under OUT, phases.
 
 The shell script is what the one GPU call runs; a mistake in it would cost
 a whole device session, so every path it takes there (apart from
@@ -66,3 +66,15 @@ def test_an_unknown_task_is_refused_before_anything_runs(tmp_path, inputs):
     assert p.returncode == 2
     assert "TASK must be deadline, search or batch, not serach" in (out / "console.txt").read_text()
     assert not (out / "train_log.jsonl").exists()
+
+
+def test_a_failing_script_fails_the_call_and_a_bad_deadline_is_refused(tmp_path, inputs):
+    p, out = _run(tmp_path, inputs, "deadline", "--no-such-option")
+    assert p.returncode == 2  # argparse's status, passed through the shell script
+    assert "train_deadline.py exit status 2" in (out / "console.txt").read_text()
+    root, start, runs = inputs
+    env = dict(os.environ, OUT=str(tmp_path / "o2"), DEVICE="cpu", DATA=str(root), BENCH="0",
+               PY=sys.executable, DEADLINE_S="4.5e2")
+    q = subprocess.run(["bash", str(SCRIPTS / "device_deadline.sh")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert q.returncode == 2 and "DEADLINE_S must be whole seconds" in q.stdout

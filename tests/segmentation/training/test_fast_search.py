@@ -79,11 +79,22 @@ def test_the_stages_stop_at_their_seconds():
     assert res["warmup_steps"] >= 1 and res["search_steps"] >= 1
 
 
-def test_alpha_steps_draw_from_the_held_out_split_only():
+def test_alpha_steps_draw_from_the_held_out_split_only(monkeypatch):
     s = toy_samples(3)
     tr, held = split_samples(s, 1 / 3, 0)
     fs = _searcher(s)
     assert fs.train_source.samples == tr and fs.held_source.samples == held
+    calls = []
+    real = fs._try_step
+
+    def spy(opt, source, balance):
+        calls.append(("w" if opt is fs.opt_w else "a", "train" if source is fs.train_source
+                      else "held"))
+        return real(opt, source, balance)
+
+    monkeypatch.setattr(fs, "_try_step", spy)
+    fs.run(0.0, 1e6, max_steps=2)
+    assert calls == [("w", "train"), ("a", "held")] * 2
     # the two sources are seeded apart: their first patches differ
     assert not torch.equal(fs.train_source.volumes.draw(4, fs.train_source.gen)[1],
                            fs.held_source.volumes.draw(4, fs.held_source.gen)[1])
@@ -115,3 +126,31 @@ def test_refuses_a_network_without_mixed_blocks():
     net = build_network(fixed_architecture(TCFG, 1, 4), 0)
     with pytest.raises(TrainingError, match="SearchableUNet"):
         FastSearcher(net, tr, held, CFG, role="anchor", names=ANCHOR3, preprocessing=PRE)
+
+
+def test_out_of_memory_after_the_forward_pass_frees_the_batch_before_the_retry(monkeypatch):
+    import gc
+    import weakref
+
+    from soars_dose.segmentation.training import fast_search
+
+    fs = _searcher(config=DeadlineConfig(batch_size=4, patch_size=(16, 16, 24), sync_every=1))
+    real = fast_search.partial_dice_ce
+    seen, alive_at_release = [], []
+
+    def failing_once(out, *a, **k):
+        loss = real(out, *a, **k)
+        if not seen:  # the first step's batch: fail after the forward pass
+            seen.append((weakref.ref(out), weakref.ref(loss)))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return loss
+
+    def release(device):  # when the cached memory is released, the failed batch is gone
+        gc.collect()
+        alive_at_release.append([r() is not None for r in seen[0]])
+
+    monkeypatch.setattr(fast_search, "partial_dice_ce", failing_once)
+    monkeypatch.setattr(fast_search, "free_device_memory", release)
+    res = fs.run(1e6, 0.0, max_steps=1)
+    assert alive_at_release == [[False, False]]
+    assert res["batch_size"] == 2 and res["patches"] == 2 and len(seen) == 1
