@@ -28,7 +28,7 @@ from torch import nn
 
 from ...errors import TrainingError
 from .. import branches as B
-from ..device import resolve_device
+from ..device import autocast, resolve_device
 from ..preprocess import Preprocessing
 from .augment import augment
 from .batch_augment import augment_batch, draw_params
@@ -169,10 +169,8 @@ class BatchSource:
 
 
 def autocast_for(config: DeadlineConfig, device: torch.device):
-    """bf16 autocast on CUDA when ``config.bf16``; otherwise a no-op context."""
-    if config.bf16 and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """The bf16 autocast of :func:`~soars_dose.segmentation.device.autocast` when ``config.bf16``."""
+    return autocast(device) if config.bf16 else contextlib.nullcontext()
 
 
 def synchronize(device: torch.device) -> None:
@@ -339,7 +337,7 @@ class FastTrainer:
                     step_s = (now - t_sync) / pending
                 last = {"role": self.role, "step": steps, "patches": steps * cfg.batch_size,
                         "elapsed_s": round(now - t0, 3), "lr": lr, "loss": loss,
-                        "s_per_step": round(step_s, 5)}
+                        "s_per_step": round(step_s, 5), "total_steps": self.steps}
                 self.log.write(last)
                 if on_log is not None:
                     on_log(last)

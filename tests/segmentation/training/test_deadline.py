@@ -101,3 +101,6 @@ def test_a_step_schedule_runs_on_across_calls_without_restarting():
             for n in range(4)]
     assert lrs == pytest.approx(want, rel=1e-12)
     assert tr.steps == 4
+    # "step" counts within a call, "total_steps" over the trainer's life
+    logged = [(e["step"], e["total_steps"]) for e in tr.log.entries if "lr" in e]
+    assert logged == [(1, 1), (2, 2), (1, 3), (2, 4)]
