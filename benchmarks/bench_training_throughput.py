@@ -94,6 +94,7 @@ def main(argv=None) -> int:
     import torch
 
     from soars_dose.datasets.openkbp import TRAINING_BRANCHES, dataset_cases
+    from soars_dose.segmentation.device import free_device_memory
     from soars_dose.segmentation.preprocess import Preprocessing
     from soars_dose.segmentation.training import (
         DeadlineConfig,
@@ -102,10 +103,7 @@ def main(argv=None) -> int:
         fixed_architecture,
         prepare_samples,
     )
-    from soars_dose.segmentation.training.deadline import (
-        FastTrainer,
-        free_device_memory,
-    )
+    from soars_dose.segmentation.training.deadline import FastTrainer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)

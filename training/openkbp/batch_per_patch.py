@@ -59,16 +59,13 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()  # start-up includes the imports
     import numpy as np
     import torch
-    from run_support import RunClock, common_parser, load_inputs, start_torch
+    from run_support import begin, common_parser, deadline_config
 
     from soars_dose.outputs import write_text_file
     from soars_dose.segmentation import nas
-    from soars_dose.segmentation.training import DeadlineConfig, prepare_branches
-    from soars_dose.segmentation.training.config import AugmentationConfig
-    from soars_dose.segmentation.training.deadline import (
-        FastTrainer,
-        free_device_memory,
-    )
+    from soars_dose.segmentation.device import free_device_memory
+    from soars_dose.segmentation.training import prepare_branches
+    from soars_dose.segmentation.training.deadline import FastTrainer
     from soars_dose.segmentation.training.stage import build_network
 
     ap = common_parser(
@@ -83,24 +80,16 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoints", type=int, default=4)
     ap.add_argument("--arm-cap-s", type=float, default=None,
                     help="seconds per arm at most (default: an equal share of the time left)")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    clock = RunClock(out, args.device, t0)
+    clock, dev_name, inputs = begin(args, t0, mid_level=False)
+    out = clock.out
     note = clock.note
-    dev_name = start_torch(clock, args.threads)
-    inputs = load_inputs(clock, args.train, args.val, args.start,
-                         max_patients=args.max_patients, max_val_patients=args.max_val_patients,
-                         workers=args.threads, mid_level=False)
     if inputs is None:
         return 2
     start = inputs.start
     pre, br = start.preprocessing, start["anchor"]
     with clock.phase("prepare_validation"):
         val = prepare_branches(inputs.val, pre, workers=args.threads)["anchor"]
-    aug = AugmentationConfig(shift_hu=args.shift_hu, shift_probability=args.shift_probability,
-                             rotation_probability=0.2)
     arch = nas.plain_3d(br.net).architecture()
     arms: dict[int, dict] = {}
     oars = list(br.oar_names)
@@ -123,8 +112,7 @@ def main(argv=None) -> int:
     end = args.deadline_s - args.reserve_s
     for k, b in enumerate(args.batches):
         t_arm = clock.elapsed()
-        cfg = DeadlineConfig(batch_size=b, patch_size=tuple(args.patch), base_lr=args.base_lr,
-                             augmentation=aug, sync_every=args.sync_every, seed=args.seed)
+        cfg = deadline_config(args, b)
         cap = (args.arm_cap_s if args.arm_cap_s is not None
                else (end - t_arm) / (len(args.batches) - k))
         steps = max(1, args.patches // b)

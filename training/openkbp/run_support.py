@@ -51,7 +51,25 @@ def common_parser(description: str, *, deadline_s: float, reserve_s: float, rese
                     help="ship only if the mean validation Dice exceeds the shipped model's by "
                          "more than this (Dice units)")
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the initial weights, patches and augmentation")
     return ap
+
+
+def deadline_config(args, batch: "int | None" = None, **kw):
+    """The :class:`DeadlineConfig` of the command line (``batch`` overrides ``--batch``).
+
+    The augmentation adds CT-number shifts (``--shift-hu`` on a
+    ``--shift-probability`` share of the patches) to rotations on a fifth.
+    """
+    from soars_dose.segmentation.training import DeadlineConfig
+    from soars_dose.segmentation.training.config import AugmentationConfig
+
+    aug = AugmentationConfig(shift_hu=args.shift_hu, shift_probability=args.shift_probability,
+                             rotation_probability=0.2)
+    return DeadlineConfig(batch_size=args.batch if batch is None else batch,
+                          patch_size=tuple(args.patch), base_lr=args.base_lr,
+                          augmentation=aug, sync_every=args.sync_every, seed=args.seed, **kw)
 
 
 class RunClock:
@@ -71,6 +89,7 @@ class RunClock:
     def __init__(self, out: Path, device: str, t0: "float | None" = None):
         from soars_dose.segmentation.training.deadline import LineLog
 
+        self.out = out
         self.t0 = time.perf_counter() if t0 is None else t0
         self.device = device
         self.log = LineLog(out / "train_log.jsonl", echo=lambda s: print(s, flush=True))
@@ -101,7 +120,7 @@ class _Phase:
         if exc[0] is None:  # after an error, waiting on the device could hide it
             import torch
 
-            from soars_dose.segmentation.training.deadline import synchronize
+            from soars_dose.segmentation.device import synchronize
 
             synchronize(torch.device(self.clock.device))
         secs = round(time.perf_counter() - self.t, 3)
@@ -176,6 +195,23 @@ def load_inputs(clock: RunClock, train: str, val: str, start: str, *,
                preprocess_s=ph["prepare_preprocess"], anchor_maps_s=ph["prepare_anchor_maps"],
                s_per_patient=round(ph["prepare"] / max(1, len(cases)), 3))
     return Inputs(cases, val_cases, model, samples)
+
+
+def begin(args, t0: float, *, mid_level: bool = True
+          ) -> "tuple[RunClock, str, Inputs | None]":
+    """The run folder, its clock and log, torch started, the data prepared.
+
+    Returns ``(clock, device name, inputs)``; ``inputs`` is None when an
+    input file is missing (logged).
+    """
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = RunClock(out, args.device, t0)
+    name = start_torch(clock, args.threads)
+    inputs = load_inputs(clock, args.train, args.val, args.start,
+                         max_patients=args.max_patients, max_val_patients=args.max_val_patients,
+                         workers=args.threads, mid_level=mid_level)
+    return clock, name, inputs
 
 
 def validate(clock: RunClock, label: str, bundle: str, val: list) -> dict:

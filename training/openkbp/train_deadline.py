@@ -51,10 +51,10 @@ RUN3_PATCHES = {"anchor": 86 * 40 * 4, "mid_level": 132 * 40 * 4}
 
 def main(argv=None) -> int:
     t0 = time.perf_counter()  # start-up includes the imports
-    from run_support import RunClock, common_parser, load_inputs, start_torch, validate
+    from run_support import begin, common_parser, deadline_config, validate
 
     from soars_dose.segmentation.bundle import save_bundle
-    from soars_dose.segmentation.training import DeadlineConfig
+    from soars_dose.segmentation.device import free_device_memory
     from soars_dose.segmentation.training.accumulate import (
         RunRecord,
         append_run,
@@ -63,11 +63,7 @@ def main(argv=None) -> int:
         should_ship,
         start_network,
     )
-    from soars_dose.segmentation.training.config import AugmentationConfig
-    from soars_dose.segmentation.training.deadline import (
-        FastTrainer,
-        free_device_memory,
-    )
+    from soars_dose.segmentation.training.deadline import FastTrainer
 
     ap = common_parser(
         __doc__.split("\n")[0], deadline_s=480.0, reserve_s=100.0,
@@ -78,30 +74,21 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-branches", action="store_true",
                     help="also keep the float32 branch files under OUT")
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    clock = RunClock(out, args.device, t0)
+    clock, dev_name, inputs = begin(args, t0)
+    out = clock.out
     log, note, phase, phases = clock.log, clock.note, clock.phase, clock.phases
-    dev_name = start_torch(clock, args.threads)
-    inputs = load_inputs(clock, args.train, args.val, args.start,
-                         max_patients=args.max_patients, max_val_patients=args.max_val_patients,
-                         workers=args.threads)
     if inputs is None:
         return 2
     cases, val, samples = inputs.cases, inputs.val, inputs.samples
     pre = inputs.start.preprocessing
     anchor_names = inputs.start["anchor"].oar_names
     end_train = args.deadline_s - args.reserve_s
-    aug = AugmentationConfig(shift_hu=args.shift_hu, shift_probability=args.shift_probability,
-                             rotation_probability=0.2)
     results, files = {}, []
     branch_dir = out / "branches" if args.keep_branches else Path(
         tempfile.mkdtemp(prefix="deadline_"))
     for role, share in (("anchor", args.anchor_share), ("mid_level", 1.0)):
         net, br = start_network(args.start, role)
-        cfg = DeadlineConfig(batch_size=args.batch, patch_size=tuple(args.patch),
-                             base_lr=args.base_lr, compile=args.compile, augmentation=aug,
-                             sync_every=args.sync_every)
+        cfg = deadline_config(args, compile=args.compile)
         with phase(f"to_device_{role}"):
             trainer = FastTrainer(net, samples[role], cfg, role=role, names=br.oar_names,
                                   preprocessing=pre, device=args.device, log=log,

@@ -28,7 +28,7 @@ from torch import nn
 
 from ...errors import TrainingError
 from .. import branches as B
-from ..device import autocast, resolve_device
+from ..device import autocast, resolve_device, synchronize
 from ..preprocess import Preprocessing
 from .augment import augment
 from .batch_augment import augment_batch, draw_params
@@ -38,8 +38,8 @@ from .losses import partial_dice_ce
 from .resident import ResidentVolumes
 from .schedule import warm_restart_lr
 
-__all__ = ["BatchSource", "FastTrainer", "LineLog", "autocast_for", "free_device_memory",
-           "synchronize"]
+__all__ = ["BatchSource", "FastTrainer", "LineLog", "StepPacer", "autocast_for",
+           "forward_backward"]
 
 
 class LineLog:
@@ -173,25 +173,72 @@ def autocast_for(config: DeadlineConfig, device: torch.device):
     return autocast(device) if config.bf16 else contextlib.nullcontext()
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA); nothing to wait for on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def forward_backward(model: Any, x: torch.Tensor, lab: torch.Tensor, ann: torch.Tensor,
+                     config: DeadlineConfig, device: torch.device,
+                     balance: float) -> torch.Tensor:
+    """The partial-label loss of one batch, back-propagated; returns it (on the device).
 
-
-def free_device_memory(device: "torch.device | str") -> None:
-    """Collect unreachable objects, then return the device's cached blocks (CUDA).
-
-    The garbage collection comes first: a trainer or a failed batch caught
-    in a reference cycle (the first optimiser of a process is, through
-    torch's lazy imports) holds its tensors until collected, and
-    ``empty_cache`` can release only blocks no tensor uses.
+    The levers of a step: channels-last input when ``config.channels_last``,
+    the forward pass under :func:`autocast_for`, the loss in float32.
     """
-    import gc
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    with autocast_for(config, device):
+        out = model(x)
+    loss = partial_dice_ce(out.float(), lab, ann, balance=balance)
+    loss.backward()
+    return loss.detach()
 
-    gc.collect()
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
+
+class StepPacer:
+    """When to stop before a deadline, and when to read the loss back to the host.
+
+    The host may run ahead of the device by the steps queued since the last
+    synchronisation, so :meth:`must_stop` stops when the time of those
+    steps plus one more would pass the deadline. The time of a step is that
+    of the second step (timed alone: the first carries start-up and
+    autotuning), then the mean of the last log window.
+
+    Parameters
+    ----------
+    device : torch.device
+    sync_every : int
+        Steps per log window (one host synchronisation each).
+    """
+
+    def __init__(self, device: torch.device, sync_every: int):
+        self.dev, self.every = device, int(sync_every)
+        self.t0 = self.t_sync = self.t_first = time.perf_counter()
+        self.steps = self.pending = 0
+        self.step_s = 0.0
+
+    def elapsed(self) -> float:
+        """Seconds since the pacer started."""
+        return time.perf_counter() - self.t0
+
+    def must_stop(self, seconds: float) -> bool:
+        """Whether one more step could end after ``seconds`` from the start."""
+        return self.elapsed() + self.step_s * (self.pending + 1) >= seconds
+
+    def stepped(self) -> bool:
+        """Count a step queued; True when its window is full (read the loss, then :meth:`window_done`)."""
+        self.steps += 1
+        self.pending += 1
+        if self.steps <= 2:
+            synchronize(self.dev)
+            now = time.perf_counter()
+            if self.steps == 2:
+                self.step_s = now - self.t_first
+            self.t_first = now
+        return self.pending >= self.every
+
+    def window_done(self) -> float:
+        """Close the window after its loss was read back (the device is idle); the time."""
+        now = time.perf_counter()
+        if self.steps > self.pending:  # a window without the first step
+            self.step_s = (now - self.t_sync) / self.pending
+        self.t_sync, self.pending = now, 0
+        return now
 
 
 class FastTrainer:
@@ -241,41 +288,27 @@ class FastTrainer:
                 self.log.write({"event": "compile_skipped", "reason": repr(exc)[:200]})
         self.steps = 0
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.source.next()
-
     # ---- one step
-    def _autocast(self):
-        return autocast_for(self.cfg, self.dev)
-
     def step(self, lr: float, balance: float) -> torch.Tensor:
         """One optimiser step at learning rate ``lr``; returns the loss (on the device)."""
-        x, lab, ann = self._batch()
-        if self.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x, lab, ann = self.source.next()
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
         try:
-            with self._autocast():
-                out = self.model(x)
+            loss = forward_backward(self.model, x, lab, ann, self.cfg, self.dev, balance)
         except Exception as exc:  # noqa: BLE001 - torch.compile fails at its first call
             if not self.compiled:
                 raise
             self.log.write({"event": "compile_skipped", "reason": repr(exc)[:200]})
             self.model, self.compiled = self.net, False
-            with self._autocast():
-                out = self.model(x)
-        loss = partial_dice_ce(out.float(), lab, ann, balance=balance)
-        loss.backward()
+            self.opt.zero_grad(set_to_none=True)
+            loss = forward_backward(self.model, x, lab, ann, self.cfg, self.dev, balance)
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
         self.steps += 1
-        return loss.detach()
-
-    def _sync(self) -> None:
-        synchronize(self.dev)
+        return loss
 
     # ---- until the deadline
     def run(self, train_s: float, *, max_steps: "int | None" = None,
@@ -306,46 +339,31 @@ class FastTrainer:
         """
         cfg = self.cfg
         peak = cfg.peak_lr()
-        t0 = time.perf_counter()
-        t_sync, pending = t0, 0
-        step_s = 0.0
-        t_first = t0
+        pace = StepPacer(self.dev, cfg.sync_every)
         acc = torch.zeros((), device=self.dev)
         last: dict[str, Any] = {}
         steps = 0
-        while max_steps is None or steps < max_steps:
-            el = time.perf_counter() - t0
-            if el + step_s * (pending + 1) >= train_s:
-                break
-            frac = (self.steps / schedule_steps if schedule_steps else el / train_s)
+        while (max_steps is None or steps < max_steps) and not pace.must_stop(train_s):
+            frac = (self.steps / schedule_steps if schedule_steps
+                    else pace.elapsed() / train_s)
             lr = warm_restart_lr(frac, peak, warmup_fraction=cfg.warmup_fraction,
                                  warmup_start=cfg.warmup_start, final_fraction=cfg.final_fraction)
             balance = cfg.ce_balance + (cfg.ce_balance_final - cfg.ce_balance) * frac
             acc = acc + self.step(lr, balance)
             steps += 1
-            pending += 1
-            if steps <= 2:  # time the second step (the first carries start-up, autotuning)
-                self._sync()
-                now = time.perf_counter()
-                if steps == 2:
-                    step_s = now - t_first
-                t_first = now
-            if pending >= cfg.sync_every:
-                loss = float(acc) / pending  # the one host synchronisation every sync_every steps
-                now = time.perf_counter()
-                if steps > pending:  # a window without the first step
-                    step_s = (now - t_sync) / pending
+            if pace.stepped():
+                loss = float(acc) / pace.pending  # the one host synchronisation of the window
+                now = pace.window_done()
                 last = {"role": self.role, "step": steps, "patches": steps * cfg.batch_size,
-                        "elapsed_s": round(now - t0, 3), "lr": lr, "loss": loss,
-                        "s_per_step": round(step_s, 5), "total_steps": self.steps}
+                        "elapsed_s": round(now - pace.t0, 3), "lr": lr, "loss": loss,
+                        "s_per_step": round(pace.step_s, 5), "total_steps": self.steps}
                 self.log.write(last)
                 if on_log is not None:
                     on_log(last)
                 acc = torch.zeros((), device=self.dev)
-                t_sync, pending = now, 0
-        final_loss = float(acc) / pending if pending else last.get("loss")
-        self._sync()
-        secs = time.perf_counter() - t0
+        final_loss = float(acc) / pace.pending if pace.pending else last.get("loss")
+        synchronize(self.dev)
+        secs = pace.elapsed()
         out = {"role": self.role, "event": "done", "steps": steps,
                "patches": steps * cfg.batch_size, "seconds": round(secs, 3),
                "patches_per_s": steps * cfg.batch_size / secs if secs > 0 else None,

@@ -33,23 +33,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from ...errors import TrainingError
 from .. import branches as B
-from ..device import resolve_device
+from ..device import free_device_memory, resolve_device, synchronize
 from ..nas import SearchableUNet
 from ..preprocess import Preprocessing
 from .batches import Sample
 from .config import DeadlineConfig
-from .deadline import (
-    BatchSource,
-    LineLog,
-    autocast_for,
-    free_device_memory,
-    synchronize,
-)
-from .losses import partial_dice_ce
+from .deadline import BatchSource, LineLog, StepPacer, forward_backward
 
 __all__ = ["FastSearcher", "split_samples"]
 
@@ -75,8 +69,6 @@ def split_samples(samples: list[Sample], held_fraction: float, seed: int
                             f"{len(samples)}")
     if not 0 < held_fraction < 1:
         raise TrainingError(f"held_fraction must lie in (0, 1), got {held_fraction}")
-    import numpy as np
-
     order = np.random.default_rng([int(seed), 29]).permutation(len(samples))
     n_held = min(len(samples) - 1, max(1, int(round(held_fraction * len(samples)))))
     held = sorted(order[:n_held].tolist())
@@ -130,7 +122,6 @@ class FastSearcher:
         self.opt_a = torch.optim.Adam(self.net.arch_parameters(), lr=alpha_lr,
                                       betas=(0.5, 0.999), weight_decay=alpha_weight_decay)
         self.batch_size = int(config.batch_size)
-        self.history: list[dict[str, Any]] = []
 
     def _halve_batch(self, reason: str) -> None:
         if self.batch_size <= 1:
@@ -146,16 +137,11 @@ class FastSearcher:
     def _try_step(self, opt: torch.optim.Optimizer, source: BatchSource,
                   balance: float) -> torch.Tensor:
         x, lab, ann = source.next()
-        if self.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
         self.opt_w.zero_grad(set_to_none=True)
         self.opt_a.zero_grad(set_to_none=True)
-        with autocast_for(self.cfg, self.dev):
-            out = self.net(x)
-        loss = partial_dice_ce(out.float(), lab, ann, balance=balance)
-        loss.backward()
+        loss = forward_backward(self.net, x, lab, ann, self.cfg, self.dev, balance)
         opt.step()
-        return loss.detach()
+        return loss
 
     def _step(self, opt: torch.optim.Optimizer, source: BatchSource,
               balance: float) -> torch.Tensor:
@@ -203,42 +189,27 @@ class FastSearcher:
         patches = alpha_patches = 0
         cfg = self.cfg
         for stage, secs in (("warmup", warmup_s), ("search", search_s)):
-            t_stage = time.perf_counter()
+            pace = StepPacer(self.dev, cfg.sync_every)
             acc = torch.zeros((), device=self.dev)
-            pending, step_s, t_sync, t_first = 0, 0.0, t_stage, t_stage
-            while max_steps is None or counts[stage] < max_steps:
-                el = time.perf_counter() - t_stage
-                if el + step_s * (pending + 1) >= secs:
-                    break
+            while (max_steps is None or pace.steps < max_steps) and not pace.must_stop(secs):
                 balance = cfg.ce_balance + (cfg.ce_balance_final - cfg.ce_balance) * (
-                    el / max(secs, 1e-9))
+                    pace.elapsed() / max(secs, 1e-9))
                 acc = acc + self._step(self.opt_w, self.train_source, balance)
                 patches += self.batch_size
                 if stage == "search":
                     self._step(self.opt_a, self.held_source, balance)
                     alpha_patches += self.batch_size
-                counts[stage] += 1
-                pending += 1
-                if counts[stage] <= 2:  # time the second iteration (the first carries start-up)
-                    synchronize(self.dev)
-                    now = time.perf_counter()
-                    if counts[stage] == 2:
-                        step_s = now - t_first
-                    t_first = now
-                if pending >= cfg.sync_every:
-                    loss = float(acc) / pending  # the one host synchronisation of the window
-                    now = time.perf_counter()
-                    if counts[stage] > pending:  # a window without the first iteration
-                        step_s = (now - t_sync) / pending
-                    entry = {"role": self.role, "stage": stage, "step": counts[stage],
+                if pace.stepped():
+                    loss = float(acc) / pace.pending  # the one host synchronisation of the window
+                    now = pace.window_done()
+                    entry = {"role": self.role, "stage": stage, "step": pace.steps,
                              "elapsed_s": round(now - t0, 3), "loss": loss,
-                             "s_per_step": round(step_s, 5), "batch_size": self.batch_size}
+                             "s_per_step": round(pace.step_s, 5), "batch_size": self.batch_size}
                     if stage == "search":
                         entry["op_weights"] = self.net.op_weights()
-                        self.history.append(entry["op_weights"])
                     self.log.write(entry)
                     acc = torch.zeros((), device=self.dev)
-                    t_sync, pending = now, 0
+            counts[stage] = pace.steps
         synchronize(self.dev)
         arch = self.net.derive()
         out = {"role": self.role, "event": "search_done", "warmup_steps": counts["warmup"],
